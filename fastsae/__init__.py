@@ -1,0 +1,1 @@
+"""fastsae: the command line that stands above the stages (harvest, store, train)."""

@@ -1,0 +1,3 @@
+from fastsae.cli import main
+
+main()
