@@ -1,0 +1,30 @@
+"""Fused JumpReLU encoder and sparse-aware decoder for sparse autoencoders.
+
+    from kernels import jumprelu_encode, sae_decode
+    acts, l0 = jumprelu_encode(x, W_enc, b_enc, threshold, bandwidth=0.001)
+    x_hat = sae_decode(acts, W_dec, b_dec)
+
+Both are differentiable in every tensor input. The backend (Triton or torch) is chosen per call, see
+kernels/dispatch.py; kernels/reference.py is the plain definition both backends are tested against.
+"""
+
+from .checks import (
+    KernelBackendError,
+    KernelDeviceError,
+    KernelDtypeError,
+    KernelError,
+    KernelLayoutError,
+    KernelShapeError,
+)
+from .ops import jumprelu_encode, sae_decode
+
+__all__ = [
+    "jumprelu_encode",
+    "sae_decode",
+    "KernelError",
+    "KernelShapeError",
+    "KernelDtypeError",
+    "KernelDeviceError",
+    "KernelLayoutError",
+    "KernelBackendError",
+]

@@ -1,0 +1,57 @@
+"""Backend choice, made at call time (the env may change after import, e.g. in tests).
+
+FASTSAE_KERNELS = auto (default) | torch | triton
+    auto: Triton for CUDA tensors, the torch path otherwise.
+    triton: Triton everywhere; on CPU tensors this needs TRITON_INTERPRET=1 (the interpreter).
+FASTSAE_KERNELS_SPARSE = auto (default) | always | never
+    Whether the decoder and the backward passes use the gather (sparse) kernels or dense matmuls;
+    auto decides from the measured density of the batch against the cut-offs below.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .checks import KernelBackendError, KernelDeviceError
+
+# Density (nonzero fraction of acts) at or below which the gather path is used.
+# CPU (torch path, 1 thread): measured with `python benchmarks/kernels.py --cpu`.
+CPU_SPARSE_MAX_DENSITY = 0.05
+# GPU (Triton path): estimates from H100 rooflines, not yet measured: gather traffic ~ nnz·d_in elements at
+# ~1.5 TB/s vs dense tensor-core matmul 2·N·d_sae·d_in FLOPs at ~500 TFLOP/s (bf16/fp16) or fp32 SIMT.
+GPU_SPARSE_MAX_DENSITY = {torch.bfloat16: 0.004, torch.float16: 0.004, torch.float32: 0.02}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def backend_for(op: str, device: torch.device) -> str:
+    """'torch' or 'triton' for tensors on `device`."""
+    choice = os.environ.get("FASTSAE_KERNELS", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "torch", "triton"):
+        raise KernelBackendError(f"FASTSAE_KERNELS must be auto, torch or triton, got {choice!r}")
+    if choice == "torch":
+        return "torch"
+    if choice == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    if device.type != "cuda" and not interpreting():
+        raise KernelDeviceError(
+            f"{op}: FASTSAE_KERNELS=triton needs CUDA tensors or TRITON_INTERPRET=1, got tensors on {device}"
+        )
+    return "triton"
+
+
+def use_sparse(density: float, *, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a batch whose acts have this nonzero fraction should take the gather path."""
+    choice = os.environ.get("FASTSAE_KERNELS_SPARSE", "auto").strip().lower() or "auto"
+    if choice == "always":
+        return True
+    if choice == "never":
+        return False
+    if choice != "auto":
+        raise KernelBackendError(f"FASTSAE_KERNELS_SPARSE must be auto, always or never, got {choice!r}")
+    cutoff = GPU_SPARSE_MAX_DENSITY[dtype] if device.type == "cuda" else CPU_SPARSE_MAX_DENSITY
+    return density <= cutoff

@@ -1,0 +1,57 @@
+"""The public entry points: check inputs, pick the backend for these tensors, apply its autograd Function."""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_bandwidth, check_tensors
+from .dispatch import backend_for
+from .torch_path import DecodeTorch, JumpReLUTorch
+
+
+def jumprelu_encode(
+    x: torch.Tensor,  # [N, d_in]
+    W_enc: torch.Tensor,  # [d_in, d_sae]
+    b_enc: torch.Tensor,  # [d_sae]
+    threshold: torch.Tensor,  # [d_sae], > 0
+    bandwidth: float = 0.001,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """JumpReLU encoder: (acts [N, d_sae], l0 [N]) with straight-through threshold gradients.
+
+    z = x @ W_enc + b_enc; acts = z·1[z > θ]; l0 = Σ_j 1[z > θ] (float, like x). All inputs share one
+    float dtype and device. Gradients: see kernels/reference.py.
+    """
+    op = "jumprelu_encode"
+    check_tensors(
+        op,
+        {"x": x, "W_enc": W_enc, "b_enc": b_enc, "threshold": threshold},
+        {"x": ("N", "d_in"), "W_enc": ("d_in", "d_sae"), "b_enc": ("d_sae",), "threshold": ("d_sae",)},
+    )
+    bw = check_bandwidth(op, bandwidth)
+    if backend_for(op, x.device) == "triton":
+        from .encode import JumpReLUTriton  # triton is imported only when used
+
+        return JumpReLUTriton.apply(x, W_enc, b_enc, threshold, bw)
+    return JumpReLUTorch.apply(x, W_enc, b_enc, threshold, bw)
+
+
+def sae_decode(
+    acts: torch.Tensor,  # [N, d_sae]
+    W_dec: torch.Tensor,  # [d_sae, d_in]
+    b_dec: torch.Tensor,  # [d_in]
+) -> torch.Tensor:
+    """x_hat = acts @ W_dec + b_dec  [N, d_in]; reads only the active rows of W_dec when acts are sparse."""
+    op = "sae_decode"
+    check_tensors(
+        op,
+        {"acts": acts, "W_dec": W_dec, "b_dec": b_dec},
+        {"acts": ("N", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)},
+    )
+    if backend_for(op, acts.device) == "triton":
+        from .decode import DecodeTriton
+
+        return DecodeTriton.apply(acts, W_dec, b_dec)
+    return DecodeTorch.apply(acts, W_dec, b_dec)
+
+
+__all__ = ["jumprelu_encode", "sae_decode"]
