@@ -1,0 +1,208 @@
+"""On-disk layout of a fastsae store: names, schema version, dtypes, and small file helpers.
+
+Everything that knows a path or a byte layout lives here, so writer, reader and verifier agree.
+See FORMAT.md for the layout in prose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import StoreCorruptError, StoreNotFoundError
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+FORMAT_NAME = "fastsae-store"
+
+STORE_JSON = "store.json"
+SKIPPED_JSONL = "skipped.jsonl"
+ZARR_JSON = "zarr.json"
+SHARD_RE = re.compile(r"^shard-(\d{5,})-(\d{6,})\.zarr$")
+PARTIAL_PREFIX = ".partial-"
+ATTRS_KEY = "fastsae"  # group attribute holding the shard's own facts
+STORE_META_KEY = "store_meta"  # group attribute holding a copy of store.json
+
+# stored dtype name -> (numpy dtype of the zarr array, bytes per element)
+DTYPES: dict[str, tuple[np.dtype, int]] = {
+    "float32": (np.dtype("<f4"), 4),
+    "float16": (np.dtype("<f2"), 2),
+    "bfloat16": (np.dtype("<u2"), 2),  # bit patterns; array attribute fastsae_dtype = "bfloat16"
+}
+
+# small per-shard arrays: name -> (numpy dtype, trailing shape)
+SMALL_ARRAYS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+    "token_ids": (np.dtype("<i4"), ()),  # [T]
+    "token_types": (np.dtype("u1"), ()),  # [T]
+    "offsets": (np.dtype("<i8"), ()),  # [S+1]
+    "sources": (np.dtype("<i8"), (2,)),  # [S, 2]
+    "doc_starts": (np.dtype("<i8"), ()),  # [D]
+    "doc_sources": (np.dtype("<i8"), (2,)),  # [D, 2]
+}
+
+COMPRESSIONS = (None, "zstd")
+ZSTD_LEVEL = 3
+TARGET_CHUNK_BYTES = 256 * 1024  # inner chunk size the writer aims for when rows_per_chunk is not given
+MAX_UINT64 = 2**64 - 1
+INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per inner chunk
+CRC_BYTES = 4
+
+
+def shard_stem(writer: int, seq: int) -> str:
+    return f"shard-{writer:05d}-{seq:06d}"
+
+
+def shard_name(writer: int, seq: int) -> str:
+    return shard_stem(writer, seq) + ".zarr"
+
+
+def partial_name(writer: int, seq: int) -> str:
+    return f"{PARTIAL_PREFIX}{shard_stem(writer, seq)}.zarr"
+
+
+def act_array_name(layer: int) -> str:
+    return f"acts/layer_{layer}"
+
+
+def act_shard_file(shard_dir: Path, layer: int) -> Path:
+    """The single shard file of ``acts/layer_<L>``: chunk key c/0/0 (default '/' chunk key encoding)."""
+    return shard_dir / "acts" / f"layer_{layer}" / "c" / "0" / "0"
+
+
+def small_chunk_file(shard_dir: Path, name: str) -> Path:
+    """The single chunk file of a small array (chunk shape == array shape, no compression)."""
+    ndim = 1 + len(SMALL_ARRAYS[name][1])
+    return shard_dir.joinpath(name, "c", *(["0"] * ndim))
+
+
+def index_nbytes(n_chunks: int) -> int:
+    return INDEX_ENTRY_BYTES * n_chunks + CRC_BYTES
+
+
+def dtype_info(dtype: str) -> tuple[np.dtype, int]:
+    if dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def auto_rows_per_chunk(row_bytes: int) -> int:
+    """Rows per inner chunk for ~TARGET_CHUNK_BYTES chunks (power of two in [16, 4096])."""
+    rows = max(1, TARGET_CHUNK_BYTES // max(1, row_bytes))
+    return int(min(4096, max(16, 1 << (rows.bit_length() - 1))))
+
+
+def plan_chunks(num_rows: int, target_rows: int) -> tuple[int, int]:
+    """(rows_per_chunk, n_chunks) for num_rows rows: at most target_rows per chunk, padding < n_chunks rows."""
+    n_chunks = max(1, -(-num_rows // target_rows))
+    return max(1, -(-num_rows // n_chunks)), n_chunks
+
+
+def crc32c(data: bytes | memoryview | np.ndarray) -> int:
+    import google_crc32c
+
+    return int(google_crc32c.value(bytes(data) if isinstance(data, np.ndarray) else data))
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (directories: so renames/creations inside it are durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
+
+
+def tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def normalize_json(obj: Any) -> Any:
+    """What obj looks like after a JSON round trip (tuples -> lists, numpy scalars -> Python)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json_atomic(path: Path, obj: Any, *, exclusive: bool = False) -> bool:
+    """Write JSON via a unique temp file + fsync + rename. exclusive: never replace an existing file
+    (uses link(2), atomic create-if-absent); returns False if the file already existed."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_path(path.parent)
+    return True
+
+
+def read_json(path: Path, *, what: str) -> dict:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"{what}: missing {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreCorruptError(f"{what}: {path.name} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise StoreCorruptError(f"{what}: {path.name} is not a JSON object")
+    return obj
+
+
+def read_store_json(root: Path) -> dict:
+    root = Path(root)
+    if not root.is_dir():
+        raise StoreNotFoundError(f"store not found: {root} is not a directory")
+    meta = read_json(root / STORE_JSON, what=f"store {root}")
+    version = meta.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise StoreCorruptError(
+            f"store {root}: store.json schema_version {version!r} is not supported "
+            f"(this fastsae reads {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
+        )
+    return meta
+
+
+def list_shards(root: Path) -> list[Path]:
+    """Committed shard directories (name order; harvest order comes from their first_sequence)."""
+    return sorted(p for p in Path(root).iterdir() if SHARD_RE.match(p.name) and p.is_dir())
+
+
+def list_partials(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).iterdir() if p.name.startswith(PARTIAL_PREFIX))

@@ -1,0 +1,424 @@
+"""Reading a store: open_store -> Store -> Shard / Sequence. Read-only, lazy, memmap-based.
+
+Activations of uncompressed shards are np.memmap views of the zarr shard file (the data region is one
+row-major [T_pad, d_model] matrix); compressed shards fall back to zarr reads. Nothing but the per-shard
+offsets is loaded at open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import StoreCorruptError, StoreNotFoundError
+from .format import (
+    ATTRS_KEY,
+    DTYPES,
+    INDEX_ENTRY_BYTES,
+    SMALL_ARRAYS,
+    STORE_JSON,
+    SUPPORTED_SCHEMA_VERSIONS,
+    ZARR_JSON,
+    act_array_name,
+    act_shard_file,
+    crc32c,
+    index_nbytes,
+    list_shards,
+    read_json,
+    read_store_json,
+    small_chunk_file,
+    tree_bytes,
+)
+
+_SHARD_KEYS = ("num_sequences", "num_tokens", "first_sequence", "layers", "d_model", "dtype")
+
+
+def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored representation -> float32. bfloat16 bit patterns (uint16) are widened by a 16-bit shift.
+    float32 input is returned as is (no copy)."""
+    if dtype == "bfloat16":
+        raw = np.asarray(raw)
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    if dtype in ("float32", "float16"):
+        return np.asarray(raw, dtype=np.float32)
+    raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+
+
+def _memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple[int, int] | None:
+    """(rows_per_chunk, n_chunks) if this acts array has the uncompressed single-shard layout, else None."""
+    try:
+        (codec,) = meta["codecs"]
+        cfg = codec["configuration"]
+        grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        inner = cfg["chunk_shape"]
+        ok = (
+            codec["name"] == "sharding_indexed"
+            and cfg.get("index_location", "end") == "end"
+            and [c["name"] for c in cfg["codecs"]] == ["bytes"]
+            and cfg["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+            and [c["name"] for c in cfg["index_codecs"]] == ["bytes", "crc32c"]
+            and np.dtype(meta["data_type"]) == np_dtype
+            and list(inner[1:]) == list(shape[1:]) == list(grid[1:])
+            and grid[0] >= shape[0]
+            and grid[0] % inner[0] == 0
+            and meta["chunk_key_encoding"]["name"] == "default"
+            and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (int(inner[0]), int(grid[0] // inner[0])) if ok else None
+
+
+def check_shard_index(path: Path, *, rows_per_chunk: int, n_chunks: int, row_bytes: int, what: str) -> None:
+    """Checks size, crc32c and entries of an uncompressed acts shard file; raises StoreCorruptError."""
+    chunk_bytes = rows_per_chunk * row_bytes
+    expected = chunk_bytes * n_chunks + index_nbytes(n_chunks)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
+    if size != expected:
+        raise StoreCorruptError(
+            f"{what}: shard file is {size} bytes, expected {expected} (truncated or overwritten)"
+        )
+    with open(path, "rb") as f:
+        f.seek(size - index_nbytes(n_chunks))
+        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
+        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
+    if crc32c(idx_bytes) != crc:
+        raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
+    idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)
+    if not (
+        np.array_equal(idx[:, 0], np.arange(n_chunks, dtype=np.uint64) * chunk_bytes)
+        and (idx[:, 1] == chunk_bytes).all()
+    ):
+        raise StoreCorruptError(f"{what}: shard index entries do not describe contiguous inner chunks")
+
+
+class ZarrRows:
+    """Row access over a (compressed) zarr acts array with the same indexing as the memmap path:
+    ``a[start:stop]`` and ``a[int64_sorted_rows]`` -> np.ndarray."""
+
+    def __init__(self, array: Any):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice | int | np.integer):
+            return np.asarray(self.array[key])
+        rows = np.asarray(key, dtype=np.int64)
+        return np.asarray(self.array.get_orthogonal_selection((rows, slice(None))))
+
+
+class Shard:
+    """One committed shard (a Zarr v3 group). Arrays are opened lazily and read-only."""
+
+    def __init__(self, path: Path, group_meta: dict):
+        self.path = Path(path)
+        self.name = self.path.name
+        attrs = group_meta.get("attributes")
+        info = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+        if not isinstance(info, dict) or any(k not in info for k in _SHARD_KEYS):
+            raise StoreCorruptError(f"shard {self.name}: zarr.json lacks the '{ATTRS_KEY}' attributes")
+        if info.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
+            raise StoreCorruptError(
+                f"shard {self.name}: schema_version {info.get('schema_version')!r} unsupported"
+            )
+        if info["dtype"] not in DTYPES:
+            raise StoreCorruptError(f"shard {self.name}: unknown dtype {info['dtype']!r}")
+        self.attrs: dict = attrs
+        self.first_sequence = int(info["first_sequence"])
+        self.num_sequences = int(info["num_sequences"])
+        self.num_tokens = int(info["num_tokens"])
+        self.layers = [int(x) for x in info["layers"]]
+        self.d_model = int(info["d_model"])
+        self.dtype: str = info["dtype"]
+        self._acts: dict[int, Any] = {}
+        self._small: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Shard:
+        path = Path(path)
+        return cls(path, read_json(path / ZARR_JSON, what=f"shard {path.name}"))
+
+    def __repr__(self) -> str:
+        return f"Shard({self.name}, sequences={self.num_sequences}, tokens={self.num_tokens})"
+
+    @property
+    def sequence_range(self) -> tuple[int, int]:
+        return self.first_sequence, self.first_sequence + self.num_sequences
+
+    def _array_meta(self, name: str) -> dict:
+        return read_json(self.path / name / ZARR_JSON, what=f"shard {self.name} array {name}")
+
+    def small_array(self, name: str) -> np.ndarray:
+        """token_ids, token_types, offsets, sources, doc_starts or doc_sources (memmap, read-only)."""
+        if name in self._small:
+            return self._small[name]
+        np_dtype, trailing = SMALL_ARRAYS[name]
+        meta = self._array_meta(name)
+        shape = tuple(meta.get("shape", ()))
+        what = f"shard {self.name} array {name}"
+        if len(shape) != 1 + len(trailing) or tuple(shape[1:]) != trailing:
+            raise StoreCorruptError(
+                f"{what}: shape {list(shape)} is not [n{', ' + str(trailing[0]) if trailing else ''}]"
+            )
+        try:
+            plain = [c["name"] for c in meta["codecs"]] == ["bytes"] and np.dtype(
+                meta["data_type"]
+            ) == np_dtype
+            plain = plain and list(meta["chunk_grid"]["configuration"]["chunk_shape"][:1]) == [
+                max(1, shape[0])
+            ]
+        except (KeyError, TypeError, ValueError):
+            plain = False
+        if shape[0] == 0:
+            arr = np.zeros(shape, dtype=np_dtype)
+        elif plain:
+            f = small_chunk_file(self.path, name)
+            expected = int(np.prod(shape)) * np_dtype.itemsize
+            size = f.stat().st_size if f.exists() else -1
+            if size != expected:
+                raise StoreCorruptError(f"{what}: chunk file is {max(size, 0)} bytes, expected {expected}")
+            arr = np.memmap(f, dtype=np_dtype, mode="r", shape=shape)
+        else:
+            arr = np.asarray(self._zarr_array(name)[...], dtype=np_dtype)
+        self._small[name] = arr
+        return arr
+
+    def _zarr_array(self, name: str) -> Any:
+        import zarr
+        from zarr.storage import LocalStore
+
+        try:
+            return zarr.open_array(LocalStore(self.path, read_only=True), path=name, mode="r")
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+            raise StoreCorruptError(f"shard {self.name} array {name}: cannot open with zarr ({e})") from None
+
+    @cached_property
+    def offsets(self) -> np.ndarray:  # [S+1] shard-local token offsets
+        off = np.array(self.small_array("offsets"))
+        if (
+            off.shape != (self.num_sequences + 1,)
+            or off[0] != 0
+            or off[-1] != self.num_tokens
+            or (np.diff(off) <= 0).any()
+        ):
+            raise StoreCorruptError(
+                f"shard {self.name} array offsets: not strictly increasing from 0 to "
+                f"num_tokens={self.num_tokens} over {self.num_sequences} sequences"
+            )
+        return off
+
+    @property
+    def token_ids(self) -> np.ndarray:  # [T] int32
+        return self.small_array("token_ids")
+
+    @property
+    def token_types(self) -> np.ndarray:  # [T] uint8
+        return self.small_array("token_types")
+
+    @property
+    def sources(self) -> np.ndarray:  # [S, 2] int64
+        return self.small_array("sources")
+
+    @property
+    def doc_starts(self) -> np.ndarray:  # [D] int64 shard-local
+        return self.small_array("doc_starts")
+
+    @property
+    def doc_sources(self) -> np.ndarray:  # [D, 2] int64
+        return self.small_array("doc_sources")
+
+    def raw_acts(self, layer: int) -> Any:
+        """[T, d_model] in stored representation: np.memmap when uncompressed, else a ZarrRows wrapper."""
+        if layer in self._acts:
+            return self._acts[layer]
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} not in shard {self.name} (layers {self.layers})")
+        name = act_array_name(layer)
+        what = f"shard {self.name} array {name}"
+        meta = self._array_meta(name)
+        np_dtype, itemsize = DTYPES[self.dtype]
+        shape = (self.num_tokens, self.d_model)
+        if tuple(meta.get("shape", ())) != shape:
+            raise StoreCorruptError(f"{what}: shape {meta.get('shape')} != expected {list(shape)}")
+        plan = _memmappable(meta, shape, np_dtype)
+        if plan is not None:
+            path = act_shard_file(self.path, layer)
+            check_shard_index(
+                path, rows_per_chunk=plan[0], n_chunks=plan[1], row_bytes=itemsize * self.d_model, what=what
+            )
+            arr: Any = np.memmap(path, dtype=np_dtype, mode="r", shape=shape)
+        else:
+            arr = ZarrRows(self._zarr_array(name))
+        self._acts[layer] = arr
+        return arr
+
+    def acts(self, layer: int) -> np.ndarray | Any:
+        """float32/float16: same as raw_acts; bfloat16: decoded float32 copy of the whole shard layer."""
+        raw = self.raw_acts(layer)
+        return to_float32(raw[:], self.dtype) if self.dtype == "bfloat16" else raw
+
+    def sequence(self, i: int, *, index: int | None = None) -> Sequence:
+        return Sequence(self, i, self.first_sequence + i if index is None else index)
+
+    def bytes(self) -> int:
+        return tree_bytes(self.path)
+
+
+class Sequence:
+    """One sequence (conversation or block). Arrays are views into the shard's memmaps."""
+
+    def __init__(self, shard: Shard, local: int, index: int):
+        if not 0 <= local < shard.num_sequences:
+            raise IndexError(f"sequence {local} out of range for shard {shard.name}")
+        self.shard, self.local, self.index = shard, local, index
+        self.start, self.stop = int(shard.offsets[local]), int(shard.offsets[local + 1])
+
+    def __repr__(self) -> str:
+        return f"Sequence({self.index}, tokens={len(self)}, shard={self.shard.name})"
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def num_tokens(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def token_ids(self) -> np.ndarray:  # [T]
+        return self.shard.token_ids[self.start : self.stop]
+
+    @property
+    def token_types(self) -> np.ndarray:  # [T]
+        return self.shard.token_types[self.start : self.stop]
+
+    @property
+    def source(self) -> tuple[int, int]:
+        ds, row = self.shard.sources[self.local]
+        return int(ds), int(row)
+
+    def _doc_slice(self) -> slice:
+        starts = self.shard.doc_starts
+        return slice(int(np.searchsorted(starts, self.start)), int(np.searchsorted(starts, self.stop)))
+
+    @property
+    def doc_starts(self) -> np.ndarray:  # [D_seq] sequence-local token positions where documents begin
+        return np.asarray(self.shard.doc_starts[self._doc_slice()]) - self.start
+
+    @property
+    def doc_sources(self) -> np.ndarray:  # [D_seq, 2]
+        return np.asarray(self.shard.doc_sources[self._doc_slice()])
+
+    def raw_acts(self, layer: int) -> np.ndarray:  # [T, d_model] stored repr.; zero-copy if uncompressed
+        return self.shard.raw_acts(layer)[self.start : self.stop]
+
+    def acts(self, layer: int) -> np.ndarray:  # [T, d_model]; float32 copy for bfloat16
+        raw = self.raw_acts(layer)
+        return to_float32(raw, "bfloat16") if self.shard.dtype == "bfloat16" else raw
+
+
+class Store:
+    """A read-only view of the committed shards of a store directory. Use open_store()."""
+
+    def __init__(self, path: Path, meta: dict, shards: list[Shard]):
+        self.path, self.meta, self.shards = path, meta, shards
+        if shards:
+            first = shards[0]
+            for sh in shards[1:]:
+                if (sh.layers, sh.d_model, sh.dtype) != (first.layers, first.d_model, first.dtype):
+                    raise StoreCorruptError(
+                        f"store {path}: shard {sh.name} has layers={sh.layers} d_model={sh.d_model} dtype={sh.dtype}"
+                        f", shard {first.name} has layers={first.layers} d_model={first.d_model} dtype={first.dtype}"
+                    )
+            self.layers, self.d_model, self.dtype = list(first.layers), first.d_model, first.dtype
+        else:
+            self.layers = [int(x) for x in meta.get("layers", [])]
+            self.d_model = int(meta["d_model"]) if meta.get("d_model") is not None else None
+            self.dtype = meta.get("dtype")
+        self._starts = np.array([sh.first_sequence for sh in shards], dtype=np.int64)  # [n_shards]
+        self.num_sequences = sum(sh.num_sequences for sh in shards)
+        self.num_tokens = sum(sh.num_tokens for sh in shards)
+
+    def __repr__(self) -> str:
+        return f"Store({self.path}, shards={len(self.shards)}, sequences={self.num_sequences}, tokens={self.num_tokens})"
+
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    def __iter__(self):
+        for sh in self.shards:
+            for i in range(sh.num_sequences):
+                yield sh.sequence(i)
+
+    @cached_property
+    def seq_offsets(self) -> np.ndarray:  # [S+1] global token offsets in harvest order
+        out = np.zeros(self.num_sequences + 1, dtype=np.int64)
+        base_tok = 0
+        for sh in self.shards:
+            a = sh.first_sequence
+            out[a + 1 : a + sh.num_sequences + 1] = base_tok + sh.offsets[1:]
+            base_tok += sh.num_tokens
+        return out
+
+    @cached_property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update((self.path / STORE_JSON).read_bytes())
+        for sh in self.shards:
+            h.update(f"\n{sh.name}:{sh.bytes()}".encode())
+        return h.hexdigest()
+
+    def sequence(self, i: int) -> Sequence:
+        """Sequence i in harvest order; O(log shards)."""
+        i = int(i)
+        if i < 0:
+            i += self.num_sequences
+        if not 0 <= i < self.num_sequences:
+            raise IndexError(f"sequence {i} out of range (store has {self.num_sequences})")
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        sh = self.shards[k]
+        return sh.sequence(i - sh.first_sequence, index=i)
+
+
+def check_sequence_ranges(shards: list[Shard]) -> list[str]:
+    """Problems with the sequence ranges of shards sorted by first_sequence (gaps, overlaps)."""
+    problems, expected, prev = [], 0, None
+    for sh in shards:
+        a, b = sh.sequence_range
+        if a < expected:
+            problems.append(f"shards {prev} and {sh.name} overlap: sequences [{a}, {expected}) are in both")
+        elif a > expected:
+            after = f"after shard {prev}" if prev else "before the first shard"
+            problems.append(f"sequences [{expected}, {a}) are missing {after} (next shard {sh.name})")
+        expected, prev = max(expected, b), sh.name
+    return problems
+
+
+def open_store(root: str | os.PathLike) -> Store:
+    """Open a store read-only (committed shards only; .partial-* directories are ignored)."""
+    root = Path(root)
+    if not root.exists():
+        raise StoreNotFoundError(f"store not found: {root}")
+    meta = read_store_json(root)
+    shards = []
+    for p in list_shards(root):
+        try:
+            shards.append(Shard.open(p))
+        except StoreNotFoundError as e:
+            raise StoreCorruptError(str(e)) from None
+    shards.sort(key=lambda sh: (sh.first_sequence, sh.name))
+    problems = check_sequence_ranges(shards)
+    if problems:
+        raise StoreCorruptError(f"store {root}: {problems[0]}", problems)
+    return Store(root, meta, shards)

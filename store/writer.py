@@ -1,0 +1,444 @@
+"""Writing a store: init_store (store.json), ShardWriter (one atomically committed shard), clean_partial.
+
+A ShardWriter streams activation rows straight into the final shard file of each ``acts/layer_<L>`` array
+inside ``.partial-<name>.zarr`` (nothing but the small per-token arrays is held in RAM). At commit it pads
+the data to whole inner chunks, appends the sharding index + crc32c itself, writes the zarr.json metadata
+through zarr, fsyncs everything and renames the directory to ``shard-<writer>-<seq>.zarr`` in one
+os.replace. A kill at any point leaves at most the ``.partial-*`` directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import StoreExistsError, StoreMismatchError, StoreWriteError
+from .format import (
+    ATTRS_KEY,
+    COMPRESSIONS,
+    DTYPES,
+    FORMAT_NAME,
+    SCHEMA_VERSION,
+    SHARD_RE,
+    SMALL_ARRAYS,
+    STORE_JSON,
+    STORE_META_KEY,
+    ZSTD_LEVEL,
+    act_shard_file,
+    auto_rows_per_chunk,
+    crc32c,
+    fsync_path,
+    fsync_tree,
+    list_partials,
+    normalize_json,
+    partial_name,
+    plan_chunks,
+    read_store_json,
+    shard_name,
+    write_json_atomic,
+)
+from .token_types import NUM_TOKEN_TYPES
+
+
+def init_store(root: str | os.PathLike, *, meta: Mapping[str, Any]) -> dict:
+    """Create ``root`` and its store.json (atomically; the first writer wins), or check an existing one.
+
+    Raises StoreMismatchError naming the differing keys when ``meta["identity"]`` differs from the stored
+    identity. Returns the stored meta (the parsed store.json).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    new = normalize_json(dict(meta))
+    new["schema_version"] = SCHEMA_VERSION
+    new["format"] = FORMAT_NAME
+    if not (root / STORE_JSON).exists():
+        new.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        if write_json_atomic(root / STORE_JSON, new, exclusive=True):
+            return new
+    stored = read_store_json(root)
+    old_id, new_id = stored.get("identity") or {}, new.get("identity") or {}
+    diff = sorted(k for k in set(old_id) | set(new_id) if old_id.get(k, _MISSING) != new_id.get(k, _MISSING))
+    if diff:
+        details = ", ".join(
+            f"{k}: stored {old_id.get(k, '<missing>')!r} != new {new_id.get(k, '<missing>')!r}" for k in diff
+        )
+        raise StoreMismatchError(
+            f"store {root} was written with a different identity ({details}); use a new store directory",
+            keys=diff,
+        )
+    return stored
+
+
+_MISSING = object()
+
+
+def clean_partial(root: str | os.PathLike) -> list[Path]:
+    """Delete ``.partial-*`` directories a crashed writer left behind; returns what was removed.
+
+    Only call this when no writer is running on ``root`` (e.g. on harvest resume)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in list_partials(root):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        removed.append(p)
+    return removed
+
+
+def _encode_acts(x: Any, dtype: str) -> np.ndarray:
+    """Activations of any float dtype (numpy or torch) -> C-contiguous stored representation."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.to("cpu")
+        if not t.is_floating_point():
+            raise StoreWriteError(f"activations must be floating point, got torch {t.dtype}")
+        if dtype == "bfloat16" and t.dtype == torch.bfloat16:
+            return t.contiguous().view(torch.int16).numpy().view(np.uint16)  # bit-exact
+        if dtype == "float16" and t.dtype == torch.float16:
+            return np.ascontiguousarray(t.numpy())
+        x = t.float().numpy()
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise StoreWriteError(f"activations must be floating point, got {x.dtype}")
+    if dtype == "float32":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "float16":
+        return np.ascontiguousarray(x, dtype=np.float16)
+    return float32_to_bf16_bits(np.asarray(x, dtype=np.float32))
+
+
+def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round-to-nearest-even; NaN stays NaN."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    out = ((u + (((u >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        out[nan] = ((u[nan] >> 16) | 0x0040).astype(np.uint16)
+    return out
+
+
+def _all_finite(raw: np.ndarray, dtype: str) -> bool:
+    if dtype == "bfloat16":
+        return not bool(((raw & 0x7F80) == 0x7F80).any())
+    return bool(np.isfinite(raw).all())
+
+
+class ShardWriter:
+    """Writes one shard of a store; see the module docstring. Use as a context manager: an exception
+    aborts (removes the partial directory), a clean exit commits (or aborts if nothing was appended)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        writer: int,
+        seq: int,
+        first_sequence: int,
+        layers: Sequence[int],
+        d_model: int,
+        dtype: str = "float32",
+        meta: Mapping[str, Any] | None = None,
+        rows_per_chunk: int | None = None,
+        compression: str | None = None,
+        check_finite: bool = True,
+    ):
+        if dtype not in DTYPES:
+            raise StoreWriteError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+        if compression == "none":
+            compression = None
+        if compression not in COMPRESSIONS:
+            raise StoreWriteError(f"unsupported compression {compression!r}; expected None or 'zstd'")
+        layers = [int(layer) for layer in layers]
+        if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+            raise StoreWriteError(f"layers must be distinct non-negative ints, got {layers}")
+        if int(d_model) <= 0 or writer < 0 or seq < 0 or first_sequence < 0:
+            raise StoreWriteError("d_model must be > 0 and writer, seq, first_sequence >= 0")
+        if rows_per_chunk is not None and rows_per_chunk <= 0:
+            raise StoreWriteError(f"rows_per_chunk must be positive, got {rows_per_chunk}")
+        self.root = Path(root)
+        self.writer, self.seq, self.first_sequence = int(writer), int(seq), int(first_sequence)
+        self.layers, self.d_model, self.dtype = layers, int(d_model), dtype
+        self.compression = compression
+        self.check_finite = check_finite
+        self._np_dtype, itemsize = DTYPES[dtype]
+        self._row_bytes = itemsize * self.d_model
+        self._rows_per_chunk = rows_per_chunk
+        self._target_rows = rows_per_chunk or auto_rows_per_chunk(self._row_bytes)
+        if meta is None and not (self.root / STORE_JSON).exists():
+            meta = {}
+        if meta is not None:
+            meta = {"layers": layers, "d_model": self.d_model, "dtype": dtype, **dict(meta)}
+            self.meta = init_store(self.root, meta=meta)
+        else:
+            self.meta = read_store_json(self.root)
+        self.name = shard_name(self.writer, self.seq)
+        self.path = self.root / self.name
+        if self.path.exists():
+            raise StoreExistsError(f"shard {self.path} is already committed; pick another writer/seq")
+        self.partial_path = self.root / partial_name(self.writer, self.seq)
+        if self.partial_path.exists():  # left by a crashed run of this same writer/seq
+            shutil.rmtree(self.partial_path)
+        self.partial_path.mkdir()
+        self._files = {}
+        for layer in layers:
+            f = act_shard_file(self.partial_path, layer)
+            f.parent.mkdir(parents=True)
+            self._files[layer] = open(f, "wb")
+        self._pending: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}  # zstd mode only
+        self._pending_rows = 0
+        self._index: dict[int, list[tuple[int, int]]] = {layer: [] for layer in layers}  # zstd mode only
+        self._token_ids: list[np.ndarray] = []
+        self._token_types: list[np.ndarray] = []
+        self._offsets = [0]
+        self._sources: list[tuple[int, int]] = []
+        self._doc_starts: list[int] = []
+        self._doc_sources: list[tuple[int, int]] = []
+        self._state = "open"
+
+    @property
+    def num_tokens(self) -> int:
+        return self._offsets[-1]
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self._offsets) - 1
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._state != "open":
+            return
+        if exc_type is None and self.num_sequences > 0:
+            self.commit()
+        else:
+            self.abort()
+
+    def append(
+        self,
+        *,
+        token_ids: Any,
+        token_types: Any,
+        acts: Mapping[int, Any],
+        source: tuple[int, int],
+        doc_starts: Sequence[int] | None = None,
+        doc_sources: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        """Append one sequence (a conversation, or a block of packed text)."""
+        if self._state != "open":
+            raise StoreWriteError(f"append on a {self._state} ShardWriter ({self.name})")
+        where = f"{self.name} sequence {self.num_sequences}"
+        ids = np.asarray(token_ids)
+        types = np.asarray(token_types)
+        n = ids.shape[0] if ids.ndim == 1 else -1
+        if n <= 0 or types.shape != (n,):
+            raise StoreWriteError(
+                f"{where}: token_ids and token_types must be 1-D of equal non-zero length, "
+                f"got {ids.shape} and {types.shape}"
+            )
+        if types.size and (types.min() < 0 or types.max() >= NUM_TOKEN_TYPES):
+            raise StoreWriteError(f"{where}: token_types outside 0..{NUM_TOKEN_TYPES - 1}")
+        if set(acts) != set(self.layers):
+            raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
+        encoded = {}
+        for layer in self.layers:
+            raw = _encode_acts(acts[layer], self.dtype)
+            if raw.shape != (n, self.d_model):
+                raise StoreWriteError(
+                    f"{where}: acts[{layer}] has shape {raw.shape}, expected {(n, self.d_model)}"
+                )
+            if self.check_finite and not _all_finite(raw, self.dtype):
+                raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")
+            encoded[layer] = raw
+        starts = [0] if doc_starts is None else [int(s) for s in doc_starts]
+        if any(b <= a for a, b in zip(starts, starts[1:], strict=False)) or (
+            starts and not 0 <= starts[0] <= starts[-1] < n
+        ):
+            raise StoreWriteError(
+                f"{where}: doc_starts must be strictly increasing within [0, {n}), got {starts}"
+            )
+        src = (int(source[0]), int(source[1]))
+        dsrc = [src] * len(starts) if doc_sources is None else [(int(a), int(b)) for a, b in doc_sources]
+        if len(dsrc) != len(starts):
+            raise StoreWriteError(f"{where}: {len(dsrc)} doc_sources for {len(starts)} doc_starts")
+        self._write_rows(encoded, n)
+        base = self.num_tokens
+        self._token_ids.append(ids.astype(np.int32))
+        self._token_types.append(types.astype(np.uint8))
+        self._offsets.append(base + n)
+        self._sources.append(src)
+        self._doc_starts.extend(base + s for s in starts)
+        self._doc_sources.extend(dsrc)
+
+    def _write_rows(self, encoded: dict[int, np.ndarray], n: int) -> None:
+        if self.compression is None:
+            for layer, raw in encoded.items():
+                self._files[layer].write(raw.data)
+            return
+        for layer, raw in encoded.items():
+            self._pending[layer].append(raw)
+        self._pending_rows += n
+        rpc = self._target_rows
+        if self._pending_rows >= rpc:
+            full = self._pending_rows // rpc * rpc
+            for layer in self.layers:
+                rows = np.concatenate(self._pending[layer])
+                for start in range(0, full, rpc):
+                    self._write_chunk(layer, rows[start : start + rpc])
+                self._pending[layer] = [rows[full:]] if full < len(rows) else []
+            self._pending_rows -= full
+
+    def _write_chunk(self, layer: int, rows: np.ndarray) -> None:
+        from numcodecs import Zstd
+
+        data = Zstd(level=ZSTD_LEVEL).encode(np.ascontiguousarray(rows).tobytes())
+        f = self._files[layer]
+        self._index[layer].append((f.tell(), len(data)))
+        f.write(data)
+
+    def commit(self) -> Path:
+        """Finalise index and metadata, fsync, and atomically rename into place. Returns the shard path."""
+        if self._state != "open":
+            raise StoreWriteError(f"commit on a {self._state} ShardWriter ({self.name})")
+        if self.num_sequences == 0:
+            raise StoreWriteError(f"{self.name}: nothing to commit (no sequences appended); call abort()")
+        try:
+            rpc, n_chunks = self._finish_act_files()
+            self._write_metadata(rpc, n_chunks)
+            fsync_tree(self.partial_path)
+            if self.path.exists():
+                raise StoreExistsError(f"shard {self.path} appeared while writing; not overwriting it")
+            os.replace(self.partial_path, self.path)
+            fsync_path(self.root)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        return self.path
+
+    def _finish_act_files(self) -> tuple[int, int]:
+        T = self.num_tokens
+        if self.compression is None:
+            if self._rows_per_chunk:
+                rpc, n_chunks = self._rows_per_chunk, -(-T // self._rows_per_chunk)
+            else:
+                rpc, n_chunks = plan_chunks(T, self._target_rows)
+            chunk_bytes = rpc * self._row_bytes
+            index = np.stack(
+                [np.arange(n_chunks, dtype="<u8") * chunk_bytes, np.full(n_chunks, chunk_bytes, dtype="<u8")],
+                axis=1,
+            )
+            pad = bytes((rpc * n_chunks - T) * self._row_bytes)
+        else:
+            rpc, n_chunks = self._target_rows, -(-T // self._target_rows)
+        for layer in self.layers:
+            f = self._files[layer]
+            if self.compression is None:
+                f.write(pad)
+                idx = index
+            else:
+                if self._pending_rows:
+                    rows = np.concatenate(self._pending[layer])
+                    padded = np.zeros((rpc, self.d_model), dtype=self._np_dtype)
+                    padded[: len(rows)] = rows
+                    self._write_chunk(layer, padded)
+                idx = np.asarray(self._index[layer], dtype="<u8")
+                assert idx.shape == (n_chunks, 2), (idx.shape, n_chunks)
+            idx_bytes = np.ascontiguousarray(idx, dtype="<u8").tobytes()
+            f.write(idx_bytes)
+            f.write(np.uint32(crc32c(idx_bytes)).astype("<u4").tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        return rpc, n_chunks
+
+    def _write_metadata(self, rpc: int, n_chunks: int) -> None:
+        import zarr
+        from zarr.codecs import ZstdCodec
+        from zarr.storage import LocalStore
+
+        T, S = self.num_tokens, self.num_sequences
+        store = LocalStore(self.partial_path)
+        attrs = {
+            ATTRS_KEY: {
+                "schema_version": SCHEMA_VERSION,
+                "num_sequences": S,
+                "num_tokens": T,
+                "num_docs": len(self._doc_starts),
+                "first_sequence": self.first_sequence,
+                "writer": self.writer,
+                "seq": self.seq,
+                "layers": self.layers,
+                "d_model": self.d_model,
+                "dtype": self.dtype,
+                "rows_per_chunk": rpc,
+                "compression": self.compression,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+            STORE_META_KEY: self.meta,
+        }
+        group = zarr.create_group(store, zarr_format=3, attributes=normalize_json(attrs))
+        acts = group.create_group("acts")
+        for layer in self.layers:
+            acts.create_array(
+                name=f"layer_{layer}",
+                shape=(T, self.d_model),
+                dtype=self._np_dtype,
+                chunks=(rpc, self.d_model),
+                shards=(rpc * n_chunks, self.d_model),
+                compressors=None if self.compression is None else ZstdCodec(level=ZSTD_LEVEL),
+                fill_value=0,
+                attributes={"fastsae_dtype": self.dtype, "layer": layer},
+                dimension_names=("token", "d_model"),
+                config={"write_empty_chunks": True},
+            )
+        small = {
+            "token_ids": np.concatenate(self._token_ids),
+            "token_types": np.concatenate(self._token_types),
+            "offsets": np.asarray(self._offsets, dtype=np.int64),
+            "sources": np.asarray(self._sources, dtype=np.int64).reshape(S, 2),
+            "doc_starts": np.asarray(self._doc_starts, dtype=np.int64),
+            "doc_sources": np.asarray(self._doc_sources, dtype=np.int64).reshape(-1, 2),
+        }
+        for name, data in small.items():
+            np_dtype, trailing = SMALL_ARRAYS[name]
+            data = np.ascontiguousarray(data, dtype=np_dtype)
+            group.create_array(
+                name=name,
+                data=data,
+                chunks=(max(1, data.shape[0]), *trailing),
+                compressors=None,
+                fill_value=0,
+                config={"write_empty_chunks": True},
+            )
+
+    def abort(self) -> None:
+        """Close files and delete the partial directory. Safe to call more than once."""
+        for f in self._files.values():
+            if not f.closed:
+                f.close()
+        if self.partial_path.exists():
+            shutil.rmtree(self.partial_path, ignore_errors=True)
+        if self._state == "open":
+            self._state = "aborted"
+
+
+def parse_shard_name(name: str) -> tuple[int, int] | None:
+    m = SHARD_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+__all__ = ["ShardWriter", "init_store", "clean_partial", "float32_to_bf16_bits", "StoreMismatchError"]
