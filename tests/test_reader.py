@@ -1,0 +1,306 @@
+"""The mixing reader (train/reader.py) on small synthetic stores written with store.ShardWriter.
+
+Every token's activation is tagged with its global token index (split in base-128 digits over
+columns 0-2 so that the tag is exact in bf16), so emitted batches can be mapped back to tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from store import ShardWriter, StoreNotFoundError, TokenType, open_store
+from train.reader import (
+    ActivationReader,
+    EmptySelectionError,
+    LayerNotFoundError,
+    ResumeMismatchError,
+    TokenTypeSpecError,
+    parse_token_types,
+)
+from train.selection import TokenSelection
+
+D = 8
+LAYERS = [1, 3]
+
+
+def build_store(root, *, dtype="float32", shards=3, seqs_per_shard=12, seed=0, compression=None):
+    """A store whose token g has acts[layer][g, :3] = base-128 digits of g and acts[:, 3] = layer."""
+    rng = np.random.default_rng(seed)
+    g = 0
+    first = 0
+    for k in range(shards):
+        with ShardWriter(
+            root,
+            writer=0,
+            seq=k,
+            first_sequence=first,
+            layers=LAYERS,
+            d_model=D,
+            dtype=dtype,
+            meta={"identity": {"test": 1}},
+            rows_per_chunk=16,
+            compression=compression,
+        ) as w:
+            for _ in range(seqs_per_shard):
+                n = int(rng.integers(3, 40))
+                idx = np.arange(g, g + n)
+                acts = {}
+                for layer in LAYERS:
+                    a = rng.standard_normal((n, D)).astype(np.float32)
+                    a[:, 0], a[:, 1], a[:, 2], a[:, 3] = idx % 128, (idx // 128) % 128, idx // 16384, layer
+                    acts[layer] = a
+                types = rng.integers(0, len(TokenType), n).astype(np.uint8)
+                w.append(token_ids=idx.astype(np.int32), token_types=types, acts=acts, source=(0, first))
+                g += n
+                first += 1
+    return open_store(root)
+
+
+def tags(batch: torch.Tensor) -> np.ndarray:
+    b = batch.numpy().astype(np.int64)
+    return b[:, 0] + 128 * b[:, 1] + 16384 * b[:, 2]
+
+
+def all_tags(reader, n_batches=None) -> np.ndarray:
+    out = []
+    for i, batch in enumerate(reader):
+        if n_batches is not None and i >= n_batches:
+            break
+        out.append(tags(batch))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def store(request, tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp(f"store_{request.param}"), dtype=request.param)
+
+
+def expected_tokens(store, types=None, holdout=()) -> np.ndarray:
+    types_all = np.concatenate([np.asarray(sh.token_types) for sh in store.shards])
+    keep = np.ones(len(types_all), bool) if types is None else np.isin(types_all, [int(t) for t in types])
+    for i in holdout:
+        keep[store.seq_offsets[i] : store.seq_offsets[i + 1]] = False
+    return np.flatnonzero(keep)
+
+
+def make(store, **kw):
+    args = dict(layer=3, batch_size=16, buffer_tokens=64, chunk_tokens=8, seed=1)
+    args.update(kw)
+    return ActivationReader(store, **args)
+
+
+def test_exactly_once_per_epoch_with_carry(store):
+    r = make(store, epochs=3, batch_size=23, drop_last=False)
+    n = r.tokens_per_epoch
+    assert n == store.num_tokens
+    got = all_tags(r)
+    assert len(got) == 3 * n
+    for e in range(3):  # the emitted stream is epoch 0's permutation, then epoch 1's, ...
+        np.testing.assert_array_equal(np.sort(got[e * n : (e + 1) * n]), np.arange(n))
+    assert not np.array_equal(got[:n], got[n : 2 * n])  # reshuffled per epoch
+    batch = next(iter(make(store)))
+    assert batch.dtype == torch.float32 and batch.shape == (16, D)
+    assert torch.all(batch[:, 3] == 3)  # the requested layer
+
+
+def test_exact_batch_size_and_drop_last(store):
+    r = make(store, epochs=1, batch_size=50)
+    sizes = [len(b) for b in r]
+    assert set(sizes) == {50} and len(sizes) == store.num_tokens // 50
+    sizes = [len(b) for b in make(store, epochs=1, batch_size=50, drop_last=False)]
+    assert sum(sizes) == store.num_tokens and sizes[-1] == store.num_tokens % 50
+
+
+def test_sequential_mode_is_store_order(store):
+    got = all_tags(make(store, shuffle=False, epochs=2, batch_size=7, drop_last=False))
+    n = store.num_tokens
+    np.testing.assert_array_equal(got, np.concatenate([np.arange(n), np.arange(n)]))
+
+
+def test_token_type_filter(store):
+    keep = parse_token_types("assistant,user")
+    got = all_tags(make(store, token_types=keep, epochs=1, drop_last=False))
+    np.testing.assert_array_equal(np.sort(got), expected_tokens(store, keep))
+    got = all_tags(make(store, token_types="-special", epochs=1, drop_last=False))
+    np.testing.assert_array_equal(np.sort(got), expected_tokens(store, set(TokenType) - {TokenType.SPECIAL}))
+
+
+def test_parse_token_types():
+    assert parse_token_types("all") == frozenset(TokenType)
+    assert parse_token_types("-special") == frozenset(TokenType) - {TokenType.SPECIAL}
+    assert parse_token_types("Assistant, user") == {TokenType.ASSISTANT, TokenType.USER}
+    assert parse_token_types("all,-special,-template") == frozenset(TokenType) - {
+        TokenType.SPECIAL,
+        TokenType.TEMPLATE,
+    }
+    with pytest.raises(TokenTypeSpecError, match="unknown token type 'bot'.*valid: all, special"):
+        parse_token_types("assistant,bot")
+    with pytest.raises(ValueError, match="selects no token type"):
+        parse_token_types("assistant,-assistant")
+    with pytest.raises(ValueError, match="empty"):
+        parse_token_types("")
+
+
+def test_holdout_disjoint_deterministic(store):
+    r = make(store, holdout=0.2, epochs=1, drop_last=False)
+    held = r.holdout_sequences
+    assert len(held) == round(0.2 * store.num_sequences)
+    np.testing.assert_array_equal(held, make(store, holdout=0.2).holdout_sequences)
+    assert not np.array_equal(held, make(store, holdout=0.2, seed=2).holdout_sequences)
+    got = all_tags(r)
+    np.testing.assert_array_equal(np.sort(got), expected_tokens(store, holdout=held))
+    seqs = list(r.iter_holdout())
+    assert [s.index for s in seqs] == list(held)
+    for s in seqs:
+        a, b = store.seq_offsets[s.index], store.seq_offsets[s.index + 1]
+        np.testing.assert_array_equal(tags(s.acts), np.arange(a, b))
+        np.testing.assert_array_equal(s.token_types, store.sequence(s.index).token_types)
+        assert s.keep.all() and s.acts.dtype == torch.float32
+    assert len(make(store, holdout=1e-6).holdout_sequences) == 1  # at least one sequence
+    assert len(make(store, holdout_sequences=5).holdout_sequences) == 5
+    capped = list(r.iter_holdout(max_sequences=2))
+    assert [s.index for s in capped] == list(held[:2])
+    capped = list(r.iter_holdout(max_tokens=10))
+    assert sum(len(s.acts) for s in capped) == 10
+
+
+def test_seeds(store):
+    a = all_tags(make(store, seed=5), 6)
+    np.testing.assert_array_equal(a, all_tags(make(store, seed=5), 6))
+    assert not np.array_equal(a, all_tags(make(store, seed=6), 6))
+
+
+def test_shuffle_quality(tmp_path):
+    st = build_store(tmp_path, shards=4, seqs_per_shard=60)
+    r = make(st, buffer_tokens=512, chunk_tokens=32, batch_size=64, epochs=1)
+    got = all_tags(r)
+    rank_corr = np.corrcoef(np.arange(len(got)), got)[0, 1]  # tags are ranks in store order
+    assert abs(rank_corr) < 0.5, rank_corr
+    # a batch mixes many chunks: well over buffer/chunk/4 distinct chunks of 32 tokens per batch
+    first = got[:64] // 32
+    assert len(np.unique(first)) > 512 // 32 // 4
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_resume_equivalence(store, shuffle):
+    kw = dict(epochs=3, batch_size=19, shuffle=shuffle, holdout=0.1, token_types="-special")
+    full = [b.clone() for b in make(store, **kw)]
+    for k in (0, 1, 5, len(full) // 3 + 2, len(full) - 1):
+        r = make(store, **kw)
+        head = [next(r) for _ in range(k)]
+        state = r.state_dict()
+        r.close()
+        r2 = make(store, **kw)
+        r2.load_state_dict(state)
+        rest = list(r2)
+        assert len(head) + len(rest) == len(full)
+        for x, y in zip(head + rest, full, strict=True):
+            assert torch.equal(x, y)
+
+
+def test_resume_through_torch_save(store, tmp_path):
+    r = make(store)
+    for _ in range(7):
+        next(r)
+    torch.save(r.state_dict(), tmp_path / "s.pt")
+    want = [next(r) for _ in range(5)]
+    r.close()
+    r2 = make(store)
+    r2.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert all(torch.equal(next(r2), w) for w in want)
+    r2.close()
+    with pytest.raises(ResumeMismatchError, match="seed"):
+        make(store, seed=9).load_state_dict(r.state_dict())
+
+
+def test_ram_bound(store, monkeypatch):
+    """Tensors the reader allocates (buffer + chunks read ahead and not yet consumed) stay within
+    1.2x the buffer, however many epochs go through it."""
+    live = {"bytes": 0, "peak": 0}
+    lock = threading.Lock()
+    orig = TokenSelection.read_rows
+
+    def tracked(self, shard, rows):
+        out = orig(self, shard, rows)
+        with lock:
+            live["bytes"] += out.nbytes
+            live["peak"] = max(live["peak"], live["bytes"])
+        nbytes = out.nbytes
+        import weakref
+
+        weakref.finalize(out, lambda: _sub(nbytes))
+        return out
+
+    def _sub(n):
+        with lock:
+            live["bytes"] -= n
+
+    monkeypatch.setattr(TokenSelection, "read_rows", tracked)
+    r = make(store, buffer_tokens=256, chunk_tokens=8, batch_size=16, epochs=3, prefetch=2)
+    assert r.buffer_bytes == 256 * D * 4
+    for _ in r:
+        pass
+    assert r.buffer_bytes + live["peak"] <= 1.2 * 256 * D * 4, live
+
+
+def test_thread_error_propagates(store, monkeypatch):
+    orig = TokenSelection.read_chunk
+    calls = {"n": 0}
+
+    def failing(self, chunk, skip=0):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise OSError("disk on fire")
+        return orig(self, chunk, skip)
+
+    monkeypatch.setattr(TokenSelection, "read_chunk", failing)
+    r = make(store)
+    with pytest.raises(OSError, match="disk on fire"):
+        for _ in r:
+            pass
+
+
+def test_early_stop_does_not_hang(store):
+    r = make(store, buffer_tokens=32, chunk_tokens=4, prefetch=1)
+    next(r)
+    thread = r._prefetcher._thread
+    time.sleep(0.1)  # the thread is now blocked on the full queue
+    t0 = time.perf_counter()
+    r.close()
+    assert not thread.is_alive() and time.perf_counter() - t0 < 2
+    with make(store) as r2:  # context manager
+        next(r2)
+    # an abandoned reader does not keep its thread alive
+    r3 = make(store)
+    next(r3)
+    thread = r3._prefetcher._thread
+    del r3
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_bad_input(tmp_path, store):
+    with pytest.raises(StoreNotFoundError):
+        make(tmp_path / "nope")
+    with pytest.raises(LayerNotFoundError, match=r"layer 7 is not in the store .* layers \[1, 3\]"):
+        make(store, layer=7)
+    assert issubclass(LayerNotFoundError, ValueError)
+    only_special = [t for t in TokenType if t != TokenType.SPECIAL]
+    st = build_store(tmp_path / "s", shards=1, seqs_per_shard=3)
+    types = np.unique(np.concatenate([np.asarray(sh.token_types) for sh in st.shards]))
+    missing = [t for t in TokenType if int(t) not in types]
+    if missing:
+        with pytest.raises(EmptySelectionError, match="no training tokens"):
+            make(st, token_types=frozenset(missing))
+    assert only_special
+
+
+def test_compressed_store(tmp_path):
+    st = build_store(tmp_path, dtype="bfloat16", shards=2, compression="zstd")
+    got = all_tags(make(st, epochs=1, drop_last=False))
+    np.testing.assert_array_equal(np.sort(got), np.arange(st.num_tokens))

@@ -1,0 +1,361 @@
+"""The training data path: shuffled float32 batches of one layer's activations from a store.
+
+Order of tokens (``ActivationReader``, shuffled mode)
+  1. The selected tokens (token-type filter, minus held-out sequences; see ``train/selection.py``)
+     are cut into chunks of ``chunk_tokens`` consecutive tokens within a shard. Each epoch visits
+     the chunks in a seeded permutation, reading each one as a single contiguous span of the
+     memmap (no random single-row reads across the store) in a background thread.
+  2. A mixing buffer of ``buffer_tokens`` rows is filled from that stream. Then, per round: a
+     seeded random half of the buffer's slots is emitted (in random order) and each emitted slot
+     is refilled from the stream right after it is emitted (so refills only take part from the
+     next round on). When the stream ends, the buffer is drained in random order. Each selected
+     token is thus emitted exactly once per epoch; epochs are reshuffled with derived seeds and
+     the buffer is empty at each epoch boundary.
+  3. Batches of exactly ``batch_size`` rows are cut from the emitted token stream; a batch may
+     straddle two epochs (the remainder is carried, nothing is dropped), except at the end of
+     the last epoch when ``epochs`` is set (dropped unless ``drop_last=False``).
+
+Statistics: the buffer holds tokens from about ``buffer_tokens / chunk_tokens`` chunks (plus a
+geometric tail: a token survives k rounds with probability 2^-k), so a batch mixes ~B/C chunks.
+Defaults B = 2^19, C = 4096: ~128 chunks (each a few conversations) per batch, and the buffer
+costs B * d_model * 4 bytes (1.2 GB at d_model = 576; pass a smaller ``buffer_tokens`` for a
+large d_model). Read-ahead adds (prefetch + 2) chunks: < 4% of the buffer with the defaults.
+
+Resume: ``state_dict()`` holds the position (epoch, round, slots still to emit this round,
+tokens consumed from the epoch's chunk stream) and the canonical id of the token in each buffer
+slot (8 bytes per slot instead of 4 * d_model). ``load_state_dict()`` re-reads exactly those rows
+(grouped by shard, sorted) and restarts the chunk stream at the saved position; all later random
+draws are derived from (seed, epoch, round), so a resumed reader emits bit-identical batches.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from store import TokenType, open_store
+from train.prefetch import Prefetcher
+from train.selection import (
+    EmptySelectionError,
+    LayerNotFoundError,
+    ReaderError,
+    TokenSelection,
+    TokenTypeSpecError,
+    format_token_types,
+    parse_token_types,
+)
+
+__all__ = [
+    "ActivationReader",
+    "EmptySelectionError",
+    "LayerNotFoundError",
+    "ReaderError",
+    "ResumeMismatchError",
+    "TokenTypeSpecError",
+    "parse_token_types",
+    "DEFAULT_BUFFER_TOKENS",
+    "DEFAULT_CHUNK_TOKENS",
+]
+
+DEFAULT_BUFFER_TOKENS = 2**19
+DEFAULT_CHUNK_TOKENS = 4096
+STATE_VERSION = 1
+ROUND_STREAM = 0x5EED
+
+
+class ResumeMismatchError(ReaderError):
+    """A reader state was saved for another store or another reader configuration."""
+
+
+class ActivationReader:
+    """Iterator of float32 ``[batch_size, d_model]`` batches of ``layer`` from a store (see module doc).
+
+    ``iter(reader)`` is the reader itself: iteration continues where it stopped, and
+    ``state_dict()`` taken between two ``next()`` calls resumes exactly there. Call ``close()``
+    (or use ``with``) to stop the read-ahead thread when stopping early.
+    """
+
+    def __init__(
+        self,
+        store,
+        *,
+        layer: int,
+        batch_size: int,
+        token_types: frozenset[TokenType] | str | None = None,
+        buffer_tokens: int = DEFAULT_BUFFER_TOKENS,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        holdout: float = 0.0,
+        holdout_sequences: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        epochs: int | None = None,
+        drop_last: bool = True,
+        device: torch.device | str | None = None,
+        prefetch: int = 2,
+    ):
+        if isinstance(store, (str, Path)):
+            store = open_store(store)
+        if isinstance(token_types, str):
+            token_types = parse_token_types(token_types)
+        if batch_size < 1:
+            raise ReaderError(f"batch_size must be >= 1, got {batch_size}")
+        if buffer_tokens < 2 and shuffle:
+            raise ReaderError(f"buffer_tokens must be >= 2, got {buffer_tokens}")
+        if epochs is not None and epochs < 1:
+            raise ReaderError(f"epochs must be >= 1 or None, got {epochs}")
+        self.store = store
+        self.selection = TokenSelection(
+            store,
+            layer=layer,
+            token_types=frozenset(TokenType) if token_types is None else frozenset(token_types),
+            holdout=holdout,
+            holdout_sequences=holdout_sequences,
+            seed=seed,
+            chunk_tokens=chunk_tokens,
+        )
+        self.layer, self.batch_size, self.seed, self.shuffle = layer, batch_size, seed, shuffle
+        self.epochs, self.drop_last, self.prefetch = epochs, drop_last, prefetch
+        self.d_model = self.selection.d_model
+        self.tokens_per_epoch = self.selection.num_tokens
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self._pin = self.device.type == "cuda"
+        # Mixing buffer, never larger than an epoch. Slot ids: canonical token id per slot, -1 = empty.
+        self.buffer_tokens = min(buffer_tokens, self.tokens_per_epoch) if shuffle else 0
+        self._buffer = torch.empty((self.buffer_tokens, self.d_model), dtype=torch.float32)  # [B, d_in]
+        self._slot_ids = np.full(self.buffer_tokens, -1, np.int64)  # [B]
+        self._epoch = 0
+        self._round = 0  # rounds started in this epoch; 0 = the buffer still has to be filled
+        self._pending = np.zeros(0, np.int64)  # slots (or, sequential: nothing) still to emit this round
+        self._pos = 0  # next index into _pending
+        self._cursor = 0  # tokens of this epoch's chunk stream consumed
+        self._exhausted = False  # this epoch's chunk stream has ended
+        self._finished = False
+        self.tokens_emitted = 0
+        self._piece: tuple[np.ndarray, torch.Tensor] | None = None  # (ids [n], acts [n, d_in]) being consumed
+        self._piece_pos = 0
+        self._prefetcher: Prefetcher | None = None
+        self._finalizer = weakref.finalize(self, _close_prefetcher, [None])
+
+    # -- public properties -------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The epoch the next emitted token belongs to."""
+        return self._epoch
+
+    @property
+    def holdout_sequences(self) -> np.ndarray:
+        """Sorted global indices of the held-out sequences (never emitted by the iterator)."""
+        return self.selection.holdout
+
+    @property
+    def buffer_bytes(self) -> int:
+        """RAM of the mixing buffer; the reader's peak is this plus (prefetch + 2) chunks."""
+        return self._buffer.numel() * 4
+
+    def iter_holdout(self, *, max_sequences: int | None = None, max_tokens: int | None = None, device=None):
+        """Held-out sequences one by one (see ``train.holdout.iter_holdout``)."""
+        from train.holdout import iter_holdout
+
+        return iter_holdout(self, max_sequences=max_sequences, max_tokens=max_tokens, device=device)
+
+    # -- the chunk stream --------------------------------------------------------------------------
+    def _produce(self, epoch: int, cursor: int):
+        """Factory for the prefetch thread: pieces (ids, acts) from (epoch, cursor) on, and a
+        ``("end", epoch)`` marker after each epoch. Holds no reference to the reader."""
+        sel, shuffle, last = self.selection, self.shuffle, self.epochs
+
+        def produce():
+            e, skip_tokens = epoch, cursor
+            while last is None or e < last:
+                order = sel.chunk_order(e, shuffle=shuffle)
+                sizes = (sel.chunk_stop - sel.chunk_start)[order]
+                ends = np.cumsum(sizes)
+                k = int(np.searchsorted(ends, skip_tokens, side="right"))
+                skip = skip_tokens - (int(ends[k - 1]) if k else 0)
+                for i in range(k, len(order)):
+                    yield sel.read_chunk(int(order[i]), skip)
+                    skip = 0
+                yield ("end", e)
+                e, skip_tokens = e + 1, 0
+
+        return produce
+
+    def _next_piece(self) -> bool:
+        """Load the next piece of this epoch's stream; False at the end of the epoch."""
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self._produce(self._epoch, self._cursor), depth=self.prefetch)
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_prefetcher, [self._prefetcher])
+        item = self._prefetcher.get()
+        if item is None:
+            raise RuntimeError("reader stream ended early")
+        if isinstance(item[0], str):
+            assert item[1] == self._epoch, (item, self._epoch)
+            self._exhausted = True
+            self._piece = None
+            return False
+        self._piece, self._piece_pos = item, 0
+        return True
+
+    def _take(self, n: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Up to n next tokens of this epoch's stream, as (ids, acts) pieces."""
+        while n > 0 and not self._exhausted:
+            if self._piece is None or self._piece_pos == len(self._piece[0]):
+                if not self._next_piece():
+                    return
+            ids, acts = self._piece
+            m = min(n, len(ids) - self._piece_pos)
+            a = self._piece_pos
+            self._piece_pos += m
+            self._cursor += m
+            n -= m
+            yield ids[a : a + m], acts[a : a + m]
+
+    # -- the mixing buffer -------------------------------------------------------------------------
+    def _fill(self, slots: np.ndarray) -> None:
+        """Refill ``slots`` (in order) from the stream; slots left over at its end become empty."""
+        done = 0
+        for ids, acts in self._take(len(slots)):
+            part = slots[done : done + len(ids)]
+            self._buffer.index_copy_(0, torch.from_numpy(part), acts)
+            self._slot_ids[part] = ids
+            done += len(ids)
+        self._slot_ids[slots[done:]] = -1
+
+    def _start_round(self) -> bool:
+        """Choose the slots to emit next; False when the epoch limit is reached."""
+        while True:
+            if self._finished:
+                return False
+            rng = np.random.default_rng([self.seed, ROUND_STREAM, self._epoch, self._round])
+            if not self.shuffle:
+                if not self._exhausted:
+                    self._pending, self._pos = np.zeros(0, np.int64), 0  # sequential: stream straight out
+                    self._round += 1
+                    return True
+            elif self._round == 0:
+                self._fill(np.arange(self.buffer_tokens))
+                self._round = 1
+                continue
+            elif not self._exhausted:
+                self._pending = rng.permutation(self.buffer_tokens)[: self.buffer_tokens // 2]
+            else:
+                self._pending = rng.permutation(np.flatnonzero(self._slot_ids >= 0))
+            if len(self._pending):
+                self._pos = 0
+                self._round += 1
+                return True
+            # the epoch is over: everything emitted, the buffer is empty
+            self._epoch += 1
+            self._round, self._cursor, self._exhausted = 0, 0, False
+            if self.epochs is not None and self._epoch >= self.epochs:
+                self._finished = True
+
+    def _emit(self, out: torch.Tensor, start: int) -> int:
+        """Write up to len(out) - start rows of the current round into out; returns how many."""
+        if not self.shuffle:
+            done = start
+            for _, acts in self._take(len(out) - start):
+                out[done : done + len(acts)] = acts
+                done += len(acts)
+            return done - start
+        n = min(len(out) - start, len(self._pending) - self._pos)
+        slots = self._pending[self._pos : self._pos + n]
+        torch.index_select(self._buffer, 0, torch.from_numpy(slots), out=out[start : start + n])
+        self._pos += n
+        if self._exhausted:
+            self._slot_ids[slots] = -1
+        else:
+            self._fill(slots)
+        return n
+
+    def __iter__(self) -> ActivationReader:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        out = torch.empty((self.batch_size, self.d_model), dtype=torch.float32, pin_memory=self._pin)
+        filled = 0
+        while filled < self.batch_size and not self._finished:
+            if (self.shuffle and self._pos >= len(self._pending)) or (not self.shuffle and self._exhausted):
+                if not self._start_round():
+                    break
+            filled += self._emit(out, filled)
+        if filled < self.batch_size:
+            self.close()
+            if filled == 0 or self.drop_last:
+                raise StopIteration
+            out = out[:filled]
+        self.tokens_emitted += filled
+        return out.to(self.device, non_blocking=True) if self.device.type != "cpu" else out
+
+    def close(self) -> None:
+        """Stop the read-ahead thread. The reader's position is kept: iterating again restarts it."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+            self._piece = None  # its unconsumed rest is read again from _cursor on restart
+
+    def __enter__(self) -> ActivationReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- resume ------------------------------------------------------------------------------------
+    def _config(self) -> dict:
+        return {
+            "store_fingerprint": str(self.store.fingerprint),
+            "layer": self.layer,
+            "token_types": format_token_types(self.selection.token_types),
+            "holdout": len(self.selection.holdout),
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "buffer_tokens": self.buffer_tokens,
+            "chunk_tokens": self.selection.chunk_tokens,
+            "tokens_per_epoch": self.tokens_per_epoch,
+        }
+
+    def state_dict(self) -> dict:
+        """Position of the reader between two batches (torch.save-able; ~8 bytes per buffer slot)."""
+        return {
+            "version": STATE_VERSION,
+            "config": self._config(),
+            "epoch": self._epoch,
+            "round": self._round,
+            "pending": torch.from_numpy(self._pending[self._pos :].copy()),
+            "cursor": self._cursor,
+            "exhausted": self._exhausted,
+            "finished": self._finished,
+            "tokens_emitted": self.tokens_emitted,
+            "slot_ids": torch.from_numpy(self._slot_ids.copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where ``state`` was taken (same store and configuration; any batch size)."""
+        if state.get("version") != STATE_VERSION:
+            raise ResumeMismatchError(f"reader state version {state.get('version')} != {STATE_VERSION}")
+        mine, theirs = self._config(), state["config"]
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if diff:
+            raise ResumeMismatchError(
+                "reader state does not match this reader: "
+                + ", ".join(f"{k}: saved {theirs.get(k)!r} vs {mine.get(k)!r}" for k in diff)
+            )
+        self.close()
+        self._epoch, self._round = int(state["epoch"]), int(state["round"])
+        self._pending, self._pos = state["pending"].numpy().astype(np.int64), 0
+        self._cursor, self._exhausted = int(state["cursor"]), bool(state["exhausted"])
+        self._finished, self.tokens_emitted = bool(state["finished"]), int(state["tokens_emitted"])
+        self._slot_ids = state["slot_ids"].numpy().astype(np.int64)
+        full = np.flatnonzero(self._slot_ids >= 0)
+        if len(full):
+            self._buffer[torch.from_numpy(full)] = self.selection.read_ids(self._slot_ids[full])
+
+
+def _close_prefetcher(holder: list) -> None:
+    if holder and holder[0] is not None:
+        holder[0].close(timeout=0.5)

@@ -1,0 +1,214 @@
+"""Which tokens of a store the reader trains on, and how they are cut into read chunks.
+
+The *selection* is every token of one layer whose type is in a token-type filter and whose
+sequence is not held out. Selected tokens get a canonical id: their rank in store order
+(shards in harvest order, rows in shard order). Chunks are runs of at most ``chunk_tokens``
+consecutive selected tokens inside one shard; they are the unit the reader reads (one
+contiguous span of the shard's activation matrix) and shuffles (the chunk order is permuted
+per epoch; the mixing buffer does the fine shuffle). Canonical ids are what the reader's
+``state_dict`` stores, so a buffer can be re-read exactly on resume.
+
+Memory: 8 bytes per selected token for the row index (activations cost ``2 * d_model``
+bytes per token in bf16, so this is < 1% of the store for d_model >= 576).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from store import TokenType
+
+HOLDOUT_STREAM = 0x401D  # rng stream tags: seeds are [seed, tag, ...]
+CHUNK_ORDER_STREAM = 0xC4
+
+
+class ReaderError(ValueError):
+    """Base class of the reader's own bad-input errors (also a ValueError)."""
+
+
+class LayerNotFoundError(ReaderError):
+    """The store has no activations for the requested layer."""
+
+
+class EmptySelectionError(ReaderError):
+    """The token-type filter and holdout leave no training tokens."""
+
+
+class TokenTypeSpecError(ReaderError):
+    """A ``--token-types`` spec names an unknown token type or selects nothing."""
+
+
+def parse_token_types(spec: str) -> frozenset[TokenType]:
+    """Parse a token-type filter such as ``"all"``, ``"-special"``, ``"assistant,user"``.
+
+    Comma-separated, case-insensitive items: a type name (keep it), ``-name`` (drop it) or
+    ``all``. Only drops means "all but these"; otherwise the kept names minus the dropped ones.
+    """
+    names = {t.name.lower(): t for t in TokenType}
+    keep: set[TokenType] = set()
+    drop: set[TokenType] = set()
+    items = [item.strip().lower() for item in spec.split(",")]
+    if not any(items):
+        raise TokenTypeSpecError(f"empty token-type spec {spec!r}; valid: all, {', '.join(names)}, -<name>")
+    for item in items:
+        negate = item.startswith("-")
+        name = item[1:].strip() if negate else item
+        if name == "all":
+            types = set(TokenType)
+        elif name in names:
+            types = {names[name]}
+        else:
+            raise TokenTypeSpecError(
+                f"unknown token type {name!r} in {spec!r}; valid: all, {', '.join(names)} (prefix '-' to drop)"
+            )
+        (drop if negate else keep).update(types)
+    if not keep:
+        keep = set(TokenType)
+    result = frozenset(keep - drop)
+    if not result:
+        raise TokenTypeSpecError(f"token-type spec {spec!r} selects no token type")
+    return result
+
+
+def format_token_types(types: frozenset[TokenType]) -> str:
+    """The inverse of :func:`parse_token_types` (canonical order), e.g. for logs and checkpoints."""
+    return "all" if types == frozenset(TokenType) else ",".join(t.name.lower() for t in sorted(types))
+
+
+def pick_holdout(
+    num_sequences: int, seed: int, *, fraction: float = 0.0, count: int | None = None
+) -> np.ndarray:
+    """Sorted global indices of the held-out sequences: ``count`` of them, or ``round(fraction * S)``
+    (at least 1 when ``fraction > 0`` and S >= 2); never all of them. A seeded random choice that
+    depends only on (S, seed, fraction or count)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ReaderError(f"holdout fraction must be in [0, 1), got {fraction}")
+    if count is not None and count < 0:
+        raise ReaderError(f"holdout sequence count must be >= 0, got {count}")
+    if count is None:
+        count = max(1, round(fraction * num_sequences)) if fraction > 0 else 0
+    count = min(count, num_sequences - 1) if num_sequences >= 2 else 0
+    if count == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng([seed, HOLDOUT_STREAM])
+    return np.sort(rng.choice(num_sequences, size=count, replace=False)).astype(np.int64)
+
+
+class TokenSelection:
+    """Selected rows per shard, canonical ids, chunks, and row reads for one layer of a store."""
+
+    def __init__(
+        self,
+        store,
+        *,
+        layer: int,
+        token_types: frozenset[TokenType],
+        seed: int,
+        chunk_tokens: int,
+        holdout: float = 0.0,
+        holdout_sequences: int | None = None,
+    ):
+        if layer not in store.layers:
+            raise LayerNotFoundError(
+                f"layer {layer} is not in the store at {store.path}; it has layers {list(store.layers)}"
+            )
+        if chunk_tokens < 1:
+            raise ReaderError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+        self.store = store
+        self.layer = layer
+        self.dtype = store.dtype
+        self.d_model = int(store.d_model)
+        self.token_types = frozenset(token_types)
+        # [H] global sequence indices, sorted
+        self.holdout = pick_holdout(int(store.num_sequences), seed, fraction=holdout, count=holdout_sequences)
+        self.seed = seed
+        self.chunk_tokens = chunk_tokens
+        lut = np.zeros(256, bool)
+        lut[[int(t) for t in self.token_types]] = True
+        self.shard_first_sequence = []  # global index of each shard's first sequence (store order)
+        self.rows: list[np.ndarray] = []  # per shard: selected local rows, sorted int64 [n_s]
+        first = 0
+        for shard in store.shards:
+            mask = lut[np.asarray(shard.token_types)]
+            offsets = np.asarray(shard.offsets, np.int64)
+            lo, hi = np.searchsorted(self.holdout, [first, first + shard.num_sequences])
+            for j in self.holdout[lo:hi] - first:
+                mask[offsets[j] : offsets[j + 1]] = False
+            self.rows.append(np.flatnonzero(mask).astype(np.int64))
+            self.shard_first_sequence.append(first)
+            first += shard.num_sequences
+        counts = np.array([len(r) for r in self.rows], np.int64)
+        self.shard_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # [n_shards + 1]
+        self.num_tokens = int(self.shard_start[-1])
+        if self.num_tokens == 0:
+            raise EmptySelectionError(
+                f"no training tokens in {store.path} layer {layer} with token types "
+                f"{format_token_types(self.token_types)} and {len(self.holdout)} held-out sequences"
+            )
+        bounds = zip(self.shard_start[:-1], self.shard_start[1:], strict=True)
+        starts = [np.arange(a, b, chunk_tokens) for a, b in bounds]
+        per_shard = [len(s) for s in starts]
+        # chunk k: canonical ids [chunk_start[k], chunk_stop[k]) of shard chunk_shard[k]
+        self.chunk_start = np.concatenate(starts).astype(np.int64)  # [K]
+        self.chunk_stop = np.minimum(
+            self.chunk_start + chunk_tokens, np.repeat(self.shard_start[1:], per_shard)
+        )
+        self.chunk_shard = np.repeat(np.arange(len(self.rows)), per_shard)  # [K]
+        self._raw = [None] * len(self.rows)
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunk_start)
+
+    def chunk_order(self, epoch: int, *, shuffle: bool) -> np.ndarray:
+        """The order in which an epoch visits the chunks: a seeded permutation, or store order."""
+        if not shuffle:
+            return np.arange(self.num_chunks)
+        return np.random.default_rng([self.seed, CHUNK_ORDER_STREAM, epoch]).permutation(self.num_chunks)
+
+    def raw(self, shard: int):
+        """The shard's stored activation matrix (np.memmap when uncompressed), opened once."""
+        if self._raw[shard] is None:
+            self._raw[shard] = self.store.shards[shard].raw_acts(self.layer)
+        return self._raw[shard]
+
+    def read_rows(self, shard: int, rows: np.ndarray) -> torch.Tensor:
+        """float32 [len(rows), d_model] for sorted local ``rows`` of one shard: one contiguous slice
+        when the rows are consecutive, else a sorted gather (still sequential in the file).
+
+        The stored dtype is converted once, by numpy (exact for bf16/fp16; releases the GIL), into a
+        fresh torch tensor that owns its memory (never a view of the memmap)."""
+        raw = self.raw(shard)
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            block = raw[int(rows[0]) : int(rows[-1]) + 1]  # a memmap view: faults in during the copy below
+        else:
+            block = raw[rows]
+        out = torch.empty((len(rows), self.d_model), dtype=torch.float32)
+        if self.dtype == "bfloat16":  # bf16 bit patterns as uint16: float32 bits = bits << 16
+            np.left_shift(block, 16, out=out.numpy().view(np.uint32), dtype=np.uint32)
+        else:
+            out.numpy()[...] = block
+        return out
+
+    def read_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+        """(canonical ids [n], float32 acts [n, d_model]) of a chunk, from its ``skip``-th token on."""
+        s = int(self.chunk_shard[chunk])
+        lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
+        base = int(self.shard_start[s])
+        return np.arange(lo, hi, dtype=np.int64), self.read_rows(s, self.rows[s][lo - base : hi - base])
+
+    def read_ids(self, ids: np.ndarray) -> torch.Tensor:
+        """float32 [len(ids), d_model] for arbitrary canonical ids (used to rebuild a buffer on resume)."""
+        out = torch.empty((len(ids), self.d_model), dtype=torch.float32)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        shard_of = np.searchsorted(self.shard_start, sorted_ids, side="right") - 1
+        bounds = np.searchsorted(shard_of, np.arange(len(self.rows) + 1))
+        for s in range(len(self.rows)):
+            a, b = bounds[s], bounds[s + 1]
+            if a < b:
+                out[torch.from_numpy(order[a:b])] = self.read_rows(
+                    s, self.rows[s][sorted_ids[a:b] - self.shard_start[s]]
+                )
+        return out
