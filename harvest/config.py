@@ -1,0 +1,163 @@
+"""HarvestConfig: every knob of `fastsae harvest`, one field per CLI flag.
+
+The field help strings below ARE the CLI help (harvest/cli.py mirrors the fields 1:1 and a test
+checks it). Validation that needs no model or file lives in __post_init__ (it only raises);
+checks that need the model (layer range, chat template) happen in the runner before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# SmolLM2-135M has 30 decoder blocks. Block 9 (~1/3 depth) is past the token-level early layers,
+# holds rich features, and costs only 10 of 30 blocks to harvest (capture stops after it).
+DEFAULT_LAYERS = (9,)
+DTYPES = ("float32", "bfloat16", "float16")
+MODEL_DTYPES = ("auto", *DTYPES)
+PACKINGS = ("conversation", "block")
+ON_ERROR = ("skip", "fail")
+
+
+class HarvestError(Exception):
+    """Base class of harvest's own errors (the CLI prints them as one line, exit code 2)."""
+
+
+class HarvestConfigError(HarvestError, ValueError):
+    """A bad harvest argument, detected before any work."""
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    out: str = field(
+        metadata=_help("Output store directory (created; an existing one with the same config is resumed).")
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_help(
+            "Model: a hub name, a local folder, a .gguf file, or the embedded default "
+            f"'{DEFAULT_MODEL}' (fetched once into $FASTSAE_CACHE or ~/.cache/fastsae)."
+        ),
+    )
+    data: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Input data (repeatable): a hub dataset name, a .jsonl/.json chat file, or .txt/.jsonl {'text'} "
+            "in block mode. Default: the shipped demo chats (harvest/data/demo_chats.jsonl)."
+        ),
+    )
+    layers: tuple[int, ...] = field(
+        default=DEFAULT_LAYERS,
+        metadata=_help(
+            "Residual-stream layers to store, comma separated: layer L = output of decoder block L (0-based) "
+            "= HF hidden_states[L+1]. The forward stops after the deepest one. Default 9 (of SmolLM2's 30)."
+        ),
+    )
+    max_tokens: int = field(default=8192, metadata=_help("Truncate each conversation to this many tokens."))
+    dtype: str = field(
+        default="bfloat16", metadata=_help("Stored activation dtype: float32, bfloat16, float16.")
+    )
+    packing: str = field(
+        default="conversation",
+        metadata=_help(
+            "conversation: each conversation alone (FAST). block: concatenate token streams and cut fixed "
+            "--context-size blocks (block-training baseline; plain text accepted)."
+        ),
+    )
+    context_size: int = field(default=2048, metadata=_help("Block length in tokens for --packing block."))
+    batch_tokens: int = field(
+        default=16384, metadata=_help("Token budget per forward pass (rows x padded length).")
+    )
+    shard_tokens: int = field(default=1 << 20, metadata=_help("Tokens per committed shard (about)."))
+    dedup_ngram: int = field(
+        default=0,
+        metadata=_help("Drop conversations whose token n-grams of this size were all seen (0 = off)."),
+    )
+    limit: int | None = field(default=None, metadata=_help("Read at most this many records per dataset."))
+    on_error: str = field(default="skip", metadata=_help("Bad input records: skip (counted) or fail."))
+    device: str = field(
+        default="auto", metadata=_help("Torch device: auto (cuda if available, else cpu), cpu, cuda:0, ...")
+    )
+    model_dtype: str = field(
+        default="auto",
+        metadata=_help(
+            "dtype of the forward pass: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16."
+        ),
+    )
+    revision: str | None = field(default=None, metadata=_help("Model revision (hub branch, tag or commit)."))
+    writer: int = field(
+        default=0, metadata=_help("This writer's id (0-based) when several machines fill one --out.")
+    )
+    num_writers: int = field(
+        default=1,
+        metadata=_help("Number of writers filling one --out; writer w harvests the w-th contiguous slice."),
+    )
+    sort_window: int = field(
+        default=512,
+        metadata=_help(
+            "Sort conversations by length within windows of this many to reduce padding (stored in input order)."
+        ),
+    )
+    threads: int = field(
+        default=0, metadata=_help("CPU threads for torch (0 = the cores this process may use).")
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata=_help("Attention implementation: sdpa or eager.")
+    )
+    progress: bool = field(default=True, metadata=_help("Show a progress bar."))
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> HarvestConfigError:
+            return HarvestConfigError(msg)
+
+        if self.dtype not in DTYPES:
+            raise bad(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise bad(f"unknown --model-dtype {self.model_dtype!r}; choose one of {', '.join(MODEL_DTYPES)}")
+        if self.packing not in PACKINGS:
+            raise bad(f"unknown --packing {self.packing!r}; choose one of {', '.join(PACKINGS)}")
+        if self.on_error not in ON_ERROR:
+            raise bad(f"unknown --on-error {self.on_error!r}; choose skip or fail")
+        if not self.layers:
+            raise bad("--layers is empty; give at least one layer, e.g. --layers 9")
+        if any(layer < 0 for layer in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise bad(f"--layers must be distinct non-negative integers, got {list(self.layers)}")
+        if list(self.layers) != sorted(self.layers):
+            raise bad(f"--layers must be ascending, got {list(self.layers)}")
+        for name in (
+            "max_tokens",
+            "context_size",
+            "batch_tokens",
+            "shard_tokens",
+            "sort_window",
+            "num_writers",
+        ):
+            if getattr(self, name) < 1:
+                raise bad(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.dedup_ngram < 0 or self.threads < 0:
+            raise bad("--dedup-ngram and --threads must be >= 0")
+        if self.limit is not None and self.limit < 0:
+            raise bad(f"--limit must be >= 0, got {self.limit}")
+        if not 0 <= self.writer < self.num_writers:
+            raise bad(
+                f"--writer {self.writer} is outside 0..{self.num_writers - 1} (--num-writers {self.num_writers})"
+            )
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise bad(f"unknown --attn-implementation {self.attn_implementation!r}; choose sdpa or eager")
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'4,9,14' -> (4, 9, 14), sorted; a clear error for anything else."""
+    try:
+        layers = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise HarvestConfigError(f"--layers must be comma-separated integers, got {text!r}") from None
+    return tuple(sorted(layers))

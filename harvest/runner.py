@@ -1,0 +1,365 @@
+"""The harvest loop: records -> tokens -> (dedup) -> batches -> capture -> shards.
+
+Determinism is what makes resume safe: the sequence stream (tokenisation + dedup + block packing)
+depends only on data and config, and sequence i always lands in the same shard. Committed shards
+hold sequences [start, start + K) of this writer; after a crash we delete partial shards,
+regenerate the stream cheaply, skip K sequences and forward only the rest. Batching order never
+changes what is stored: each window of sequences is sorted by length for the forward passes,
+and written back in input order.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
+from harvest.config import HarvestConfig, HarvestConfigError
+from harvest.meta import build_meta, check_early_identity, resolve_data_specs
+
+KILL_ENV = "FASTSAE_TEST_KILL_AT"  # test hook: SIGKILL this process right after storing this sequence index
+_SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
+
+
+@dataclass
+class HarvestResult:
+    out: Path
+    sequences: int  # sequences written by this run
+    tokens: int
+    resumed_from: int  # sequences of this writer already committed before this run
+    shards: int  # shards committed by this run
+    skipped: dict  # reason -> count (whole stream)
+    seconds: float
+    forward_seconds: float
+
+    def summary(self) -> str:
+        rate = self.tokens / self.seconds if self.seconds else 0.0
+        skipped = sum(self.skipped.values())
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
+        resumed = f" (resumed after {self.resumed_from})" if self.resumed_from else ""
+        return (
+            f"harvested {self.sequences} sequences, {self.tokens} tokens into {self.shards} shards{resumed} "
+            f"in {self.seconds:.1f}s ({rate:.0f} tok/s); skipped {skipped}"
+            + (f" ({reasons})" if reasons else "")
+        )
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def set_threads(cfg: HarvestConfig, device: str) -> int:
+    import torch
+
+    if not device.startswith("cpu"):
+        return torch.get_num_threads()
+    n = cfg.threads
+    if not n:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, n))
+    return n
+
+
+def sequence_stream(cfg: HarvestConfig, tokenizer, specs: list[str], skip_log) -> Iterator[SeqItem]:
+    """The deterministic sequence stream (global indices from 0), without any forward pass."""
+    from harvest.chat import tokenize_conversation, tokenize_text
+    from harvest.sources import RecordError, iter_records
+
+    block = cfg.packing == "block"
+    dedup = None
+    if cfg.dedup_ngram:
+        from harvest.dedup import NgramDedup
+
+        dedup = NgramDedup(cfg.dedup_ngram)
+    records = iter_records(specs, text_mode=block, limit=cfg.limit, skip_log=skip_log, on_error=cfg.on_error)
+
+    def docs() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+        for rec in records:
+            try:
+                if rec.messages is not None:
+                    ids, types = tokenize_conversation(
+                        tokenizer, list(rec.messages), max_tokens=cfg.max_tokens
+                    )
+                else:
+                    ids, types = tokenize_text(tokenizer, rec.text)  # documents are not truncated
+            except RecordError as e:
+                if cfg.on_error == "fail":
+                    raise
+                skip_log.record(rec.dataset, rec.row, e.reason, getattr(e, "detail", str(e)))
+                continue
+            if len(ids) == 0:
+                skip_log.record(rec.dataset, rec.row, "empty_tokens", "no tokens after templating")
+                continue
+            if dedup is not None and dedup.is_duplicate(ids):
+                skip_log.record(rec.dataset, rec.row, "duplicate", f"{cfg.dedup_ngram}-gram duplicate")
+                continue
+            yield np.asarray(ids, dtype=np.int32), np.asarray(types, dtype=np.uint8), (rec.dataset, rec.row)
+
+    if block:
+        yield from pack_blocks(docs(), context_size=cfg.context_size)
+    else:
+        for index, (ids, types, source) in enumerate(docs()):
+            yield SeqItem(index=index, token_ids=ids, token_types=types, source=source)
+
+
+def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int | None]:
+    """-> (sequences committed by `writer`, next shard seq number, first committed sequence or None)."""
+    from store import open_store
+
+    if num_writers == 1:
+        shards = open_store(out).shards  # also checks the committed ranges have no gap
+    else:  # other writers' slices may still have gaps: list shards without the global range check
+        from store.format import list_shards
+        from store.reader import Shard
+
+        shards = [Shard.open(p) for p in list_shards(out)]
+    done, next_seq, first = 0, 0, None
+    for shard in shards:
+        m = _SHARD_RE.match(shard.name)
+        if not m or int(m.group(1)) != writer:
+            continue
+        done += shard.num_sequences
+        next_seq = max(next_seq, int(m.group(2)) + 1)
+        first = shard.first_sequence if first is None else min(first, shard.first_sequence)
+    return done, next_seq, first
+
+
+class _ShardSink:
+    """Background writer: appends sequences in order and commits a shard every `shard_tokens`."""
+
+    def __init__(self, cfg: HarvestConfig, out: Path, meta: dict, *, d_model: int, next_seq: int):
+        self.cfg, self.out, self.meta, self.d_model = cfg, out, meta, d_model
+        self.seq = next_seq
+        self.writer = None
+        self.shards = 0
+        self.error: BaseException | None = None
+        self.kill_at = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.thread = threading.Thread(target=self._run, name="fastsae-shard-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, items: list[tuple[SeqItem, dict]]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(items)
+
+    def _open(self, first_sequence: int):
+        from store import ShardWriter
+
+        self.writer = ShardWriter(
+            self.out, writer=self.cfg.writer, seq=self.seq, first_sequence=first_sequence,
+            layers=list(self.cfg.layers), d_model=self.d_model, dtype=self.cfg.dtype, meta=self.meta,
+        )  # fmt: skip
+
+    def _run(self) -> None:
+        try:
+            while (items := self.q.get()) not in (None, "abort"):
+                for item, acts in items:
+                    if self.writer is None:
+                        self._open(item.index)
+                    self.writer.append(
+                        token_ids=item.token_ids, token_types=item.token_types, acts=acts, source=item.source,
+                        doc_starts=item.doc_starts, doc_sources=item.doc_sources,
+                    )  # fmt: skip
+                    if self.writer.num_tokens >= self.cfg.shard_tokens:
+                        self._commit()
+                    if self.kill_at is not None and item.index >= self.kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+            if items is None and self.writer is not None and self.writer.num_sequences:
+                self._commit()
+            elif self.writer is not None:  # aborted: the partial shard is dropped, resume redoes it
+                self.writer.abort()
+        except BaseException as e:  # surfaced in the main thread by put()/close()
+            self.error = e
+            if self.writer is not None:
+                self.writer.abort()
+            while self.q.get() not in (None, "abort"):  # drain so the producer never blocks
+                pass
+
+    def _commit(self) -> None:
+        self.writer.commit()
+        self.writer = None
+        self.seq += 1
+        self.shards += 1
+
+    def close(self, *, commit: bool = True) -> None:
+        """Finish: commit the last shard (or drop it when `commit` is False, after an error)."""
+        if not self.thread.is_alive():
+            return
+        self.q.put(None if commit else "abort")
+        self.thread.join()
+        if commit and self.error is not None:
+            raise self.error
+
+
+def _forward_window(cap, window: list[SeqItem], cfg: HarvestConfig, device: str, pad_id: int, store_dtype):
+    """Forward one window (sorted into batches), -> per item {layer: tensor [T, d]} in window order."""
+    import torch
+
+    results: list[dict | None] = [None] * len(window)
+    for batch in plan_batches([len(item) for item in window], cfg.batch_tokens):
+        ids, lengths = pad_right([window[i].token_ids for i in batch], pad_id)
+        input_ids = torch.from_numpy(ids).to(device)
+        hidden = cap(input_ids)  # {layer: [B, T_max, d]}
+        mask = torch.from_numpy(np.arange(ids.shape[1])[None, :] < lengths[:, None]).to(device)
+        split = lengths.tolist()
+        per_layer = {
+            layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
+            for layer, h in hidden.items()
+        }
+        for row, i in enumerate(batch):
+            results[i] = {layer: parts[row] for layer, parts in per_layer.items()}
+    return results
+
+
+def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResult:
+    """Harvest `cfg`. `loaded` (harvest.model.LoadedModel) reuses an already loaded model."""
+    import torch
+
+    from harvest.model import load_model, resolve_dtype
+    from harvest.sources import SkipLog
+    from store import clean_partial, init_store
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    specs = resolve_data_specs(cfg)
+    check_early_identity(cfg, out)  # one-line StoreMismatchError before loading anything
+    device = pick_device(cfg.device)
+    set_threads(cfg, device)
+    model_dtype = resolve_dtype(cfg.model_dtype, device)
+    if loaded is None:
+        loaded = load_model(
+            cfg.model, revision=cfg.revision, dtype=model_dtype, device=device,
+            attn_implementation=cfg.attn_implementation,
+        )  # fmt: skip
+    else:
+        loaded.model.to(device=device, dtype=model_dtype)
+    if cfg.layers[-1] >= loaded.num_layers:
+        raise HarvestConfigError(
+            f"--layers {','.join(map(str, cfg.layers))}: layer {cfg.layers[-1]} is out of range; "
+            f"{cfg.model} has {loaded.num_layers} decoder blocks (layers 0..{loaded.num_layers - 1})"
+        )
+    tokenizer = loaded.tokenizer
+    if cfg.packing == "conversation":
+        from harvest.chat import ChatTemplateError, check_chat_template
+
+        try:
+            check_chat_template(tokenizer)
+        except ChatTemplateError as e:
+            raise HarvestConfigError(f"--model {cfg.model}: {e} (or --packing block)") from None
+    meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
+    meta = init_store(out, meta=meta)
+    clean_partial(out)
+
+    done, next_seq, _ = _committed(out, cfg.writer, cfg.num_writers)
+    skip_log = SkipLog()
+    start, end = 0, None
+    if cfg.num_writers > 1:
+        total = sum(1 for _ in sequence_stream(cfg, tokenizer, specs, SkipLog()))
+        start = cfg.writer * total // cfg.num_writers
+        end = (cfg.writer + 1) * total // cfg.num_writers
+    resume_at = start + done
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    store_dtype = getattr(torch, cfg.dtype)
+    sink = _ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq)
+    window_tokens = max(8 * cfg.batch_tokens, cfg.max_tokens)
+    n_seq = n_tok = 0
+    fwd_seconds = 0.0
+    progress = _Progress(cfg, total=None if end is None else end - resume_at, console=console)
+
+    from harvest.capture import LayerCapture
+
+    try:
+        with torch.inference_mode(), LayerCapture(loaded.model, cfg.layers) as cap, progress:
+            window: list[SeqItem] = []
+            window_len = 0
+
+            def flush() -> None:
+                nonlocal window, window_len, n_seq, n_tok, fwd_seconds
+                if not window:
+                    return
+                t = time.perf_counter()
+                acts = _forward_window(cap, window, cfg, device, pad_id, store_dtype)
+                fwd_seconds += time.perf_counter() - t
+                sink.put(list(zip(window, acts, strict=True)))
+                n_seq += len(window)
+                n_tok += window_len
+                progress.advance(len(window), window_len)
+                window, window_len = [], 0
+
+            for item in sequence_stream(cfg, tokenizer, specs, skip_log):
+                if item.index < resume_at:
+                    continue
+                if end is not None and item.index >= end:
+                    break
+                window.append(item)
+                window_len += len(item)
+                if len(window) >= cfg.sort_window or window_len >= window_tokens:
+                    flush()
+            flush()
+        sink.close()
+    finally:
+        sink.close(commit=False)  # no-op after a clean close; drops the partial shard after an error
+        skip_log.write(out / "skipped.jsonl")
+
+    return HarvestResult(
+        out=out, sequences=n_seq, tokens=n_tok, resumed_from=done, shards=sink.shards,
+        skipped=dict(skip_log.counts()), seconds=time.perf_counter() - t0, forward_seconds=fwd_seconds,
+    )  # fmt: skip
+
+
+class _Progress:
+    """rich progress bar: conversations, tokens/s, ETA (when the total is known)."""
+
+    def __init__(self, cfg: HarvestConfig, *, total: int | None, console=None):
+        self.enabled = cfg.progress
+        self.total = total
+        self.console = console
+        self.t0 = time.perf_counter()
+        self.tokens = 0
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("harvest"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=False,
+            )  # fmt: skip
+            self._progress.__enter__()
+            self._task = self._progress.add_task("harvest", total=self.total, rate="")
+        return self
+
+    def advance(self, sequences: int, tokens: int) -> None:
+        self.tokens += tokens
+        if self._progress is not None:
+            rate = self.tokens / max(1e-9, time.perf_counter() - self.t0)
+            self._progress.update(self._task, advance=sequences, rate=f"{rate:,.0f} tok/s")
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
