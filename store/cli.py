@@ -1,0 +1,93 @@
+"""`fastsae inspect` and `fastsae verify`: plain typer command functions, registered by fastsae/cli.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import StoreCorruptError, StoreError
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def inspect(
+    store: Annotated[Path, typer.Argument(help="Store directory (contains store.json and shard-*.zarr).")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+) -> None:
+    """Summarise a store: model, layers, sizes, bytes/token, token types, data provenance, skipped rows."""
+    from .verify import summarize_store
+
+    try:
+        info = summarize_store(store)
+    except StoreError as e:
+        raise _fail(str(e)) from None
+    if json_output:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    lines = [
+        f"store:          {info['path']}",
+        f"model:          {info['model'] or '?'}" + (f" @ {info['revision']}" if info["revision"] else ""),
+        f"layers:         {', '.join(map(str, info['layers']))}",
+        f"d_model:        {info['d_model']}",
+        f"dtype:          {info['dtype']}",
+        f"shards:         {info['shards']}",
+        f"conversations:  {info['sequences']:,}",
+        f"tokens:         {info['tokens']:,}",
+        f"bytes:          {info['bytes']:,} ({_fmt_bytes(info['bytes'])})",
+    ]
+    if info["bytes_per_token"] is not None:
+        lines.append(f"bytes/token:    {info['bytes_per_token']:.1f}")
+        lines.append(f"bytes/token / (dtype bytes x d_model x layers): {info['overhead_ratio']:.4f}")
+    total = max(1, info["tokens"])
+    lines.append("token types:")
+    lines += [f"  {name:<10} {n:>14,}  {100 * n / total:5.1f}%" for name, n in info["token_types"].items()]
+    if info["data"]:
+        lines.append("data:")
+        for i, d in enumerate(info["data"]):
+            lines.append(f"  [{i}] " + (json.dumps(d, sort_keys=True) if not isinstance(d, str) else d))
+    if info["skipped"] is not None:
+        n = sum(info["skipped"].values())
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(info["skipped"].items()))
+        lines.append(f"skipped:        {n:,}" + (f" ({detail})" if detail else ""))
+    if info["partial_shards"]:
+        lines.append(f"partial shards: {info['partial_shards']} (left by a crashed writer)")
+    lines.append(f"fingerprint:    {info['fingerprint'][:16]}")
+    typer.echo("\n".join(lines))
+
+
+def verify(
+    store: Annotated[Path, typer.Argument(help="Store directory to check.")],
+) -> None:
+    """Full integrity check of every shard (metadata, shapes, offsets, shard index crc32c, file sizes, finite
+    activations, contiguous sequence ranges). Exits 2 with one 'Error:' line per problem on any damage."""
+    from .verify import verify_store
+
+    try:
+        report = verify_store(store)
+    except StoreCorruptError as e:
+        for problem in e.problems:
+            typer.echo(f"Error: {problem}", err=True)
+        raise typer.Exit(2) from None
+    except StoreError as e:
+        raise _fail(str(e)) from None
+    for w in report["warnings"]:
+        typer.echo(f"Warning: {w}", err=True)
+    typer.echo(
+        f"OK: {report['shards']} shards, {report['sequences']:,} sequences, {report['tokens']:,} tokens"
+    )

@@ -1,0 +1,68 @@
+"""store.cli inspect/verify through typer's CliRunner, registered on a small app as the lead does."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from store.cli import inspect, verify
+from tests.test_store import write_store
+
+app = typer.Typer()
+app.command()(inspect)
+app.command()(verify)
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(tmp_path):
+    write_store(tmp_path, [[30, 20], [10]], dtype="bfloat16", d_model=32)
+    (tmp_path / "skipped.jsonl").write_text(
+        json.dumps({"dataset": 0, "row": 3, "reason": "empty_messages"}) + "\n"
+        + json.dumps({"dataset": 0, "row": 9, "reason": "too_long"}) + "\n"
+    )  # fmt: skip
+    return tmp_path
+
+
+def test_inspect_text(store):
+    r = runner.invoke(app, ["inspect", str(store)])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    for needle in ("synthetic/tiny", "layers:         2, 5", "d_model:        32", "bfloat16", "conversations:  3",
+                   "tokens:         60", "bytes/token", "ASSISTANT", "demo", "skipped:        2"):  # fmt: skip
+        assert needle in out, (needle, out)
+
+
+def test_inspect_json(store):
+    r = runner.invoke(app, ["inspect", str(store), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["tokens"] == 60 and info["sequences"] == 3 and info["layers"] == [2, 5]
+    assert sum(info["token_types"].values()) == 60
+    assert info["skipped"] == {"empty_messages": 1, "too_long": 1}
+    assert info["bytes_per_token"] == pytest.approx(info["bytes"] / 60)
+    assert info["overhead_ratio"] == pytest.approx(info["bytes_per_token"] / (2 * 32 * 2))
+
+
+def test_verify_ok_and_damaged(store):
+    r = runner.invoke(app, ["verify", str(store)])
+    assert r.exit_code == 0 and r.stdout.startswith("OK: 2 shards"), r.output
+    f = store / "shard-00000-000000.zarr" / "acts" / "layer_5" / "c" / "0" / "0"
+    os.truncate(f, 10)
+    r = runner.invoke(app, ["verify", str(store)])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: shard shard-00000-000000.zarr array acts/layer_5"
+    ), lines
+    assert "Traceback" not in r.output
+
+
+def test_missing_store(tmp_path):
+    for cmd in ("inspect", "verify"):
+        r = runner.invoke(app, [cmd, str(tmp_path / "nope")])
+        assert r.exit_code == 2 and r.stderr.startswith("Error: store not found"), r.output
