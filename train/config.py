@@ -198,12 +198,20 @@ class TrainConfig:
         default="all",
         metadata=_help("Token types to train on, comma separated (e.g. 'assistant,user' or 'all')."),
     )
-    holdout_sequences: int = field(
-        default=64, metadata=_help("Sequences held out of training for the metrics (the store's last ones).")
+    holdout: float = field(
+        default=0.02,
+        metadata=_help("Fraction of the store's sequences held out of training for the metrics (seeded)."),
     )
-    shuffle_buffer: int = field(
+    eval_tokens: int = field(
         default=65_536,
-        metadata=_help("Tokens in the reader's shuffling buffer (mixes many sequences per batch)."),
+        metadata=_help("Held-out tokens evaluated (whole sequences, in store order, up to about this)."),
+    )
+    buffer_tokens: int = field(
+        default=2**19,
+        metadata=_help("Tokens in the reader's mixing buffer (costs buffer_tokens × d × 4 bytes of RAM)."),
+    )
+    chunk_tokens: int = field(
+        default=4096, metadata=_help("Tokens the reader reads contiguously from a shard before moving on.")
     )
     log_every: int = field(
         default=100, metadata=_help("Log training scalars every N steps (the only syncs).")
@@ -288,11 +296,14 @@ def _validate(c: TrainConfig) -> None:
         "dead_feature_window",
         "feature_sampling_window",
         "log_every",
-        "shuffle_buffer",
+        "buffer_tokens",
+        "chunk_tokens",
     ):
         if getattr(c, name) < 1:
             _fail(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(c, name)}")
-    for name in ("eval_every", "checkpoint_every", "holdout_sequences"):
+    if not 0 <= c.holdout < 1:
+        _fail(f"--holdout must be in [0, 1), got {c.holdout}")
+    for name in ("eval_every", "checkpoint_every", "eval_tokens"):
         if getattr(c, name) < 0:
             _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(c, name)}")
     if not c.dead_feature_threshold >= 0:

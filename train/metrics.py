@@ -1,0 +1,204 @@
+"""Held-out metrics, the per-SAE metrics.jsonl, and the training-curve PNG.
+
+Held-out metrics are computed on whole held-out sequences (every token, whatever --token-types trains on),
+in the store's raw activation units (if inputs are normalised for training, x̂ is scaled back):
+
+    err_t   = mean_d (x̂_t,d − x_t,d)²                      per token t
+    MSE     = mean over sequences s of ( mean over t ∈ s of err_t )          (the paper's averaging)
+    MSE_st  = the same over SPECIAL tokens only (sequences without any special token are left out)
+    log2_mse, log2_mse_st = their base-2 logarithms
+    explained_variance = 1 − Σ_t ‖x̂_t − x_t‖² / Σ_t ‖x_t − x̄‖²   (x̄ = mean held-out activation)
+    l0      = mean over tokens of the number of active features
+    dead_frac = fraction of features that have not fired for --dead-feature-window training steps
+
+metrics.jsonl holds one JSON object per line; "split" is "train" (running means of the training scalars since
+the previous line) or "heldout". Every line has "step" (optimizer steps done) and "tokens" (training tokens seen).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SPECIAL = 0  # store.TokenType.SPECIAL (kept as an int so this module needs no store import)
+
+
+@dataclass
+class HeldOut:
+    """All held-out tokens in one matrix, with their sequence index and whether each is a special token."""
+
+    x: torch.Tensor  # [N, d] float32, raw units
+    seq: torch.Tensor  # [N] int64, 0..S-1
+    special: torch.Tensor  # [N] bool
+    num_sequences: int
+
+    @classmethod
+    def from_sequences(cls, sequences, *, device) -> HeldOut:
+        """`sequences`: iterable of (acts [T, d] float32 array/tensor, token_types [T] uint8)."""
+        xs, seqs, specials = [], [], []
+        for i, (acts, types) in enumerate(sequences):
+            acts = torch.as_tensor(np.asarray(acts, dtype=np.float32))
+            xs.append(acts)
+            seqs.append(torch.full((acts.shape[0],), i, dtype=torch.int64))
+            specials.append(torch.as_tensor(np.asarray(types) == SPECIAL))
+        if not xs:
+            return cls(
+                x=torch.zeros(0, 0),
+                seq=torch.zeros(0, dtype=torch.int64),
+                special=torch.zeros(0, dtype=torch.bool),
+                num_sequences=0,
+            )
+        return cls(
+            x=torch.cat(xs).to(device),
+            seq=torch.cat(seqs).to(device),
+            special=torch.cat(specials).to(device),
+            num_sequences=len(xs),
+        )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def _per_sequence_mean(
+    values: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, num_sequences: int
+) -> float:
+    """mean over sequences having ≥1 masked token of (mean of `values` over the sequence's masked tokens)."""
+    v = values.double() * mask
+    sums = torch.zeros(num_sequences, dtype=torch.float64, device=values.device).index_add_(0, seq, v)
+    counts = torch.zeros(num_sequences, dtype=torch.float64, device=values.device).index_add_(
+        0, seq, mask.double()
+    )
+    has = counts > 0
+    if not bool(has.any()):
+        return float("nan")
+    return float((sums[has] / counts[has]).mean())
+
+
+@torch.no_grad()
+def heldout_metrics(sae, held: HeldOut, *, scale: float = 1.0, chunk: int = 8192) -> dict:
+    """The held-out metrics above for one SAE trained on x·scale."""
+    if len(held) == 0:
+        return {}
+    err, l0 = [], []
+    for a in range(0, len(held), chunk):
+        x = held.x[a : a + chunk]
+        acts = sae.encode(x * scale)
+        x_hat = sae.decode(acts) / scale
+        err.append((x_hat.float() - x).pow(2).mean(-1))  # [n]
+        l0.append((acts > 0).sum(-1).float())
+    err = torch.cat(err)  # [N]
+    d = held.x.shape[1]
+    all_tokens = torch.ones_like(held.special)
+    mse = _per_sequence_mean(err, held.seq, all_tokens, held.num_sequences)
+    mse_st = _per_sequence_mean(err, held.seq, held.special, held.num_sequences)
+    total_var = (held.x.double() - held.x.double().mean(0)).pow(2).sum()
+    ev = 1.0 - float(err.double().sum() * d / total_var) if total_var > 0 else float("nan")
+    return {
+        "mse": mse,
+        "mse_st": mse_st,
+        "log2_mse": _log2(mse),
+        "log2_mse_st": _log2(mse_st),
+        "explained_variance": ev,
+        "l0": float(torch.cat(l0).mean()),
+    }
+
+
+def _log2(v: float) -> float:
+    return math.log2(v) if v > 0 and math.isfinite(v) else float("nan")
+
+
+class MetricsLog:
+    """Appends JSON lines to one SAE's metrics.jsonl (opened once, flushed+fsynced on `sync`)."""
+
+    def __init__(self, path: str | Path, *, keep_through_step: int | None = None):
+        self.path = Path(path)
+        if keep_through_step is None:
+            self.path.write_text("")
+        else:
+            truncate_metrics(self.path, keep_through_step)
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    def sync(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def truncate_metrics(path: str | Path, max_step: int) -> None:
+    """Keep only the lines with step ≤ max_step (what a checkpoint at max_step had written); drop a torn line."""
+    path = Path(path)
+    keep = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if rec.get("step", 0) <= max_step:
+                keep.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_curves(metrics_path: str | Path, png_path: str | Path, *, title: str = "") -> None:
+    """Loss, MSE, L0 and dead fraction against training tokens (train lines, held-out points on top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics_path)
+    train = [r for r in recs if r.get("split") == "train"]
+    held = [r for r in recs if r.get("split") == "heldout"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [
+        ("loss", "loss", None, "log"),
+        ("MSE (Σ_d per token)", "mse_loss", "mse", "log"),
+        ("L0", "l0", "l0", "linear"),
+        ("dead fraction", "dead_frac", "dead_frac", "linear"),
+    ]
+    for ax, (label, train_key, held_key, yscale) in zip(axes.flat, panels, strict=True):
+        pts = [(r["tokens"], r[train_key]) for r in train if _finite(r.get(train_key))]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label="train", lw=1)
+        if held_key:
+            hp = [(r["tokens"], r[held_key]) for r in held if _finite(r.get(held_key))]
+            if hp:
+                ys = [y * (held[0].get("d_in", 1) if held_key == "mse" else 1) for _, y in hp]
+                ax.plot([t for t, _ in hp], ys, "o-", ms=3, label="held-out")
+        ax.set_title(label)
+        ax.set_xlabel("training tokens")
+        if yscale == "log" and pts and all(y > 0 for _, y in pts):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.08, top=0.9 if title else 0.95, wspace=0.25, hspace=0.35
+    )
+    tmp = Path(png_path).with_name(f".{Path(png_path).name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)

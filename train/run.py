@@ -1,0 +1,185 @@
+"""Before the first step: open and check the store, plan the SAEs, own the output folder.
+
+Everything that can be wrong with the input is found here, before any training, and raised as a
+TrainConfigError (or the store's own StoreError) with a one-line message naming what and where.
+
+Output folder layout (`--out`):
+    run.json                  resolved config, store identity, the SAEs of the sweep, "complete"
+    checkpoint.safetensors    the latest checkpoint of the whole sweep (deleted when the run completes)
+    <sae name>/               cfg.json + sae_weights.safetensors (SAELens layout) + fastsae.json (our config,
+                              store identity, sweep point, metrics summary) + metrics.jsonl + curves.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.config import (
+    OPERATIONAL_FIELDS,
+    SweepPoint,
+    TrainConfig,
+    TrainConfigError,
+    resolve,
+    sweep_points,
+    to_json,
+)
+
+RUN_JSON = "run.json"
+CHECKPOINT = "checkpoint.safetensors"
+NOT_COMPARED = (*OPERATIONAL_FIELDS, "out", "store")  # the store is compared by fingerprint instead
+
+
+@dataclass
+class RunPlan:
+    cfg: TrainConfig  # resolved
+    points: list[SweepPoint]
+    specs: list  # [SAESpec] per point
+    store: object  # store.Store
+    store_identity: dict
+    out: Path
+    status: str  # "new" | "resume" | "complete"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def sae_dir(self, point: SweepPoint) -> Path:
+        return self.out / point.name
+
+
+def _fail(msg: str):
+    raise TrainConfigError(msg)
+
+
+def open_checked_store(path: str, layer: int):
+    """open_store plus the cheap integrity checks of the layer we train on (sizes, shard indices, offsets)."""
+    from store import StoreCorruptError, open_store
+
+    s = open_store(path)
+    if not s.shards:
+        _fail(f"store {path} holds no committed shards (harvest not run, or still running/interrupted)")
+    if layer not in s.layers:
+        _fail(f"layer {layer} is not in the store at {path}; it has layers {list(s.layers)}")
+    for shard in s.shards:
+        try:
+            shard.raw_acts(layer)
+            shard.offsets  # noqa: B018 - validates the offsets array
+            if len(shard.token_types) != shard.num_tokens:
+                raise StoreCorruptError(
+                    f"shard {shard.name}: token_types has {len(shard.token_types)} entries"
+                )
+        except (KeyError, FileNotFoundError) as e:
+            raise StoreCorruptError(f"store {path}: shard {shard.name} is damaged ({e})") from None
+    return s
+
+
+def store_identity(s, layer: int) -> dict:
+    meta_bytes = (Path(s.path) / "store.json").read_bytes()
+    return {
+        "path": str(Path(s.path).resolve()),
+        "fingerprint": s.fingerprint,
+        "meta_sha256": hashlib.sha256(meta_bytes).hexdigest(),
+        "layer": layer,
+        "d_model": s.d_model,
+        "dtype": s.dtype,
+        "num_sequences": s.num_sequences,
+        "num_tokens": s.num_tokens,
+        "model": model_name(s.meta),
+    }
+
+
+def model_name(meta: dict) -> str:
+    for key in ("model_name", "model"):
+        v = meta.get(key)
+        if isinstance(v, str):
+            return v
+        if isinstance(v, dict) and isinstance(v.get("name"), str):
+            return v["name"]
+    ident = meta.get("identity") or {}
+    return str(ident.get("model_name") or ident.get("model") or "unknown")
+
+
+def make_spec(point: SweepPoint, cfg: TrainConfig, d_in: int):
+    from train.sae import SAESpec, SAESpecError
+
+    try:
+        return SAESpec(
+            arch=point.arch,
+            d_in=d_in,
+            d_sae=d_in * point.expansion,
+            k=point.k if point.k is not None else 64,
+            jumprelu_bandwidth=cfg.jumprelu_bandwidth,
+            jumprelu_init_threshold=cfg.jumprelu_init_threshold,
+            log_threshold=bool(cfg.jumprelu_log_threshold),
+        )
+    except SAESpecError as e:
+        raise TrainConfigError(f"SAE {point.name}: {e}") from None
+
+
+def plan_run(cfg: TrainConfig) -> RunPlan:
+    """Resolve the config, check the store and the output folder; nothing is written."""
+    cfg = resolve(cfg)
+    points = sweep_points(cfg)
+    s = open_checked_store(cfg.store, cfg.layer)
+    specs = [make_spec(p, cfg, s.d_model) for p in points]
+    identity = store_identity(s, cfg.layer)
+    out = Path(cfg.out)
+    status = check_out_folder(out, cfg, identity)
+    return RunPlan(
+        cfg=cfg, points=points, specs=specs, store=s, store_identity=identity, out=out, status=status
+    )
+
+
+def run_document(plan: RunPlan, *, complete: bool = False) -> dict:
+    return {
+        "fastsae": "train",
+        "config": to_json(plan.cfg),
+        "store": plan.store_identity,
+        "saes": [dataclasses.asdict(p) for p in plan.points],
+        "complete": complete,
+    }
+
+
+def check_out_folder(out: Path, cfg: TrainConfig, identity: dict) -> str:
+    """'new', 'resume' or 'complete'; raises when the folder holds something else."""
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} exists and is not a folder")
+    run_json = out / RUN_JSON
+    if not run_json.exists():
+        if out.exists() and any(out.iterdir()):
+            _fail(
+                f"output folder {out} is not empty and holds no fastsae train run ({RUN_JSON}); use a new folder"
+            )
+        return "new"
+    try:
+        doc = json.loads(run_json.read_text())
+        old = doc["config"]
+    except (OSError, ValueError, KeyError):
+        _fail(f"output folder {out} has an unreadable {RUN_JSON}; use a new folder")
+    new = to_json(cfg)
+    diff = [k for k in sorted(set(old) | set(new)) if k not in NOT_COMPARED and old.get(k) != new.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in diff[:4])
+        _fail(f"output folder {out} holds another config ({shown}); use a new --out or the same flags")
+    if doc.get("store", {}).get("fingerprint") != identity["fingerprint"]:
+        _fail(
+            f"output folder {out} was trained on another store (or the store changed): "
+            f"{doc.get('store', {}).get('path')} fingerprint {str(doc.get('store', {}).get('fingerprint'))[:12]} "
+            f"vs {identity['path']} {identity['fingerprint'][:12]}"
+        )
+    return "complete" if doc.get("complete") else "resume"
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

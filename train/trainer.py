@@ -1,0 +1,417 @@
+"""The training loop: one pass over the data feeding every SAE of a sweep.
+
+Each batch is read ONCE (one `next(reader)`) and the same tensor goes to every SAE. Per step and SAE:
+training_forward → backward (one SAE's graph at a time, to bound memory) → remove the decoder-gradient
+component parallel to its rows → clip its gradient norm → one Adam step for all SAEs (a param group per SAE,
+with its own lr) → unit-norm decoder rows. All SAEs start from the same seeded init (an SAE trained in a sweep
+equals the same SAE trained alone).
+
+No host sync in the step: per-step scalars (loss terms, L0, finiteness of the batch) are written into a small
+device buffer and read back every --log-every steps (and before each eval or checkpoint). That is also when a
+non-finite batch or loss is detected; the run then raises NonFiniteError naming the first bad step and SAE,
+writes nothing more, and the last checkpoint (taken after a clean check) stays the resume point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
+from train.config import BDecInit, TrainError, to_json, total_steps
+from train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
+from train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
+from train.schedule import Schedule
+
+STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
+
+
+class NonFiniteError(TrainError, FloatingPointError):
+    """NaN/inf in a batch or a loss; the message names the step (and the SAE)."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_reader(plan: RunPlan, *, batch_size: int, device):
+    from train.reader import ActivationReader, ReaderError
+
+    c = plan.cfg
+    try:
+        return ActivationReader(
+            plan.store,
+            layer=c.layer,
+            batch_size=batch_size,
+            token_types=c.token_types,
+            buffer_tokens=c.buffer_tokens,
+            chunk_tokens=c.chunk_tokens,
+            holdout=c.holdout,
+            seed=c.seed,
+            device=device,
+        )
+    except ReaderError as e:
+        raise TrainError(f"{e}") from None
+
+
+class SweepTrainer:
+    """Trains the SAEs of a RunPlan in one pass; see the module doc."""
+
+    def __init__(self, plan: RunPlan, *, console=None):
+        from train.sae import SparseAutoencoder
+
+        self.plan, self.cfg = plan, plan.cfg
+        self.console = console
+        self.device = pick_device(self.cfg.device)
+        self.schedule = Schedule.from_config(self.cfg)
+        self.total_steps = total_steps(self.cfg)
+        self.saes = [
+            SparseAutoencoder(
+                spec, device=self.device, generator=torch.Generator().manual_seed(self.cfg.seed)
+            )
+            for spec in plan.specs
+        ]
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(sae.parameters()), "lr": p.lr}
+                for sae, p in zip(self.saes, plan.points, strict=True)
+            ],
+            lr=plan.points[0].lr,
+            betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
+        )
+        n, dev = len(self.saes), self.device
+        self.since_fired = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
+        self.fire_count = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
+        self.window_tokens = 0
+        self.hist = torch.zeros(
+            max(1, self.cfg.log_every), n, len(STAT_NAMES), device=dev
+        )  # [log_every, n, 5]
+        self.batch_ok = torch.ones(max(1, self.cfg.log_every), dtype=torch.bool, device=dev)
+        self.hist_len = 0
+        self.step = 0
+        self.scale = 1.0
+        self.reader = None
+        self.logs: list[MetricsLog] = []
+        self.batches_read = 0
+
+    # ---------------------------------------------------------------- setup
+    def init_fresh(self) -> None:
+        """Sample-based init: activation scale and b_dec (geometric median), from the first tokens of the stream."""
+        from train.sae import geometric_median
+
+        c = self.cfg
+        need = c.normalize_activations or c.b_dec_init != BDecInit.ZEROS
+        if need:
+            # the first init_sample_tokens of the training stream (a separate reader with the same seed;
+            # a batch larger than the epoch wraps into the next one)
+            sampler = make_reader(self.plan, batch_size=c.init_sample_tokens, device="cpu")
+            sample = next(sampler)  # [n, d_in]
+            sampler.close()
+            del sampler
+            if c.normalize_activations:
+                self.scale = float(sample.shape[1] ** 0.5 / sample.norm(dim=1).mean())
+            sample = sample * self.scale
+            if c.b_dec_init == BDecInit.GEOMETRIC_MEDIAN:
+                b_dec = geometric_median(sample)
+            elif c.b_dec_init == BDecInit.MEAN:
+                b_dec = sample.mean(0)
+            else:
+                b_dec = None
+            if b_dec is not None:
+                with torch.no_grad():
+                    for sae in self.saes:
+                        sae.b_dec.copy_(b_dec.to(sae.b_dec))
+
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "scale": self.scale,
+            "window_tokens": self.window_tokens,
+            "saes": [sae.state_dict() for sae in self.saes],
+            "optimizer": self.optimizer.state_dict(),
+            "since_fired": self.since_fired,
+            "fire_count": self.fire_count,
+            "reader": self.reader.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": to_json(self.cfg),
+        }
+
+    def load_state(self, st: dict) -> None:
+        self.step, self.scale, self.window_tokens = (
+            int(st["step"]),
+            float(st["scale"]),
+            int(st["window_tokens"]),
+        )
+        for sae, sd in zip(self.saes, st["saes"], strict=True):
+            sae.load_state_dict(sd)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.since_fired = [t.to(self.device) for t in st["since_fired"]]
+        self.fire_count = [t.to(self.device) for t in st["fire_count"]]
+        self.reader.load_state_dict(st["reader"])
+        torch.set_rng_state(st["torch_rng"])
+
+    # ---------------------------------------------------------------- the step
+    def train_step(self, x: torch.Tensor) -> None:
+        """One optimizer step of every SAE on the batch x [B, d_in]; no host sync."""
+        c, k = self.cfg, self.hist_len
+        lr_f, sc_f = self.schedule.lr_factor(self.step), self.schedule.sparsity_factor(self.step)
+        self.batch_ok[k] = torch.isfinite(x).all()
+        if self.scale != 1.0:
+            x = x * self.scale
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (sae, p, group) in enumerate(
+            zip(self.saes, self.plan.points, self.optimizer.param_groups, strict=True)
+        ):
+            group["lr"] = p.lr * lr_f
+            out = sae.training_forward(x, sparsity_coef=(p.sparsity_coef or 0.0) * sc_f)
+            out.loss.backward()
+            with torch.no_grad():
+                self.hist[k, i] = torch.stack(
+                    [out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss, out.l0.mean()]
+                ).detach()
+                counts = (out.acts > 0).sum(0)  # [d_sae]
+                self.fire_count[i] += counts
+                self.since_fired[i].add_(1).masked_fill_(counts > 0, 0)
+            del out
+            sae.remove_parallel_grad_()
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), c.grad_clip, foreach=True)
+        self.optimizer.step()
+        for sae in self.saes:
+            sae.normalize_decoder_()
+        self.step += 1
+        self.hist_len += 1
+        self.window_tokens += x.shape[0]
+
+    # ---------------------------------------------------------------- logging (the only syncs)
+    def flush(self) -> list[dict] | None:
+        """Read the per-step buffer back, check it, and write one 'train' line per SAE."""
+        n = self.hist_len
+        if n == 0:
+            return None
+        hist, ok = self.hist[:n].cpu(), self.batch_ok[:n].cpu()
+        first = self.step - n
+        if not bool(ok.all()):
+            bad = first + int((~ok).nonzero()[0, 0])
+            raise NonFiniteError(f"non-finite activations (NaN/inf) in the training batch of step {bad}")
+        finite = torch.isfinite(hist).all(-1)  # [n, n_saes]
+        if not bool(finite.all()):
+            j, i = (~finite).nonzero()[0].tolist()
+            raise NonFiniteError(
+                f"non-finite loss (NaN/inf) at step {first + j} in SAE {self.plan.points[i].name}"
+            )
+        dead = torch.stack(
+            [(s >= self.cfg.dead_feature_window).float().mean() for s in self.since_fired]
+        ).cpu()
+        means = hist.double().mean(0)  # [n_saes, 5]
+        recs = []
+        for i, (log, p) in enumerate(zip(self.logs, self.plan.points, strict=True)):
+            rec = {"split": "train", "step": self.step, "tokens": self.step * self.cfg.batch_size}
+            rec.update({name: float(means[i, j]) for j, name in enumerate(STAT_NAMES)})
+            rec["lr"] = p.lr * self.schedule.lr_factor(self.step - 1)
+            rec["sparsity_coef"] = (p.sparsity_coef or 0.0) * self.schedule.sparsity_factor(self.step - 1)
+            rec["dead_frac"] = float(dead[i])
+            log.write(rec)
+            recs.append(rec)
+        self.hist_len = 0
+        return recs
+
+    def feature_window(self) -> None:
+        """End of a feature sampling window: log the fraction of features firing below the threshold."""
+        tokens = max(1, self.window_tokens)
+        for log, counts in zip(self.logs, self.fire_count, strict=True):
+            freq = counts.double() / tokens
+            rare = float((freq < self.cfg.dead_feature_threshold).double().mean())
+            log.write(
+                {
+                    "split": "features",
+                    "step": self.step,
+                    "tokens": self.step * self.cfg.batch_size,
+                    "window_tokens": self.window_tokens,
+                    "rare_frac": rare,
+                    "mean_log10_freq": float(freq.clamp_min(1e-10).log10().mean()),
+                }
+            )
+            counts.zero_()
+        self.window_tokens = 0
+
+    def evaluate(self, held: HeldOut) -> None:
+        for i, (sae, log) in enumerate(zip(self.saes, self.logs, strict=True)):
+            m = heldout_metrics(sae, held, scale=self.scale)
+            dead = float((self.since_fired[i] >= self.cfg.dead_feature_window).float().mean())
+            log.write(
+                {
+                    "split": "heldout",
+                    "step": self.step,
+                    "tokens": self.step * self.cfg.batch_size,
+                    "d_in": sae.d_in,
+                    **m,
+                    "dead_frac": dead,
+                    "sequences": held.num_sequences,
+                    "heldout_tokens": len(held),
+                }
+            )
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> list[Path]:
+        plan, c = self.plan, self.cfg
+        plan.out.mkdir(parents=True, exist_ok=True)
+        clean_tmp(plan.out)
+        write_json_atomic(plan.out / RUN_JSON, run_document(plan))
+        self.reader = make_reader(plan, batch_size=c.batch_size, device=self.device)
+        ckpt = plan.checkpoint_path
+        resumed = plan.status == "resume" and ckpt.exists()
+        if resumed:
+            self.load_state(load_checkpoint(ckpt, device="cpu"))
+        else:
+            self.init_fresh()
+        for p in plan.points:
+            plan.sae_dir(p).mkdir(exist_ok=True)
+        self.logs = [
+            MetricsLog(plan.sae_dir(p) / "metrics.jsonl", keep_through_step=self.step if resumed else None)
+            for p in plan.points
+        ]
+        held = HeldOut.from_sequences(
+            (
+                (h.acts, h.token_types)
+                for h in self.reader.iter_holdout(max_tokens=c.eval_tokens, device="cpu")
+            ),
+            device=self.device,
+        )
+        try:
+            self._loop(held)
+        finally:
+            for log in self.logs:
+                log.close()
+            self.reader.close()
+        return self.finish()
+
+    def _loop(self, held: HeldOut) -> None:
+        c, T = self.cfg, self.total_steps
+        bar = ProgressBar(self, enabled=c.progress, console=self.console)
+        with bar:
+            if self.step == 0 and c.eval_every and len(held):
+                self.evaluate(held)
+            while self.step < T:
+                x = next(self.reader)
+                self.batches_read += 1
+                self.train_step(x)
+                s = self.step
+                bar.advance()
+                end = s == T
+                ev = len(held) and ((c.eval_every and s % c.eval_every == 0) or end)
+                ck = c.checkpoint_every and s % c.checkpoint_every == 0 and not end
+                if s % c.log_every == 0 or ev or ck or end:
+                    recs = self.flush()
+                    if recs:
+                        bar.show(recs)
+                if s % c.feature_sampling_window == 0:
+                    self.feature_window()
+                if ev:
+                    self.evaluate(held)
+                if ck:
+                    for log in self.logs:
+                        log.sync()
+                    save_checkpoint(self.plan.checkpoint_path, self.state())
+
+    def finish(self) -> list[Path]:
+        """Save every SAE (activation scale folded in), plot its curves, mark the run complete."""
+        from train.export import save_sae
+
+        plan, c = self.plan, self.cfg
+        hook = f"blocks.{c.layer}.hook_resid_post"
+        paths = []
+        for sae, p in zip(self.saes, plan.points, strict=True):
+            if self.scale != 1.0:
+                sae.fold_activation_norm_(self.scale)
+            folder = plan.sae_dir(p)
+            extra = {
+                "config": to_json(c),
+                "store": plan.store_identity,
+                "sweep_point": dataclasses.asdict(p),
+                "activation_scale": self.scale,
+                "steps": self.step,
+                "tokens": self.step * c.batch_size,
+            }
+            save_sae(sae.cpu(), folder, hook_name=hook, model_name=plan.store_identity["model"], extra=extra)
+            plot_curves(folder / "metrics.jsonl", folder / "curves.png", title=p.name)
+            paths.append(folder)
+        write_json_atomic(plan.out / RUN_JSON, run_document(plan, complete=True))
+        plan.checkpoint_path.unlink(missing_ok=True)
+        return paths
+
+
+class ProgressBar:
+    """A rich progress bar: tokens, tokens/s, loss and L0 (of the last log line), ETA. Updated without syncs."""
+
+    def __init__(self, trainer: SweepTrainer, *, enabled: bool, console=None):
+        self.t, self.enabled = trainer, enabled
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
+                TextColumn("{task.fields[tps]} tok/s"),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("L0 {task.fields[l0]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+
+    def __enter__(self):
+        if self.progress is not None:
+            t = self.t
+            n = len(t.saes)
+            self.progress.start()
+            self.task = self.progress.add_task(
+                f"train {n} SAE{'s' if n > 1 else ''}",
+                total=t.total_steps * t.cfg.batch_size,
+                completed=t.step * t.cfg.batch_size,
+                tps="-",
+                loss="-",
+                l0="-",
+            )
+        self.t0, self.s0 = time.perf_counter(), self.t.step
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=self.t.cfg.batch_size)
+
+    def show(self, recs: list[dict]) -> None:
+        if self.progress is None:
+            return
+        dt = time.perf_counter() - self.t0
+        tps = (self.t.step - self.s0) * self.t.cfg.batch_size / max(dt, 1e-9)
+
+        def rng(key, fmt):
+            vals = [r[key] for r in recs]
+            lo, hi = min(vals), max(vals)
+            return format(lo, fmt) if lo == hi else f"{lo:{fmt}}–{hi:{fmt}}"
+
+        self.progress.update(self.task, tps=f"{tps:,.0f}", loss=rng("loss", ".4g"), l0=rng("l0", ".1f"))
+
+
+def train_saes(cfg, *, console=None) -> list[Path]:
+    """Plan (all input checks), then train every SAE of the sweep in one pass; returns the SAE folders."""
+    plan = plan_run(cfg)
+    if plan.status == "complete":
+        if console is not None:
+            console.print(f"{plan.out}: already trained ({len(plan.points)} SAEs); nothing to do")
+        return [plan.sae_dir(p) for p in plan.points]
+    return SweepTrainer(plan, console=console).run()
