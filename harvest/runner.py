@@ -138,7 +138,8 @@ def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int 
 
 
 class _ShardSink:
-    """Background writer: appends sequences in order and commits a shard every `shard_tokens`."""
+    """Background writer: appends windows of sequences in order; commits a shard at the first window end
+    after `shard_tokens` tokens."""
 
     def __init__(self, cfg: HarvestConfig, out: Path, meta: dict, *, d_model: int, next_seq: int):
         self.cfg, self.out, self.meta, self.d_model = cfg, out, meta, d_model
@@ -174,10 +175,12 @@ class _ShardSink:
                         token_ids=item.token_ids, token_types=item.token_types, acts=acts, source=item.source,
                         doc_starts=item.doc_starts, doc_sources=item.doc_sources,
                     )  # fmt: skip
-                    if self.writer.num_tokens >= self.cfg.shard_tokens:
-                        self._commit()
                     if self.kill_at is not None and item.index >= self.kill_at:
                         os.kill(os.getpid(), signal.SIGKILL)
+                # Shards end at window ends: a resumed run then forms the same windows and batches, so its
+                # values are bit-identical to an uninterrupted run's.
+                if self.writer is not None and self.writer.num_tokens >= self.cfg.shard_tokens:
+                    self._commit()
             if items is None and self.writer is not None and self.writer.num_sequences:
                 self._commit()
             elif self.writer is not None:  # aborted: the partial shard is dropped, resume redoes it

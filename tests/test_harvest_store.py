@@ -1,0 +1,274 @@
+"""Harvest end to end on tiny Llama/Qwen2 models: batch == batch-1, block mode, resume after SIGKILL,
+bad arguments, the CLI command and its flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harvest.config import HarvestConfig, HarvestConfigError
+from harvest.runner import KILL_ENV, run_harvest
+from store import StoreMismatchError, open_store, to_float32
+from tests._tiny_models import save_tiny_model, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "the quick brown fox jumps over lazy dog hello how can I help you today paris river sea".split()
+
+
+def _text(rng, n):
+    return " ".join(rng.choice(WORDS, size=n))
+
+
+def write_chats(path: Path, n: int = 24, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        msgs = [{"role": "system", "content": _text(rng, 5)}] if i % 5 == 0 else []
+        for _ in range(int(rng.integers(1, 4))):
+            msgs.append({"role": "user", "content": _text(rng, int(rng.integers(2, 30)))})
+            msgs.append({"role": "assistant", "content": _text(rng, int(rng.integers(2, 50)))})
+        lines.append(json.dumps({"messages": msgs}))
+        if i == 7:
+            lines.append("{not json")
+        if i == 11:
+            lines.append(json.dumps({"messages": []}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_text(path: Path, n: int = 12, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    path.write_text(
+        "\n".join(json.dumps({"text": _text(rng, int(rng.integers(3, 60)))}) for _ in range(n)) + "\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("harvest")
+    models = {kind: save_tiny_model(kind, root / kind, tiny_tokenizer(kind)) for kind in ("llama", "qwen2")}
+    return {
+        "root": root,
+        "models": models,
+        "chats": write_chats(root / "chats.jsonl"),
+        "text": write_text(root / "docs.jsonl"),
+    }
+
+
+def cfg_for(env, out, kind="llama", **kw):
+    base = dict(
+        out=str(out), model=str(env["models"][kind]), data=(str(env["chats"]),), layers=(1, 2),
+        dtype="float32", batch_tokens=512, sort_window=16, shard_tokens=1500, progress=False, device="cpu",
+    )  # fmt: skip
+    base.update(kw)
+    return HarvestConfig(**base)
+
+
+def assert_same_store(a: Path, b: Path, *, exact: bool = True) -> None:
+    sa, sb = open_store(a), open_store(b)
+    assert sa.meta["identity"] == sb.meta["identity"]
+    assert [s.name for s in sa.shards] == [s.name for s in sb.shards]
+    for x, y in zip(sa.shards, sb.shards, strict=True):
+        assert (x.first_sequence, x.num_sequences) == (y.first_sequence, y.num_sequences)
+        for name in ("token_ids", "token_types", "offsets", "sources", "doc_starts", "doc_sources"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=f"{x.name} {name}")
+        for layer in sa.layers:
+            ra, rb = (
+                np.asarray(x.raw_acts(layer)[0 : x.num_tokens]),
+                np.asarray(y.raw_acts(layer)[0 : y.num_tokens]),
+            )
+            if exact:
+                np.testing.assert_array_equal(ra, rb, err_msg=f"{x.name} layer {layer}")
+            else:
+                fa, fb = to_float32(ra, sa.dtype), to_float32(rb, sb.dtype)
+                np.testing.assert_allclose(fa, fb, rtol=2**-7, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_batched_harvest_equals_batch_one(env, tmp_path, kind):
+    from transformers import AutoModelForCausalLM
+
+    from harvest.chat import tokenize_conversation
+
+    cfg = cfg_for(env, tmp_path / "s", kind)
+    result = run_harvest(cfg)
+    assert result.skipped == {"invalid_json": 1, "empty_messages": 1}
+    store = open_store(cfg.out)
+    assert store.num_sequences == 24 and len(store.shards) > 1 and store.dtype == "float32"
+    assert (Path(cfg.out) / "skipped.jsonl").read_text().count("\n") == 2
+    model = AutoModelForCausalLM.from_pretrained(env["models"][kind], dtype=torch.float32).eval()
+    tok = tiny_tokenizer(kind)
+    chats = [
+        json.loads(line)
+        for line in env["chats"].read_text().splitlines()
+        if line.startswith('{"messages": [{')
+    ]
+    worst = 0.0
+    for i in range(store.num_sequences):
+        seq = store.sequence(i)
+        ids, types = tokenize_conversation(tok, chats[i]["messages"], max_tokens=cfg.max_tokens)
+        np.testing.assert_array_equal(seq.token_ids, ids)  # input order, not the length-sorted order
+        np.testing.assert_array_equal(seq.token_types, types)
+        with torch.inference_mode():
+            hidden = model(
+                torch.from_numpy(ids[None].astype(np.int64)), output_hidden_states=True
+            ).hidden_states
+        for layer in cfg.layers:
+            worst = max(worst, float(np.abs(seq.acts(layer) - hidden[layer + 1][0].numpy()).max()))
+    assert worst <= 1e-4
+    sources = np.concatenate([s.sources for s in store.shards])
+    assert (np.diff(sources[:, 1]) > 0).all()
+
+
+def test_block_mode_text_and_chats(env, tmp_path):
+    from harvest.chat import tokenize_conversation, tokenize_text
+
+    tok = tiny_tokenizer("llama")
+    for data, kind in ((env["text"], "text"), (env["chats"], "chats")):
+        out = tmp_path / kind
+        cfg = cfg_for(env, out, packing="block", context_size=64, data=(str(data),))
+        run_harvest(cfg)
+        store = open_store(out)
+        seqs = [store.sequence(i) for i in range(store.num_sequences)]
+        assert all(len(s.token_ids) == 64 for s in seqs[:-1]) and 0 < len(seqs[-1].token_ids) <= 64
+        if kind == "text":
+            docs = [tokenize_text(tok, json.loads(line)["text"]) for line in data.read_text().splitlines()]
+            assert {int(t) for s in seqs for t in np.unique(s.token_types)} <= {0, 6}  # SPECIAL, TEXT
+        else:
+            rows = [
+                json.loads(line)
+                for line in data.read_text().splitlines()
+                if line.startswith('{"messages": [{')
+            ]
+            docs = [tokenize_conversation(tok, r["messages"], max_tokens=cfg.max_tokens) for r in rows]
+        np.testing.assert_array_equal(
+            np.concatenate([s.token_ids for s in seqs]), np.concatenate([d[0] for d in docs])
+        )
+        starts = [i * 64 + int(p) for i, s in enumerate(seqs) for p in s.doc_starts]
+        assert starts == np.cumsum([0] + [len(d[0]) for d in docs[:-1]]).tolist()
+        assert store.meta["packing"] == "block" and store.meta["context_size"] == 64
+
+
+_KILL_SCRIPT = """
+import sys, json
+from harvest.config import HarvestConfig
+from harvest.runner import run_harvest
+run_harvest(HarvestConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(env, tmp_path):
+    ref = cfg_for(env, tmp_path / "ref", dtype="bfloat16", shard_tokens=600, sort_window=4)
+    run_harvest(ref)
+    n_shards = len(open_store(ref.out).shards)
+    assert n_shards >= 4
+    killed = dataclasses.replace(ref, out=str(tmp_path / "killed"))
+    kw = {**dataclasses.asdict(killed), "data": list(killed.data), "layers": list(killed.layers)}
+    proc_env = {**os.environ, KILL_ENV: "13", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT, json.dumps(kw)],
+        env=proc_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    partial = open_store(killed.out)
+    assert 0 < len(partial.shards) < n_shards and partial.num_sequences <= 13
+    assert any(p.name.startswith(".partial-") for p in Path(killed.out).iterdir())
+    result = run_harvest(killed)  # the same command again
+    assert result.resumed_from == partial.num_sequences
+    assert not any(p.name.startswith(".partial-") for p in Path(killed.out).iterdir())
+    assert_same_store(ref.out, killed.out, exact=True)
+    again = run_harvest(killed)  # a finished store is a no-op
+    assert again.sequences == 0 and again.resumed_from == 24
+    # lose the last two shards (as if killed before they were committed) and resume with another batch
+    # size, which is not part of the identity: same sequences, values equal up to bf16 rounding
+    for shard in open_store(killed.out).shards[-2:]:
+        shutil.rmtree(shard.path)
+    result = run_harvest(dataclasses.replace(killed, batch_tokens=128))
+    assert result.sequences > 0
+    assert_same_store(ref.out, killed.out, exact=False)
+
+
+def test_bad_arguments_are_one_line_errors(env, tmp_path):
+    with pytest.raises(HarvestConfigError, match="4 decoder blocks"):
+        run_harvest(cfg_for(env, tmp_path / "a", layers=(1, 4)))
+    with pytest.raises(HarvestConfigError, match="no such file"):
+        run_harvest(cfg_for(env, tmp_path / "b", data=(str(tmp_path / "missing.jsonl"),)))
+    notemplate = tmp_path / "notemplate"
+    shutil.copytree(env["models"]["llama"], notemplate)
+    for f in notemplate.glob("*"):
+        if f.name == "chat_template.jinja":
+            f.unlink()
+        elif f.name == "tokenizer_config.json":
+            conf = json.loads(f.read_text())
+            conf.pop("chat_template", None)
+            f.write_text(json.dumps(conf))
+    with pytest.raises(HarvestConfigError, match="chat template"):
+        run_harvest(cfg_for(env, tmp_path / "c", model=str(notemplate)))
+    with pytest.raises(HarvestConfigError, match="dtype"):
+        cfg_for(env, tmp_path / "d", dtype="float64")
+    run_harvest(cfg_for(env, tmp_path / "e", limit=3))
+    t = time.perf_counter()
+    with pytest.raises(StoreMismatchError, match="layers"):
+        run_harvest(cfg_for(env, tmp_path / "e", limit=3, layers=(0, 1)))
+    assert time.perf_counter() - t < 1.0, "the mismatch must be reported before loading the model"
+    with pytest.raises(StoreMismatchError, match="model"):
+        run_harvest(cfg_for(env, tmp_path / "e", limit=3, model=str(env["models"]["qwen2"])))
+
+
+def _app():
+    import typer
+
+    from harvest.cli import harvest
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command("harvest")(harvest)
+    app.command("noop")(lambda: None)  # keep `harvest` a subcommand
+    return app
+
+
+def test_cli_command(env, tmp_path):
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["harvest", "--out", str(out), "--model", str(env["models"]["qwen2"]), "--data", str(env["chats"]),
+            "--layers", "2,0", "--limit", "5", "--no-progress", "--dtype", "float16"]  # fmt: skip
+    res = runner.invoke(_app(), args)
+    assert res.exit_code == 0, res.output
+    assert "harvested 5 sequences" in res.output
+    store = open_store(out)
+    assert store.layers == [0, 2] and store.dtype == "float16" and store.num_sequences == 5
+    res = runner.invoke(_app(), [*args[:-2], "--layers", "9"])
+    assert res.exit_code == 2 and res.output.strip().startswith("Error:") and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(_app(), [*args, "--dtype", "float64"])
+    assert res.exit_code == 2
+
+
+def test_cli_flags_mirror_config():
+    import typer.main
+
+    from harvest.cli import harvest
+
+    cmd = typer.main.get_command_from_info(
+        typer.models.CommandInfo(callback=harvest), pretty_exceptions_short=True, rich_markup_mode=None
+    )
+    flags = {p.name for p in cmd.params}
+    assert flags == {f.name for f in dataclasses.fields(HarvestConfig)}
+    helps = {p.name: p.help for p in cmd.params}
+    for f in dataclasses.fields(HarvestConfig):
+        assert helps[f.name] == f.metadata["help"]
