@@ -235,9 +235,10 @@ class SparseAutoencoder(nn.Module):
             sparsity = sparsity_coef * l0_ste.mean()
             l0 = l0_ste.detach()
         elif arch == Arch.STANDARD:
-            acts = torch.relu(self._pre(x))
+            acts = self._pre(x).relu_()  # in place: autograd keeps only the output
             x_hat = sae_decode(acts, self.W_dec, self.b_dec)
-            sparsity = sparsity_coef * (acts @ self.W_dec.norm(dim=1)).mean()
+            # λ·mean_n Σ_i f_ni·‖W_dec,i‖ summed over tokens first: its gradient to acts is a broadcast view
+            sparsity = sparsity_coef * (acts.sum(0) @ self.W_dec.norm(dim=1)) / x.shape[0]
             l0 = (acts > 0).sum(-1).to(x.dtype)
         else:
             z = self._pre(x)
