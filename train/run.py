@@ -125,6 +125,12 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     """Resolve the config, check the store and the output folder; nothing is written."""
     cfg = resolve(cfg)
     points = sweep_points(cfg)
+    from train.reader import ReaderError, parse_token_types
+
+    try:
+        parse_token_types(cfg.token_types)
+    except ReaderError as e:
+        raise TrainConfigError(f"--token-types: {e}") from None
     s = open_checked_store(cfg.store, cfg.layer)
     specs = [make_spec(p, cfg, s.d_model) for p in points]
     identity = store_identity(s, cfg.layer)

@@ -260,14 +260,18 @@ class SweepTrainer:
     # ---------------------------------------------------------------- the run
     def run(self) -> list[Path]:
         plan, c = self.plan, self.cfg
+        self.reader = make_reader(
+            plan, batch_size=c.batch_size, device=self.device
+        )  # may refuse the selection
         plan.out.mkdir(parents=True, exist_ok=True)
         clean_tmp(plan.out)
         write_json_atomic(plan.out / RUN_JSON, run_document(plan))
-        self.reader = make_reader(plan, batch_size=c.batch_size, device=self.device)
         ckpt = plan.checkpoint_path
         resumed = plan.status == "resume" and ckpt.exists()
         if resumed:
             self.load_state(load_checkpoint(ckpt, device="cpu"))
+            if self.console is not None:
+                self.console.print(f"resuming {plan.out} from step {self.step} of {self.total_steps}")
         else:
             self.init_fresh()
         for p in plan.points:
