@@ -125,17 +125,30 @@ def describe_sources(specs: list[str]) -> list[dict]:
 
 
 class SkipLog:
-    """Counts kept records and records every skipped one with its reason."""
+    """Counts kept records and records every skipped one with its reason.
+
+    ``iter_records`` calls ``keep`` for each record it yields. A later stage that drops a yielded record
+    (template rejected, duplicate) calls ``record`` for it, which also takes it back out of ``kept``, so
+    ``summary()`` stays "kept N of N + skipped".
+    """
+
+    RECENT = 65536  # how many recently kept (dataset, row) keys are remembered for that
 
     def __init__(self) -> None:
         self.kept = 0
         self.entries: list[dict] = []
+        self._recent: dict[tuple[int, int], None] = {}
 
     def keep(self, dataset: int = 0, row: int = 0) -> None:
         self.kept += 1
+        self._recent[(dataset, row)] = None
+        if len(self._recent) > self.RECENT:
+            del self._recent[next(iter(self._recent))]
 
     def record(self, dataset: int, row: int, reason: str, detail: str = "") -> None:
-        self.entries.append({"dataset": dataset, "row": row, "reason": reason, "detail": detail[:300]})
+        if self._recent.pop((dataset, row), False) is None:
+            self.kept -= 1
+        self.entries.append({"dataset": dataset, "row": row, "reason": reason, "detail": str(detail)[:300]})
 
     def counts(self) -> dict[str, int]:
         """``{reason: count}``, most frequent first."""

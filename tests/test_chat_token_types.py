@@ -215,3 +215,13 @@ def test_tokenize_text(name):
     assert decode(tok, ids[:-1]) == text
     ids2, types2 = tokenize_text(tok, text, add_eos=False)
     assert ids2.tolist() == ids[:-1].tolist() and ids2.dtype == np.int32 and types2.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_demo_chats(name):
+    demo = Path(__file__).resolve().parents[1] / "harvest" / "data" / "demo_chats.jsonl"
+    recs = list(iter_records([str(demo)], text_mode=False, skip_log=SkipLog()))
+    step = 1 if name == "smollm2" else 6  # the tiny tokenizers are slow per token: a sample is enough
+    for rec in recs[::step]:
+        tok, ids, types = check(name, rec.messages)
+        assert content_runs(tok, ids, types) == expected_runs(name, rec.messages)

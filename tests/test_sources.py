@@ -166,6 +166,16 @@ def test_broken_jsonl_skips_and_counts(tmp_path):
     assert len(rows) == 8 and set(rows[0]) == {"dataset", "row", "reason", "detail"}
 
 
+def test_later_stage_skips_are_taken_out_of_kept(tmp_path):
+    path = _broken_jsonl(tmp_path)
+    log = SkipLog()
+    for rec in iter_records([str(path)], text_mode=False, skip_log=log):
+        if rec.row == 10:
+            log.record(rec.dataset, rec.row, "template_rejected", "Unsupported role")
+    assert log.kept == 2 and log.skipped == 9
+    assert log.summary().startswith("kept 2 of 11 records; skipped 9: ")
+
+
 def test_on_error_fail_names_file_and_line(tmp_path):
     path = _broken_jsonl(tmp_path)
     with pytest.raises(RecordError, match=r"broken\.jsonl:2: invalid_json") as e:
