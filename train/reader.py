@@ -40,6 +40,7 @@ import torch
 from store import TokenType, open_store
 from train.prefetch import Prefetcher
 from train.selection import (
+    STORED_NUMPY,
     EmptySelectionError,
     LayerNotFoundError,
     ReaderError,
@@ -125,7 +126,9 @@ class ActivationReader:
         self._pin = self.device.type == "cuda"
         # Mixing buffer, never larger than an epoch. Slot ids: canonical token id per slot, -1 = empty.
         self.buffer_tokens = min(buffer_tokens, self.tokens_per_epoch) if shuffle else 0
-        self._buffer = torch.empty((self.buffer_tokens, self.d_model), dtype=torch.float32)  # [B, d_in]
+        # the buffer keeps the stored representation (bf16 bits: half the RAM of fp32); batches are decoded
+        self._np_dtype = STORED_NUMPY[self.selection.dtype]
+        self._buffer = np.empty((self.buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in]
         self._slot_ids = np.full(self.buffer_tokens, -1, np.int64)  # [B]
         self._epoch = 0
         self._round = 0  # rounds started in this epoch; 0 = the buffer still has to be filled
@@ -135,7 +138,7 @@ class ActivationReader:
         self._exhausted = False  # this epoch's chunk stream has ended
         self._finished = False
         self.tokens_emitted = 0
-        self._piece: tuple[np.ndarray, torch.Tensor] | None = None  # (ids [n], acts [n, d_in]) being consumed
+        self._piece: tuple[np.ndarray, np.ndarray] | None = None  # (ids [n], stored rows [n, d_in]) in use
         self._piece_pos = 0
         self._prefetcher: Prefetcher | None = None
         self._finalizer = weakref.finalize(self, _close_prefetcher, [None])
@@ -153,8 +156,8 @@ class ActivationReader:
 
     @property
     def buffer_bytes(self) -> int:
-        """RAM of the mixing buffer; the reader's peak is this plus (prefetch + 2) chunks."""
-        return self._buffer.numel() * 4
+        """RAM of the mixing buffer (stored dtype); the reader's peak adds (prefetch + 2) chunks at most."""
+        return self._buffer.nbytes
 
     def iter_holdout(self, *, max_sequences: int | None = None, max_tokens: int | None = None, device=None):
         """Held-out sequences one by one (see ``train.holdout.iter_holdout``)."""
@@ -201,7 +204,7 @@ class ActivationReader:
         self._piece, self._piece_pos = item, 0
         return True
 
-    def _take(self, n: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def _take(self, n: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Up to n next tokens of this epoch's stream, as (ids, acts) pieces."""
         while n > 0 and not self._exhausted:
             if self._piece is None or self._piece_pos == len(self._piece[0]):
@@ -219,9 +222,9 @@ class ActivationReader:
     def _fill(self, slots: np.ndarray) -> None:
         """Refill ``slots`` (in order) from the stream; slots left over at its end become empty."""
         done = 0
-        for ids, acts in self._take(len(slots)):
+        for ids, rows in self._take(len(slots)):
             part = slots[done : done + len(ids)]
-            self._buffer.index_copy_(0, torch.from_numpy(part), acts)
+            self._buffer[part] = rows
             self._slot_ids[part] = ids
             done += len(ids)
         self._slot_ids[slots[done:]] = -1
@@ -255,17 +258,26 @@ class ActivationReader:
             if self.epochs is not None and self._epoch >= self.epochs:
                 self._finished = True
 
-    def _emit(self, out: torch.Tensor, start: int) -> int:
-        """Write up to len(out) - start rows of the current round into out; returns how many."""
+    def _put(self, dst: np.ndarray | torch.Tensor, start: int, rows: np.ndarray) -> None:
+        """Stored ``rows`` into dst[start:]: decoded into the float32 batch (CPU) or copied as stored
+        into the pinned staging block (CUDA: uploaded and decoded on the device)."""
+        if isinstance(dst, torch.Tensor):
+            self.selection.decode(rows, dst[start : start + len(rows)])
+        else:
+            dst[start : start + len(rows)] = rows
+
+    def _emit(self, dst: np.ndarray | torch.Tensor, start: int) -> int:
+        """Write up to len(dst) - start rows of the current round into dst; returns how many."""
         if not self.shuffle:
             done = start
-            for _, acts in self._take(len(out) - start):
-                out[done : done + len(acts)] = acts
-                done += len(acts)
+            for _, rows in self._take(len(dst) - start):
+                self._put(dst, done, rows)
+                done += len(rows)
             return done - start
-        n = min(len(out) - start, len(self._pending) - self._pos)
-        slots = self._pending[self._pos : self._pos + n]
-        torch.index_select(self._buffer, 0, torch.from_numpy(slots), out=out[start : start + n])
+        n = min(len(dst) - start, len(self._pending) - self._pos)
+        # sorted within the batch: a monotone gather/scatter is faster, and a batch is a set anyway
+        slots = np.sort(self._pending[self._pos : self._pos + n])
+        self._put(dst, start, self._buffer[slots])
         self._pos += n
         if self._exhausted:
             self._slot_ids[slots] = -1
@@ -277,20 +289,30 @@ class ActivationReader:
         return self
 
     def __next__(self) -> torch.Tensor:
-        out = torch.empty((self.batch_size, self.d_model), dtype=torch.float32, pin_memory=self._pin)
+        shape = (self.batch_size, self.d_model)
+        if self._pin:  # stored dtype into a fresh pinned block (torch's caching host allocator recycles it)
+            tdtype = {np.uint16: torch.int16, np.float16: torch.float16, np.float32: torch.float32}[
+                self._np_dtype
+            ]
+            pinned = torch.empty(shape, dtype=tdtype, pin_memory=True)
+            dst = pinned.numpy().view(self._np_dtype)
+        else:
+            dst = torch.empty(shape, dtype=torch.float32)  # [batch_size, d_in]
         filled = 0
         while filled < self.batch_size and not self._finished:
             if (self.shuffle and self._pos >= len(self._pending)) or (not self.shuffle and self._exhausted):
                 if not self._start_round():
                     break
-            filled += self._emit(out, filled)
+            filled += self._emit(dst, filled)
         if filled < self.batch_size:
             self.close()
             if filled == 0 or self.drop_last:
                 raise StopIteration
-            out = out[:filled]
         self.tokens_emitted += filled
-        return out.to(self.device, non_blocking=True) if self.device.type != "cpu" else out
+        if not self._pin:
+            return dst[:filled]
+        x = pinned[:filled].to(self.device, non_blocking=True)  # half the bytes of fp32 for bf16
+        return (x.view(torch.bfloat16) if self.selection.dtype == "bfloat16" else x).float()
 
     def close(self) -> None:
         """Stop the read-ahead thread. The reader's position is kept: iterating again restarts it."""
@@ -352,8 +374,7 @@ class ActivationReader:
         self._finished, self.tokens_emitted = bool(state["finished"]), int(state["tokens_emitted"])
         self._slot_ids = state["slot_ids"].numpy().astype(np.int64)
         full = np.flatnonzero(self._slot_ids >= 0)
-        if len(full):
-            self._buffer[torch.from_numpy(full)] = self.selection.read_ids(self._slot_ids[full])
+        self.selection.read_ids(self._slot_ids[full], self._buffer, full)
 
 
 def _close_prefetcher(holder: list) -> None:

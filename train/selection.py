@@ -21,6 +21,8 @@ from store import TokenType
 
 HOLDOUT_STREAM = 0x401D  # rng stream tags: seeds are [seed, tag, ...]
 CHUNK_ORDER_STREAM = 0xC4
+PAGE_BYTES = 4096
+STORED_NUMPY = {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32}
 
 
 class ReaderError(ValueError):
@@ -173,34 +175,44 @@ class TokenSelection:
             self._raw[shard] = self.store.shards[shard].raw_acts(self.layer)
         return self._raw[shard]
 
-    def read_rows(self, shard: int, rows: np.ndarray) -> torch.Tensor:
-        """float32 [len(rows), d_model] for sorted local ``rows`` of one shard: one contiguous slice
-        when the rows are consecutive, else a sorted gather (still sequential in the file).
+    def read_raw(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        """Stored representation [len(rows), d_model] (uint16 bits for bf16) of sorted local ``rows``.
 
-        The stored dtype is converted once, by numpy (exact for bf16/fp16; releases the GIL), into a
-        fresh torch tensor that owns its memory (never a view of the memmap)."""
+        Consecutive rows: a view of the memmap (no copy) whose pages are faulted in here, so that
+        the consumer's copy out of it does no I/O; otherwise a sorted gather (sequential in the
+        file), or the decompressed rows of a zarr-compressed store."""
         raw = self.raw(shard)
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-            block = raw[int(rows[0]) : int(rows[-1]) + 1]  # a memmap view: faults in during the copy below
+            block = raw[int(rows[0]) : int(rows[-1]) + 1]
+            if isinstance(block, np.memmap):
+                block = block.view(np.ndarray)  # a plain view: slicing a memmap subclass is slow
+                if block.size:
+                    np.bitwise_or.reduce(block.reshape(-1).view(np.uint8)[::PAGE_BYTES])  # fault pages in
+            return block
+        return np.asarray(raw[rows])
+
+    def decode(self, raw: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        """Stored representation -> float32 ``out`` [n, d_model] (CPU), exact; numpy releases the GIL."""
+        if self.dtype == "bfloat16":  # bf16 bits as uint16: float32 bits = bits << 16
+            np.left_shift(raw.view(np.uint16), 16, out=out.numpy().view(np.uint32), dtype=np.uint32)
         else:
-            block = raw[rows]
-        out = torch.empty((len(rows), self.d_model), dtype=torch.float32)
-        if self.dtype == "bfloat16":  # bf16 bit patterns as uint16: float32 bits = bits << 16
-            np.left_shift(block, 16, out=out.numpy().view(np.uint32), dtype=np.uint32)
-        else:
-            out.numpy()[...] = block
+            out.numpy()[...] = raw
         return out
 
-    def read_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, torch.Tensor]:
-        """(canonical ids [n], float32 acts [n, d_model]) of a chunk, from its ``skip``-th token on."""
+    def read_rows(self, shard: int, rows: np.ndarray) -> torch.Tensor:
+        """float32 [len(rows), d_model] of sorted local ``rows`` (a fresh tensor)."""
+        out = torch.empty((len(rows), self.d_model), dtype=torch.float32)
+        return self.decode(self.read_raw(shard, rows), out)
+
+    def read_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(canonical ids [n], stored rows [n, d_model]) of a chunk, from its ``skip``-th token on."""
         s = int(self.chunk_shard[chunk])
         lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
         base = int(self.shard_start[s])
-        return np.arange(lo, hi, dtype=np.int64), self.read_rows(s, self.rows[s][lo - base : hi - base])
+        return np.arange(lo, hi, dtype=np.int64), self.read_raw(s, self.rows[s][lo - base : hi - base])
 
-    def read_ids(self, ids: np.ndarray) -> torch.Tensor:
-        """float32 [len(ids), d_model] for arbitrary canonical ids (used to rebuild a buffer on resume)."""
-        out = torch.empty((len(ids), self.d_model), dtype=torch.float32)
+    def read_ids(self, ids: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
+        """Stored rows of canonical ``ids`` into rows ``dest`` of ``out`` (rebuilds a buffer on resume)."""
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         shard_of = np.searchsorted(self.shard_start, sorted_ids, side="right") - 1
@@ -208,7 +220,4 @@ class TokenSelection:
         for s in range(len(self.rows)):
             a, b = bounds[s], bounds[s + 1]
             if a < b:
-                out[torch.from_numpy(order[a:b])] = self.read_rows(
-                    s, self.rows[s][sorted_ids[a:b] - self.shard_start[s]]
-                )
-        return out
+                out[dest[order[a:b]]] = self.read_raw(s, self.rows[s][sorted_ids[a:b] - self.shard_start[s]])

@@ -1,0 +1,227 @@
+"""Benchmark of the mixing reader (train/reader.py) against a sequential raw memmap read.
+
+    python benchmarks/reader.py [--tokens 1048576] [--d-model 576] [--dtype bfloat16]
+                                [--buffer-tokens 262144] [--chunk-tokens 4096] [--batch-size 4096]
+
+Builds (once, cached) a synthetic store larger than the buffer under /tmp with store.ShardWriter,
+then runs each measurement in a fresh subprocess (so peak RSS is per measurement):
+
+  baseline_raw   sequential read of the same shard files through np.memmap (copy out, no decode)
+  baseline_f32   the same plus the bf16/fp16 -> float32 decode (store.to_float32)
+  sequential     ActivationReader(shuffle=False): batches in store order
+  shuffled       ActivationReader (mixing buffer): one full epoch of shuffled batches
+
+Each runs "cold" (the shard files evicted from the page cache with posix_fadvise(DONTNEED)
+first) and "warm" (right after a read). Ratios: tokens/s of the reader ÷ tokens/s of the baseline
+in the same condition (goal >= 0.8), and peak anonymous RSS growth ÷ buffer bytes (goal <= 1.2;
+file-backed RSS of the memmap is page cache, reclaimable, and reported separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def rss() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:", "VmRSS:")):
+                key, val = line.split(":")
+                out[key] = int(val.split()[0]) * 1024
+    return out
+
+
+class PeakRss:
+    """Samples /proc/self/status every 5 ms in a thread; .peak[key] is the max seen."""
+
+    def __init__(self):
+        self.peak = rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            for k, v in rss().items():
+                self.peak[k] = max(self.peak[k], v)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join()
+        for k, v in rss().items():
+            self.peak[k] = max(self.peak[k], v)
+        return self.peak
+
+
+def build(root: Path, *, tokens: int, d_model: int, dtype: str, shards: int, seed: int = 0) -> None:
+    from store import ShardWriter, TokenType
+
+    marker = root / "bench.json"
+    spec = {"tokens": tokens, "d_model": d_model, "dtype": dtype, "shards": shards, "seed": seed}
+    if marker.exists() and json.loads(marker.read_text()) == spec:
+        return
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    rng = np.random.default_rng(seed)
+    per_shard = tokens // shards
+    first = 0
+    for k in range(shards):
+        with ShardWriter(
+            root,
+            writer=0,
+            seq=k,
+            first_sequence=first,
+            layers=[9],
+            d_model=d_model,
+            dtype=dtype,
+            meta={"identity": {"bench": spec}},
+        ) as w:
+            left = per_shard
+            while left > 0:
+                n = int(min(left, rng.integers(64, 2048)))
+                acts = rng.standard_normal((n, d_model), dtype=np.float32)
+                types = rng.integers(0, len(TokenType), n).astype(np.uint8)
+                w.append(
+                    token_ids=np.zeros(n, np.int32), token_types=types, acts={9: acts}, source=(0, first)
+                )
+                left -= n
+                first += 1
+    marker.write_text(json.dumps(spec))
+
+
+def evict(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from store import open_store, to_float32
+    from train.reader import ActivationReader
+
+    store = open_store(args.root)
+    if args.cold:
+        evict(Path(args.root))
+    base = rss()
+    mon = PeakRss()
+    t0 = time.perf_counter()
+    tokens = 0
+    if args.worker.startswith("baseline"):
+        block = 65536
+        for sh in store.shards:
+            raw = sh.raw_acts(9)
+            for a in range(0, sh.num_tokens, block):
+                x = np.array(raw[a : a + block])
+                if args.worker == "baseline_f32":
+                    x = to_float32(x, store.dtype)
+                tokens += len(x)
+        buffer_bytes = 0
+    else:
+        reader = ActivationReader(
+            store,
+            layer=9,
+            batch_size=args.batch_size,
+            buffer_tokens=args.buffer_tokens,
+            chunk_tokens=args.chunk_tokens,
+            shuffle=args.worker == "shuffled",
+            epochs=1,
+            drop_last=False,
+            seed=0,
+        )
+        buffer_bytes = reader.buffer_bytes
+        for batch in reader:
+            tokens += len(batch)
+        assert tokens == reader.tokens_per_epoch
+    dt = time.perf_counter() - t0
+    peak = mon.stop()
+    return {
+        "mode": args.worker,
+        "cold": args.cold,
+        "tokens": tokens,
+        "seconds": dt,
+        "tokens_per_s": tokens / dt,
+        "buffer_bytes": buffer_bytes,
+        "anon_growth": peak["RssAnon"] - base["RssAnon"],
+        "file_peak": peak["RssFile"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="/tmp/fastsae_bench_reader_store")
+    p.add_argument("--tokens", type=int, default=2**20)
+    p.add_argument("--d-model", type=int, default=576)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--buffer-tokens", type=int, default=2**18)
+    p.add_argument("--chunk-tokens", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=2, help="Runs per measurement; the best one is kept.")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    root = Path(args.root)
+    t0 = time.perf_counter()
+    build(root, tokens=args.tokens, d_model=args.d_model, dtype=args.dtype, shards=args.shards)
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    print(
+        f"store {root}: {args.tokens:,} tokens d={args.d_model} {args.dtype}, {size / 2**30:.2f} GiB "
+        f"(ready in {time.perf_counter() - t0:.0f} s); buffer {args.buffer_tokens:,} tokens "
+        f"= {args.buffer_tokens * args.d_model * 4 / 2**30:.2f} GiB fp32, chunk {args.chunk_tokens}, "
+        f"batch {args.batch_size}"
+    )
+    results: dict[tuple[str, bool], dict] = {}
+    for cold in (True, False):
+        for mode in ("baseline_raw", "baseline_f32", "sequential", "shuffled"):
+            best = None
+            for _ in range(args.repeats):
+                cmd = [sys.executable, __file__, "--worker", mode, "--root", str(root)]
+                cmd += ["--buffer-tokens", str(args.buffer_tokens), "--chunk-tokens", str(args.chunk_tokens)]
+                cmd += ["--batch-size", str(args.batch_size)] + (["--cold"] if cold else [])
+                r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
+                    best = r
+            results[(mode, cold)] = best
+            ram = f", anon RSS +{best['anon_growth'] / 2**20:.0f} MiB, file RSS {best['file_peak'] / 2**20:.0f} MiB"
+            print(
+                f"  {'cold' if cold else 'warm'} {mode:13s} {best['tokens_per_s'] / 1e6:7.2f} M tok/s "
+                f"({best['seconds']:.2f} s){ram}"
+            )
+    print("ratios (goal: throughput >= 0.8, RAM <= 1.2):")
+    for cold in (True, False):
+        c = "cold" if cold else "warm"
+        for mode in ("shuffled", "sequential"):
+            r = results[(mode, cold)]
+            for base in ("baseline_raw", "baseline_f32"):
+                ratio = r["tokens_per_s"] / results[(base, cold)]["tokens_per_s"]
+                print(f"  {c} {mode} / {base}: {ratio:.2f}")
+        r = results[("shuffled", cold)]
+        print(f"  {c} shuffled peak anon RSS growth / buffer: {r['anon_growth'] / r['buffer_bytes']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
