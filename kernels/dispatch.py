@@ -2,7 +2,9 @@
 
 FASTSAE_KERNELS = auto (default) | torch | triton
     auto: Triton for CUDA tensors, the torch path otherwise.
-    triton: Triton everywhere; on CPU tensors this needs TRITON_INTERPRET=1 (the interpreter).
+    triton: Triton everywhere; on CPU tensors this needs TRITON_INTERPRET=1 (the interpreter). Triton itself
+    reads TRITON_INTERPRET once, when its kernels are decorated (the first Triton call here imports them), so
+    set it before that; the launchers then follow the kernels' actual mode.
 FASTSAE_KERNELS_SPARSE = auto (default) | always | never
     Whether the decoder and the backward passes use the gather (sparse) kernels or dense matmuls;
     auto decides from the measured density of the batch against the cut-offs below.
@@ -25,7 +27,14 @@ GPU_SPARSE_MAX_DENSITY = {torch.bfloat16: 0.004, torch.float16: 0.004, torch.flo
 
 
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false", "off")
+
+
+def is_interpreted(kernel) -> bool:
+    """Whether a @triton.jit kernel runs in the interpreter (Triton decides when the decorator runs)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(kernel, InterpretedFunction)
 
 
 def backend_for(op: str, device: torch.device) -> str:

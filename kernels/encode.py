@@ -13,19 +13,21 @@ dense cuBLAS matmuls otherwise.
 
 fp32 matmul precision follows torch: input_precision="ieee" when torch.get_float32_matmul_precision() is
 "highest" (torch's default, i.e. the same numbers as torch eager), "tf32" otherwise. bf16/fp16 use tensor cores
-with float32 accumulation; the interpreter upcasts them to float32 after load.
+with float32 accumulation; the interpreter upcasts them to float32 after load, and replaces tl.dot (a slow
+non-BLAS numpy loop there) by a broadcast multiply-sum unless FASTSAE_INTERPRET_DOT=1.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
 import triton.language as tl
 
 from .checks import check_contiguous
-from .dispatch import interpreting, use_sparse
+from .dispatch import is_interpreted, use_sparse
 from .sparse import col_segments, density, row_segments, segment_gather
 
 
@@ -45,6 +47,7 @@ def _encode_fwd_kernel(
     WORDS,
     half_eps,
     UPCAST: tl.constexpr,
+    USE_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_S: tl.constexpr,
@@ -79,7 +82,10 @@ def _encode_fwd_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             w = w.to(tl.float32)
-        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if USE_DOT:
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        else:  # interpreter: its tl.dot is a slow non-BLAS numpy loop; the same fp32 products, summed
+            acc += tl.sum(a[:, :, None] * w[None, :, :], axis=1)
 
     # epilogue: bias, threshold, acts, l0, bitmasks
     b = tl.load(b_ptr + rs, mask=smask, other=0.0).to(tl.float32)
@@ -156,14 +162,16 @@ _GPU_FWD_CONFIGS = [
     triton.Config({"BLOCK_N": 64, "BLOCK_S": 64, "BLOCK_K": 32, "GROUP_N": 8}, num_warps=4, num_stages=3),
 ]
 # The interpreter has no driver to autotune with; one small config keeps several tiles in the tests' shapes.
-_INTERPRET_FWD = {"BLOCK_N": 32, "BLOCK_S": 64, "BLOCK_K": 64, "GROUP_N": 2}
-_BWD_BLOCKS = {"BLOCK_N": 32, "BLOCK_S": 64}  # memory-bound; bitmask words need BLOCK_S % 32 == 0
+_INTERPRET_FWD = {"BLOCK_N": 32, "BLOCK_S": 128, "BLOCK_K": 128, "GROUP_N": 2}
+_BWD_BLOCKS = {"BLOCK_N": 32, "BLOCK_S": 128}  # memory-bound; bitmask words need BLOCK_S % 32 == 0
 
 
 @functools.cache
-def _autotuned_fwd():
+def _autotuned(kernel):
     return triton.autotune(
-        _GPU_FWD_CONFIGS, key=["N", "D_IN", "D_SAE", "UPCAST", "PRECISION"], reset_to_zero=["l0_ptr"]
+        _GPU_FWD_CONFIGS,
+        key=["N", "D_IN", "D_SAE", "UPCAST", "USE_DOT", "PRECISION"],
+        reset_to_zero=["l0_ptr"],
     )(_encode_fwd_kernel)
 
 
@@ -185,9 +193,13 @@ def encode_forward(x, W_enc, b_enc, threshold, bandwidth: float):
     band = torch.empty(n, words, dtype=torch.int32, device=x.device)
     if n == 0 or d_sae == 0:
         return acts, l0, active, band
-    interp = interpreting()
+    interp = is_interpreted(_encode_fwd_kernel)
     args = (x, W_enc, b_enc, threshold, acts, l0, active, band, n, d_in, d_sae, words, 0.5 * bandwidth)
-    flags = {"UPCAST": interp and x.dtype != torch.float32, "PRECISION": _precision(x.dtype)}
+    flags = {
+        "UPCAST": interp and x.dtype != torch.float32,
+        "USE_DOT": not interp or os.environ.get("FASTSAE_INTERPRET_DOT", "0") == "1",
+        "PRECISION": _precision(x.dtype),
+    }
     if interp:
         c = _INTERPRET_FWD
         grid = (triton.cdiv(n, c["BLOCK_N"]) * triton.cdiv(d_sae, c["BLOCK_S"]),)
@@ -197,7 +209,7 @@ def encode_forward(x, W_enc, b_enc, threshold, bandwidth: float):
         def grid(meta):
             return (triton.cdiv(n, meta["BLOCK_N"]) * triton.cdiv(d_sae, meta["BLOCK_S"]),)
 
-        _autotuned_fwd()[grid](*args, **flags)
+        _autotuned(_encode_fwd_kernel)[grid](*args, **flags)
     return acts, l0, active, band
 
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import interpreting
+from .dispatch import is_interpreted
 
 
 @triton.jit
@@ -79,8 +79,10 @@ def segment_gather(
     out = torch.empty(n_seg, d, dtype=out_dtype, device=a.device)
     if n_seg == 0 or d == 0:
         return out
-    if interpreting():  # few, large programs: the interpreter's cost is per program and per op
-        blocks = {"BLOCK_SEG": 32, "BLOCK_P": 16, "BLOCK_D": min(256, triton.next_power_of_2(d))}
+    if is_interpreted(
+        _segment_gather_kernel
+    ):  # few, large programs: the interpreter's cost is per program and per op
+        blocks = {"BLOCK_SEG": 64, "BLOCK_P": 4, "BLOCK_D": min(256, triton.next_power_of_2(d))}
     else:  # untuned first guess
         blocks = {"BLOCK_SEG": 2, "BLOCK_P": 16, "BLOCK_D": min(256, triton.next_power_of_2(d))}
     grid = (triton.cdiv(n_seg, blocks["BLOCK_SEG"]), triton.cdiv(d, blocks["BLOCK_D"]))

@@ -15,6 +15,7 @@ import torch
 
 import kernels
 from kernels import jumprelu_encode, sae_decode
+from kernels.dispatch import interpreting
 from kernels.reference import jumprelu_encode_reference, sae_decode_reference
 
 KERNELS_DIR = Path(kernels.__file__).resolve().parent
@@ -22,6 +23,8 @@ KERNELS_DIR = Path(kernels.__file__).resolve().parent
 
 @pytest.fixture(params=["torch", "triton"])
 def backend(request, monkeypatch):
+    if request.param == "triton" and not interpreting():
+        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (GPU runs: tests/test_kernels_gpu.py)")
     monkeypatch.setenv("FASTSAE_KERNELS", request.param)
     return request.param
 
@@ -236,6 +239,8 @@ def test_decode_path_choice(backend, monkeypatch):
 
 
 def test_dispatch_is_decided_per_call(monkeypatch):
+    if not interpreting():
+        pytest.skip("needs TRITON_INTERPRET=1")
     x, W_enc, b_enc, threshold, W_dec, b_dec = make_sae(5, 48, 96, density=0.1)
     monkeypatch.delenv("FASTSAE_KERNELS", raising=False)
     assert "Torch" in type(jumprelu_encode(x, W_enc, b_enc, threshold)[0].grad_fn).__name__
@@ -274,6 +279,8 @@ def test_input_errors(backend):
 
 
 def test_triton_launcher_needs_contiguous(monkeypatch):
+    if not interpreting():
+        pytest.skip("needs TRITON_INTERPRET=1")
     monkeypatch.setenv("FASTSAE_KERNELS", "triton")
     x, W_enc, b_enc, threshold, W_dec, b_dec = (p.detach() for p in make_sae(5, 48, 96, density=0.1))
     W_t = W_enc.t().contiguous().t()
@@ -294,3 +301,15 @@ def test_kernels_import_only_torch_and_triton():
             else:
                 continue
             assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+
+
+def test_encoder_with_tl_dot(monkeypatch):
+    """The GPU code path of the K-loop (tl.dot; the interpreter's default is a multiply-sum, see encode.py)."""
+    if not interpreting():
+        pytest.skip("needs TRITON_INTERPRET=1")
+    monkeypatch.setenv("FASTSAE_KERNELS", "triton")
+    monkeypatch.setenv("FASTSAE_INTERPRET_DOT", "1")
+    params = make_sae(37, 64, 130, density=0.1, seed=13)
+    want = run_sae(jumprelu_encode_reference, sae_decode_reference, params, bandwidth=0.1)
+    got = run_sae(jumprelu_encode, sae_decode, params, bandwidth=0.1)
+    assert_close_all(got, want, NAMES)
