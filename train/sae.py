@@ -112,20 +112,22 @@ class TrainStep:
 
 
 def geometric_median(points: Tensor, *, max_iter: int = 100, tol: float = 1e-5) -> Tensor:
-    """Geometric median of ``points`` [n, d] by Weiszfeld's algorithm (computed in float64).
+    """Geometric median of ``points`` [n, d] by Weiszfeld's algorithm (float32 at least; sums in float64).
 
-    Stops when the estimate moves less than ``tol`` relative to max(1, ‖estimate‖).
+    Starts from the mean; stops when the estimate moves less than ``tol`` relative to max(1, ‖estimate‖).
     """
     if points.ndim != 2 or points.shape[0] == 0:
         raise ValueError(
             f"geometric_median: points must be a non-empty [n, d] tensor, got shape {tuple(points.shape)}"
         )
-    pts = points.detach().to(torch.float64)
-    y = pts.mean(0)
+    pts = points.detach()
+    if pts.dtype not in (torch.float32, torch.float64):
+        pts = pts.float()
+    y = pts.sum(0, dtype=torch.float64) / pts.shape[0]  # [d] float64, the mean
     for _ in range(max_iter):
-        dist = (pts - y).norm(dim=1).clamp_min(1e-12)  # [n]
+        dist = (pts - y.to(pts.dtype)).norm(dim=1).double().clamp_min(1e-12)  # [n]
         w = 1.0 / dist
-        y_new = (w[:, None] * pts).sum(0) / w.sum()
+        y_new = (w.to(pts.dtype) @ pts).double() / w.sum()
         moved = (y_new - y).norm()
         y = y_new
         if moved <= tol * max(1.0, float(y.norm())):
