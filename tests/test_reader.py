@@ -109,6 +109,13 @@ def test_exactly_once_per_epoch_with_carry(store):
     assert torch.all(batch[:, 3] == 3)  # the requested layer
 
 
+def test_tiny_store(tmp_path):
+    st = build_store(tmp_path, shards=1, seqs_per_shard=1)
+    n = st.num_tokens
+    got = all_tags(make(st, epochs=3, batch_size=2, drop_last=False))
+    assert len(got) == 3 * n and all(sorted(got[e * n : (e + 1) * n]) == list(range(n)) for e in range(3))
+
+
 def test_exact_batch_size_and_drop_last(store):
     r = make(store, epochs=1, batch_size=50)
     sizes = [len(b) for b in r]
@@ -308,3 +315,11 @@ def test_compressed_store(tmp_path):
     st = build_store(tmp_path, dtype="bfloat16", shards=2, compression="zstd")
     got = all_tags(make(st, epochs=1, drop_last=False))
     np.testing.assert_array_equal(np.sort(got), np.arange(st.num_tokens))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_match_cpu(store):
+    cpu = [b for _, b in zip(range(5), make(store), strict=False)]
+    gpu = [b for _, b in zip(range(5), make(store, device="cuda"), strict=False)]
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.device.type == "cuda" and b.dtype == torch.float32 and torch.equal(a, b.cpu())

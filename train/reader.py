@@ -17,9 +17,15 @@ Order of tokens (``ActivationReader``, shuffled mode)
 
 Statistics: the buffer holds tokens from about ``buffer_tokens / chunk_tokens`` chunks (plus a
 geometric tail: a token survives k rounds with probability 2^-k), so a batch mixes ~B/C chunks.
-Defaults B = 2^19, C = 4096: ~128 chunks (each a few conversations) per batch, and the buffer
-costs B * d_model * 4 bytes (1.2 GB at d_model = 576; pass a smaller ``buffer_tokens`` for a
-large d_model). Read-ahead adds (prefetch + 2) chunks: < 4% of the buffer with the defaults.
+Defaults B = 2^19, C = 4096: ~128 chunks (each a few conversations) per batch. Rows inside a batch
+are in buffer-slot order (a batch is a random set; a monotone gather is faster).
+
+Memory: the buffer keeps the stored representation, B * d_model * itemsize bytes (bf16: 0.6 GB
+at B = 2^19, d_model = 576; fp32 stores: twice that); batches are decoded to float32 as they are
+emitted (on the GPU when ``device`` is CUDA: the stored dtype is uploaded from pinned memory).
+Chunks of uncompressed stores are zero-copy views of the memmap, paged in by the read-ahead
+thread; gathers (token-type filters) and compressed stores cost (prefetch + 2) chunks at most.
+Index metadata: 8 bytes per selected token.
 
 Resume: ``state_dict()`` holds the position (epoch, round, slots still to emit this round,
 tokens consumed from the epoch's chunk stream) and the canonical id of the token in each buffer
@@ -245,7 +251,7 @@ class ActivationReader:
                 self._round = 1
                 continue
             elif not self._exhausted:
-                self._pending = rng.permutation(self.buffer_tokens)[: self.buffer_tokens // 2]
+                self._pending = rng.permutation(self.buffer_tokens)[: max(1, self.buffer_tokens // 2)]
             else:
                 self._pending = rng.permutation(np.flatnonzero(self._slot_ids >= 0))
             if len(self._pending):
