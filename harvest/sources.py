@@ -25,6 +25,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from harvest.records import Record, RecordError, normalise_record
@@ -95,12 +96,19 @@ def parse_spec(spec: str) -> DataSpec:
     return DataSpec(spec, "hub", name=name, config=config or None, split=split or "train")
 
 
-def _sha256(path: Path) -> str:
+@lru_cache(maxsize=256)
+def _sha256_cached(path: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    """Streaming sha256 of a file, computed once per (path, size, mtime) in a process."""
+    st = path.stat()
+    return _sha256_cached(path, st.st_size, st.st_mtime_ns)
 
 
 def describe_sources(specs: list[str]) -> list[dict]:
