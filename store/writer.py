@@ -95,7 +95,7 @@ def clean_partial(root: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _encode_acts(x: Any, dtype: str) -> np.ndarray:
+def _encode_acts(x: Any, dtype: str, *, fix_nan: bool = True) -> np.ndarray:
     """Activations of any float dtype (numpy or torch) -> C-contiguous stored representation."""
     if type(x).__module__.startswith("torch"):
         import torch
@@ -117,23 +117,42 @@ def _encode_acts(x: Any, dtype: str) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=np.float32)
     if dtype == "float16":
         return np.ascontiguousarray(x, dtype=np.float16)
-    return float32_to_bf16_bits(np.asarray(x, dtype=np.float32))
+    return float32_to_bf16_bits(np.asarray(x, dtype=np.float32), fix_nan=fix_nan)
 
 
-def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns (uint16), round-to-nearest-even; NaN stays NaN."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    out = ((u + (((u >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
-    nan = np.isnan(x)
-    if nan.any():
-        out[nan] = ((u[nan] >> 16) | 0x0040).astype(np.uint16)
-    return out
+def float32_to_bf16_bits(x: np.ndarray, *, fix_nan: bool = True) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round-to-nearest-even; NaN stays NaN (fix_nan=False skips that
+    pass for callers that reject non-finite values anyway)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).reshape(-1)
+    out = np.empty(u.shape, dtype=np.uint16)
+    step = 1 << 18  # blockwise, in place: temporaries stay in cache
+    for a in range(0, u.size, step):
+        ub = u[a : a + step]
+        y = ub >> 16
+        y &= 1
+        y += 0x7FFF
+        y += ub
+        y >>= 16
+        out[a : a + step] = y
+    if fix_nan and not _all_finite(
+        out, "bfloat16"
+    ):  # rounding may carry a NaN's payload into inf: keep NaN a NaN
+        nan = (u & 0x7FFFFFFF) > 0x7F800000
+        out[nan] = (u[nan] >> 16) | 0x0040
+    return out.reshape(np.shape(x))
 
 
 def _all_finite(raw: np.ndarray, dtype: str) -> bool:
-    if dtype == "bfloat16":
-        return not bool(((raw & 0x7F80) == 0x7F80).any())
-    return bool(np.isfinite(raw).all())
+    if dtype != "bfloat16":
+        return bool(np.isfinite(raw).all())
+    flat = raw.reshape(-1)
+    step = 1 << 18
+    tmp = np.empty(min(step, flat.size), dtype=np.uint16)
+    for a in range(0, flat.size, step):  # exponent all ones <=> |bits| >= 0x7F80 (inf or NaN)
+        t = np.bitwise_and(flat[a : a + step], 0x7FFF, out=tmp[: min(step, flat.size - a)])
+        if t.max() >= 0x7F80:
+            return False
+    return True
 
 
 class ShardWriter:
@@ -255,7 +274,7 @@ class ShardWriter:
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
         encoded = {}
         for layer in self.layers:
-            raw = _encode_acts(acts[layer], self.dtype)
+            raw = _encode_acts(acts[layer], self.dtype, fix_nan=not self.check_finite)
             if raw.shape != (n, self.d_model):
                 raise StoreWriteError(
                     f"{where}: acts[{layer}] has shape {raw.shape}, expected {(n, self.d_model)}"

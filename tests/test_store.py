@@ -351,3 +351,18 @@ def test_bytes_per_token_overhead_realistic_shard(tmp_path):
     assert info["tokens"] == 50_000
     assert info["bytes_per_token"] == pytest.approx(info["bytes"] / 50_000)
     assert 1.0 < info["overhead_ratio"] <= 1.02, info
+
+
+def test_format_md_zarr_alone_snippet_runs(tmp_path, monkeypatch):
+    """The 'Reading with zarr alone' example of store/FORMAT.md works on a store we wrote."""
+    truth = write_store(tmp_path / "my_store", [[5, 6], [7]], layers=(4,), dtype="bfloat16")
+    text = (REPO / "store" / "FORMAT.md").read_text()
+    code = text.split("## Reading with zarr alone")[1].split("```python")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code, scope)
+    np.testing.assert_array_equal(scope["ids"], truth[0]["ids"])
+    np.testing.assert_array_equal(
+        to_float32(scope["acts"], "bfloat16"),
+        to_float32(float32_to_bf16_bits(truth[0]["acts"][4]), "bfloat16"),
+    )
