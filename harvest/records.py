@@ -5,13 +5,15 @@ Schemas are detected per record (the first key that matches wins, in this order)
 - ``messages``: ``[{role, content}]`` (Tulu, Orca, OpenAI style). ``content`` may be a string or a list of
   text parts ``[{"type": "text", "text" | "value": ...}]`` (joined with newlines).
 - ``conversation``: ``[{role, content}]`` (WildChat, LMSYS-Chat-1M).
-- ``conversations``: ShareGPT ``[{from, value}]`` (``role``/``content`` turns are accepted too); an optional
-  top-level ``system`` string becomes a leading system message.
+- ``conversations``: ShareGPT ``[{from, value}]`` (``role``/``content`` turns are accepted too).
 - ``history``: MT-Bench-101 ``[{user, bot}]`` pairs.
 - ``chosen``: hh-rlhf ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` strings.
 - ``text``: plain text (block mode).
-- single-turn pairs: ``instruction`` (+ ``input``) / ``output`` (Alpaca), ``question``/``answer`` (GSM8K),
-  ``prompt``/``response`` or ``prompt``/``completion``.
+- ``chosen`` as a list of messages (preference datasets such as UltraFeedback), ``prompt`` ignored.
+- single-turn pairs: a prompt (``instruction``, ``question``, ``prompt`` or ``query``, plus ``input`` or
+  ``context`` appended after a blank line) and an answer (``output``, ``response``, ``answer`` or
+  ``completion``): Alpaca, Dolly, OpenOrca, GSM8K. A ``system`` or ``system_prompt`` string becomes a system
+  message (also for ShareGPT records).
 
 Roles are normalised to system/user/assistant/tool (ShareGPT's ``function_call`` is the assistant calling a
 tool, ``observation`` the tool's answer). Anything unusable raises :class:`RecordError` with a short ``reason``.
@@ -168,26 +170,37 @@ def _hh(text: object) -> list[dict]:
     return out
 
 
-_PAIRS = (("question", "answer"), ("prompt", "response"), ("prompt", "completion"))
+_PROMPT_KEYS = ("instruction", "question", "prompt", "query")
+_CONTEXT_KEYS = ("input", "context")
+_ANSWER_KEYS = ("output", "response", "answer", "completion")
+_SYSTEM_KEYS = ("system", "system_prompt")
+
+
+def _system(rec: dict) -> list[dict]:
+    for key in _SYSTEM_KEYS:
+        value = rec.get(key)
+        if isinstance(value, str) and value.strip():
+            return [{"role": "system", "content": value}]
+    return []
 
 
 def _single_turn(rec: dict) -> list[dict] | None:
-    if "instruction" in rec and "output" in rec:
-        prompt = normalise_content(rec["instruction"])
-        extra = rec.get("input")
-        if isinstance(extra, str) and extra.strip():
-            prompt = f"{prompt}\n\n{extra}"
-        return [
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": normalise_content(rec["output"])},
-        ]
-    for q, a in _PAIRS:
-        if q in rec and a in rec:
-            return [
-                {"role": "user", "content": normalise_content(rec[q])},
-                {"role": "assistant", "content": normalise_content(rec[a])},
-            ]
-    return None
+    """Alpaca / Dolly / OpenOrca / GSM8K style prompt-answer pairs (+ optional context and system prompt)."""
+    q = next((k for k in _PROMPT_KEYS if k in rec), None)
+    a = next((k for k in _ANSWER_KEYS if k in rec and k != q), None)
+    if q is None or a is None:
+        return None
+    try:
+        prompt = normalise_content(rec[q])
+        for key in _CONTEXT_KEYS:
+            extra = rec.get(key)
+            if key != a and isinstance(extra, str) and extra.strip():
+                prompt = f"{prompt}\n\n{extra}"
+                break
+        answer = normalise_content(rec[a])
+    except RecordError as e:
+        raise RecordError(e.reason, f"{q}/{a}: {e.detail}") from None
+    return _system(rec) + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
 def normalise_record(rec: object, *, text_mode: bool) -> tuple[tuple[dict, ...] | None, str | None]:
@@ -207,13 +220,13 @@ def normalise_record(rec: object, *, text_mode: bool) -> tuple[tuple[dict, ...] 
         messages = _turns(rec["conversation"], "conversation")
     elif "conversations" in rec:
         messages = _turns(rec["conversations"], "conversations")
-        system = rec.get("system")
-        if isinstance(system, str) and system.strip() and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": system})
+        if messages[0]["role"] != "system":
+            messages = _system(rec) + messages
     elif "history" in rec:
         messages = _history(rec["history"])
-    elif "chosen" in rec:
-        messages = _hh(rec["chosen"])
+    elif "chosen" in rec:  # hh-rlhf transcript string, or a list of messages (preference datasets)
+        chosen = rec["chosen"]
+        messages = _turns(chosen, "chosen") if isinstance(chosen, list) else _hh(chosen)
     elif "text" in rec:
         raise RecordError("text_only", "plain-text record in conversation mode (use text mode)")
     else:

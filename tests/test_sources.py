@@ -72,6 +72,18 @@ def read_all(specs, *, text_mode=False, limit=None, on_error="skip"):
         ({"question": "q", "answer": "a"}, [("user", "q"), ("assistant", "a")]),
         ({"instruction": "q", "input": "ctx", "output": "a"}, [("user", "q\n\nctx"), ("assistant", "a")]),
         ({"prompt": "q", "completion": "a"}, [("user", "q"), ("assistant", "a")]),
+        (
+            {"system_prompt": "sys", "question": "q", "response": "a", "id": "orca"},
+            [("system", "sys"), ("user", "q"), ("assistant", "a")],
+        ),
+        ({"instruction": "q", "context": "c", "response": "a"}, [("user", "q\n\nc"), ("assistant", "a")]),
+        (
+            {
+                "prompt": "q",
+                "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            },
+            [("user", "q"), ("assistant", "a")],
+        ),
     ],
 )
 def test_schemas(rec, expected):
