@@ -60,7 +60,13 @@ def inspect(
     if info["data"]:
         lines.append("data:")
         for i, d in enumerate(info["data"]):
-            lines.append(f"  [{i}] " + (json.dumps(d, sort_keys=True) if not isinstance(d, str) else d))
+            if isinstance(d, dict) and "spec" in d:
+                extra = {k: v for k, v in d.items() if k != "spec" and v is not None}
+                sha = extra.pop("sha256", None)
+                d = f"{d['spec']} {json.dumps(extra, sort_keys=True)}" + (
+                    f" sha256={sha[:16]}" if sha else ""
+                )
+            lines.append(f"  [{i}] " + (d if isinstance(d, str) else json.dumps(d, sort_keys=True)))
     if info["skipped"] is not None:
         n = sum(info["skipped"].values())
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(info["skipped"].items()))

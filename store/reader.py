@@ -145,6 +145,11 @@ class Shard:
         self._acts: dict[int, Any] = {}
         self._small: dict[str, np.ndarray] = {}
 
+    def __getstate__(self) -> dict:  # pickle without memmaps (they would be pickled as full copies)
+        state = dict(self.__dict__)
+        state["_acts"], state["_small"] = {}, {}
+        return state
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> Shard:
         path = Path(path)

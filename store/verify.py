@@ -247,10 +247,16 @@ def summarize_store(root: str | os.PathLike) -> dict:
     token_types = {tt.name: int(type_counts[tt]) for tt in TokenType}
     if type_counts[NUM_TOKEN_TYPES:].any():
         token_types["INVALID"] = int(type_counts[NUM_TOKEN_TYPES:].sum())
+    model = meta.get("model") or identity.get("model") or identity.get("model_id")
+    revision = meta.get("revision")
+    if isinstance(model, dict):  # harvest writes {"name", "revision", "commit", ...}
+        revision = revision or model.get("revision") or model.get("commit")
+        model = model.get("name") or model.get("id")
+    revision = revision or identity.get("revision")
     return {
         "path": str(s.path),
-        "model": meta.get("model") or identity.get("model") or identity.get("model_id"),
-        "revision": meta.get("revision") or identity.get("revision") or identity.get("model_revision"),
+        "model": model,
+        "revision": revision,
         "layers": s.layers,
         "d_model": s.d_model,
         "dtype": s.dtype,

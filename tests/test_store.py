@@ -366,3 +366,15 @@ def test_format_md_zarr_alone_snippet_runs(tmp_path, monkeypatch):
         to_float32(scope["acts"], "bfloat16"),
         to_float32(float32_to_bf16_bits(truth[0]["acts"][4]), "bfloat16"),
     )
+
+
+def test_store_pickles_without_copying_activations(tmp_path):
+    import pickle
+
+    write_store(tmp_path, [[300, 200]], d_model=64)
+    s = open_store(tmp_path)
+    s.sequence(1).acts(2)  # opens memmaps
+    blob = pickle.dumps(s)
+    assert len(blob) < 20_000
+    s2 = pickle.loads(blob)
+    np.testing.assert_array_equal(s2.sequence(1).acts(2), s.sequence(1).acts(2))

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from store.cli import inspect, verify
-from tests.test_store import write_store
+from tests.test_store import META, write_store
 
 app = typer.Typer()
 app.command()(inspect)
@@ -66,3 +66,19 @@ def test_missing_store(tmp_path):
     for cmd in ("inspect", "verify"):
         r = runner.invoke(app, [cmd, str(tmp_path / "nope")])
         assert r.exit_code == 2 and r.stderr.startswith("Error: store not found"), r.output
+
+
+def test_inspect_harvest_style_meta(tmp_path):
+    from store import init_store
+
+    meta = {
+        "identity": META["identity"],
+        "model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": None, "commit": "abc123"},
+        "data": [{"spec": "demo", "kind": "jsonl", "path": "/d/demo.jsonl", "sha256": "f" * 64}],
+    }
+    init_store(tmp_path, meta=meta)
+    write_store(tmp_path, [[4]], d_model=8)
+    r = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "model:          HuggingFaceTB/SmolLM2-135M-Instruct @ abc123" in r.stdout
+    assert "[0] demo" in r.stdout and "sha256=ffffffffffffffff" in r.stdout
