@@ -163,6 +163,10 @@ def write_json_atomic(path: Path, obj: Any, *, exclusive: bool = False) -> bool:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
+            except OSError:  # file systems without hard links: best effort
+                if path.exists():
+                    return False
+                os.replace(tmp, path)
         else:
             os.replace(tmp, path)
     finally:

@@ -15,89 +15,26 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import to_float32
 from .errors import StoreCorruptError, StoreNotFoundError
 from .format import (
     ATTRS_KEY,
     DTYPES,
-    INDEX_ENTRY_BYTES,
     SMALL_ARRAYS,
     STORE_JSON,
     SUPPORTED_SCHEMA_VERSIONS,
     ZARR_JSON,
     act_array_name,
     act_shard_file,
-    crc32c,
-    index_nbytes,
     list_shards,
     read_json,
     read_store_json,
     small_chunk_file,
     tree_bytes,
 )
+from .shardfile import check_shard_index, memmappable
 
 _SHARD_KEYS = ("num_sequences", "num_tokens", "first_sequence", "layers", "d_model", "dtype")
-
-
-def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Stored representation -> float32. bfloat16 bit patterns (uint16) are widened by a 16-bit shift.
-    float32 input is returned as is (no copy)."""
-    if dtype == "bfloat16":
-        raw = np.asarray(raw)
-        return (raw.astype(np.uint32) << 16).view(np.float32)
-    if dtype in ("float32", "float16"):
-        return np.asarray(raw, dtype=np.float32)
-    raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
-
-
-def _memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple[int, int] | None:
-    """(rows_per_chunk, n_chunks) if this acts array has the uncompressed single-shard layout, else None."""
-    try:
-        (codec,) = meta["codecs"]
-        cfg = codec["configuration"]
-        grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        inner = cfg["chunk_shape"]
-        ok = (
-            codec["name"] == "sharding_indexed"
-            and cfg.get("index_location", "end") == "end"
-            and [c["name"] for c in cfg["codecs"]] == ["bytes"]
-            and cfg["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
-            and [c["name"] for c in cfg["index_codecs"]] == ["bytes", "crc32c"]
-            and np.dtype(meta["data_type"]) == np_dtype
-            and list(inner[1:]) == list(shape[1:]) == list(grid[1:])
-            and grid[0] >= shape[0]
-            and grid[0] % inner[0] == 0
-            and meta["chunk_key_encoding"]["name"] == "default"
-            and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (int(inner[0]), int(grid[0] // inner[0])) if ok else None
-
-
-def check_shard_index(path: Path, *, rows_per_chunk: int, n_chunks: int, row_bytes: int, what: str) -> None:
-    """Checks size, crc32c and entries of an uncompressed acts shard file; raises StoreCorruptError."""
-    chunk_bytes = rows_per_chunk * row_bytes
-    expected = chunk_bytes * n_chunks + index_nbytes(n_chunks)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
-    if size != expected:
-        raise StoreCorruptError(
-            f"{what}: shard file is {size} bytes, expected {expected} (truncated or overwritten)"
-        )
-    with open(path, "rb") as f:
-        f.seek(size - index_nbytes(n_chunks))
-        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
-        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
-    if crc32c(idx_bytes) != crc:
-        raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
-    idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)
-    if not (
-        np.array_equal(idx[:, 0], np.arange(n_chunks, dtype=np.uint64) * chunk_bytes)
-        and (idx[:, 1] == chunk_bytes).all()
-    ):
-        raise StoreCorruptError(f"{what}: shard index entries do not describe contiguous inner chunks")
 
 
 class ZarrRows:
@@ -257,7 +194,7 @@ class Shard:
         shape = (self.num_tokens, self.d_model)
         if tuple(meta.get("shape", ())) != shape:
             raise StoreCorruptError(f"{what}: shape {meta.get('shape')} != expected {list(shape)}")
-        plan = _memmappable(meta, shape, np_dtype)
+        plan = memmappable(meta, shape, np_dtype)
         if plan is not None:
             path = act_shard_file(self.path, layer)
             check_shard_index(

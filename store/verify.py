@@ -10,27 +10,24 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import all_finite
 from .errors import StoreCorruptError, StoreError, StoreNotFoundError
 from .format import (
     DTYPES,
-    INDEX_ENTRY_BYTES,
-    MAX_UINT64,
     SKIPPED_JSONL,
     SMALL_ARRAYS,
     STORE_JSON,
     ZARR_JSON,
     act_array_name,
     act_shard_file,
-    crc32c,
-    index_nbytes,
     list_partials,
     list_shards,
     read_json,
     read_store_json,
 )
-from .reader import Shard, _memmappable, check_sequence_ranges, check_shard_index, open_store
+from .reader import Shard, check_sequence_ranges, open_store
+from .shardfile import check_compressed_index, check_shard_index, memmappable
 from .token_types import NUM_TOKEN_TYPES, TokenType
-from .writer import _all_finite
 
 BLOCK_BYTES = 64 * 2**20  # acts are streamed through the finiteness check in blocks of about this size
 
@@ -43,26 +40,6 @@ def _open_zarr(shard_dir: Path, name: str | None) -> Any:
     if name is None:
         return zarr.open_group(store, mode="r", zarr_format=3)
     return zarr.open_array(store, path=name, mode="r", zarr_format=3)
-
-
-def _check_compressed_index(path: Path, n_chunks: int, what: str) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
-    nidx = index_nbytes(n_chunks)
-    if size < nidx:
-        raise StoreCorruptError(f"{what}: shard file is {size} bytes, smaller than its index ({nidx} bytes)")
-    with open(path, "rb") as f:
-        f.seek(size - nidx)
-        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
-        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
-    if crc32c(idx_bytes) != crc:
-        raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
-    idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)
-    present = idx[:, 0] != MAX_UINT64
-    if (idx[present, 0] + idx[present, 1] > size - nidx).any():
-        raise StoreCorruptError(f"{what}: shard index points past the data region (truncated file?)")
 
 
 def _verify_acts(shard: Shard, layer: int, *, check_values: bool) -> None:
@@ -81,7 +58,7 @@ def _verify_acts(shard: Shard, layer: int, *, check_values: bool) -> None:
     meta = read_json(shard.path / name / ZARR_JSON, what=what)
     if meta.get("attributes", {}).get("fastsae_dtype") != shard.dtype:
         raise StoreCorruptError(f"{what}: attribute fastsae_dtype != {shard.dtype!r}")
-    plan = _memmappable(meta, tuple(arr.shape), np_dtype)
+    plan = memmappable(meta, tuple(arr.shape), np_dtype)
     path = act_shard_file(shard.path, layer)
     if plan is not None:
         check_shard_index(
@@ -92,7 +69,7 @@ def _verify_acts(shard: Shard, layer: int, *, check_values: bool) -> None:
             arr.metadata.codecs[0].chunk_shape[0] if hasattr(arr.metadata.codecs[0], "chunk_shape") else None
         )
         if inner is not None:
-            _check_compressed_index(path, -(-int(arr.metadata.chunk_grid.chunk_shape[0]) // int(inner)), what)
+            check_compressed_index(path, -(-int(arr.metadata.chunk_grid.chunk_shape[0]) // int(inner)), what)
     if not check_values:
         return
     raw = shard.raw_acts(layer)
@@ -104,7 +81,7 @@ def _verify_acts(shard: Shard, layer: int, *, check_values: bool) -> None:
             raise StoreCorruptError(
                 f"{what}: rows {start}.. cannot be decoded ({type(e).__name__}: {e})"
             ) from None
-        if not _all_finite(rows, shard.dtype):
+        if not all_finite(rows, shard.dtype):
             bad = start + int(np.argmax(~np.isfinite(_as_float(rows, shard.dtype)).all(axis=1)))
             raise StoreCorruptError(f"{what}: non-finite values (NaN/inf) at token {bad}")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import all_finite, encode_acts
 from .errors import StoreExistsError, StoreMismatchError, StoreWriteError
 from .format import (
     ATTRS_KEY,
@@ -32,7 +33,6 @@ from .format import (
     ZSTD_LEVEL,
     act_shard_file,
     auto_rows_per_chunk,
-    crc32c,
     fsync_path,
     fsync_tree,
     list_partials,
@@ -43,6 +43,7 @@ from .format import (
     shard_name,
     write_json_atomic,
 )
+from .shardfile import build_index, contiguous_index
 from .token_types import NUM_TOKEN_TYPES
 
 
@@ -93,66 +94,6 @@ def clean_partial(root: str | os.PathLike) -> list[Path]:
             p.unlink()
         removed.append(p)
     return removed
-
-
-def _encode_acts(x: Any, dtype: str, *, fix_nan: bool = True) -> np.ndarray:
-    """Activations of any float dtype (numpy or torch) -> C-contiguous stored representation."""
-    if type(x).__module__.startswith("torch"):
-        import torch
-
-        t = x.detach()
-        if t.device.type != "cpu":
-            t = t.to("cpu")
-        if not t.is_floating_point():
-            raise StoreWriteError(f"activations must be floating point, got torch {t.dtype}")
-        if dtype == "bfloat16" and t.dtype == torch.bfloat16:
-            return t.contiguous().view(torch.int16).numpy().view(np.uint16)  # bit-exact
-        if dtype == "float16" and t.dtype == torch.float16:
-            return np.ascontiguousarray(t.numpy())
-        x = t.float().numpy()
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise StoreWriteError(f"activations must be floating point, got {x.dtype}")
-    if dtype == "float32":
-        return np.ascontiguousarray(x, dtype=np.float32)
-    if dtype == "float16":
-        return np.ascontiguousarray(x, dtype=np.float16)
-    return float32_to_bf16_bits(np.asarray(x, dtype=np.float32), fix_nan=fix_nan)
-
-
-def float32_to_bf16_bits(x: np.ndarray, *, fix_nan: bool = True) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns (uint16), round-to-nearest-even; NaN stays NaN (fix_nan=False skips that
-    pass for callers that reject non-finite values anyway)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).reshape(-1)
-    out = np.empty(u.shape, dtype=np.uint16)
-    step = 1 << 18  # blockwise, in place: temporaries stay in cache
-    for a in range(0, u.size, step):
-        ub = u[a : a + step]
-        y = ub >> 16
-        y &= 1
-        y += 0x7FFF
-        y += ub
-        y >>= 16
-        out[a : a + step] = y
-    if fix_nan and not _all_finite(
-        out, "bfloat16"
-    ):  # rounding may carry a NaN's payload into inf: keep NaN a NaN
-        nan = (u & 0x7FFFFFFF) > 0x7F800000
-        out[nan] = (u[nan] >> 16) | 0x0040
-    return out.reshape(np.shape(x))
-
-
-def _all_finite(raw: np.ndarray, dtype: str) -> bool:
-    if dtype != "bfloat16":
-        return bool(np.isfinite(raw).all())
-    flat = raw.reshape(-1)
-    step = 1 << 18
-    tmp = np.empty(min(step, flat.size), dtype=np.uint16)
-    for a in range(0, flat.size, step):  # exponent all ones <=> |bits| >= 0x7F80 (inf or NaN)
-        t = np.bitwise_and(flat[a : a + step], 0x7FFF, out=tmp[: min(step, flat.size - a)])
-        if t.max() >= 0x7F80:
-            return False
-    return True
 
 
 class ShardWriter:
@@ -274,12 +215,12 @@ class ShardWriter:
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
         encoded = {}
         for layer in self.layers:
-            raw = _encode_acts(acts[layer], self.dtype, fix_nan=not self.check_finite)
+            raw = encode_acts(acts[layer], self.dtype, fix_nan=not self.check_finite)
             if raw.shape != (n, self.d_model):
                 raise StoreWriteError(
                     f"{where}: acts[{layer}] has shape {raw.shape}, expected {(n, self.d_model)}"
                 )
-            if self.check_finite and not _all_finite(raw, self.dtype):
+            if self.check_finite and not all_finite(raw, self.dtype):
                 raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")
             encoded[layer] = raw
         starts = [0] if doc_starts is None else [int(s) for s in doc_starts]
@@ -293,7 +234,13 @@ class ShardWriter:
         dsrc = [src] * len(starts) if doc_sources is None else [(int(a), int(b)) for a, b in doc_sources]
         if len(dsrc) != len(starts):
             raise StoreWriteError(f"{where}: {len(dsrc)} doc_sources for {len(starts)} doc_starts")
-        self._write_rows(encoded, n)
+        if min(src) < 0 or any(min(d) < 0 for d in dsrc):
+            raise StoreWriteError(f"{where}: source/doc_sources must be non-negative (dataset, row) pairs")
+        try:
+            self._write_rows(encoded, n)
+        except BaseException:
+            self._state = "failed"  # the files may hold part of this sequence: only abort() is left
+            raise
         base = self.num_tokens
         self._token_ids.append(ids.astype(np.int32))
         self._token_types.append(types.astype(np.uint8))
@@ -355,11 +302,7 @@ class ShardWriter:
                 rpc, n_chunks = self._rows_per_chunk, -(-T // self._rows_per_chunk)
             else:
                 rpc, n_chunks = plan_chunks(T, self._target_rows)
-            chunk_bytes = rpc * self._row_bytes
-            index = np.stack(
-                [np.arange(n_chunks, dtype="<u8") * chunk_bytes, np.full(n_chunks, chunk_bytes, dtype="<u8")],
-                axis=1,
-            )
+            index = contiguous_index(n_chunks, rpc * self._row_bytes)
             pad = bytes((rpc * n_chunks - T) * self._row_bytes)
         else:
             rpc, n_chunks = self._target_rows, -(-T // self._target_rows)
@@ -376,9 +319,7 @@ class ShardWriter:
                     self._write_chunk(layer, padded)
                 idx = np.asarray(self._index[layer], dtype="<u8")
                 assert idx.shape == (n_chunks, 2), (idx.shape, n_chunks)
-            idx_bytes = np.ascontiguousarray(idx, dtype="<u8").tobytes()
-            f.write(idx_bytes)
-            f.write(np.uint32(crc32c(idx_bytes)).astype("<u4").tobytes())
+            f.write(build_index(idx))
             f.flush()
             os.fsync(f.fileno())
             f.close()
@@ -460,4 +401,4 @@ def parse_shard_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-__all__ = ["ShardWriter", "init_store", "clean_partial", "float32_to_bf16_bits", "StoreMismatchError"]
+__all__ = ["ShardWriter", "clean_partial", "init_store"]

@@ -28,8 +28,8 @@ from store import (
     to_float32,
     verify_store,
 )
+from store.dtypes import float32_to_bf16_bits
 from store.errors import StoreExistsError, StoreWriteError
-from store.writer import float32_to_bf16_bits
 
 REPO = Path(__file__).resolve().parents[1]
 META = {"identity": {"model": "synthetic/tiny", "revision": "r0", "template_hash": "abc"}, "data": ["demo"]}

@@ -1,0 +1,81 @@
+"""Activation dtypes: stored representations and conversions (bfloat16 is stored as uint16 bit patterns)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import StoreWriteError
+from .format import DTYPES
+
+
+def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored representation -> float32. bfloat16 bit patterns (uint16) are widened by a 16-bit shift.
+    float32 input is returned as is (no copy)."""
+    if dtype == "bfloat16":
+        raw = np.asarray(raw)
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    if dtype in ("float32", "float16"):
+        return np.asarray(raw, dtype=np.float32)
+    raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+
+
+def encode_acts(x: Any, dtype: str, *, fix_nan: bool = True) -> np.ndarray:
+    """Activations of any float dtype (numpy or torch) -> C-contiguous stored representation."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.to("cpu")
+        if not t.is_floating_point():
+            raise StoreWriteError(f"activations must be floating point, got torch {t.dtype}")
+        if dtype == "bfloat16" and t.dtype == torch.bfloat16:
+            return t.contiguous().view(torch.int16).numpy().view(np.uint16)  # bit-exact
+        if dtype == "float16" and t.dtype == torch.float16:
+            return np.ascontiguousarray(t.numpy())
+        x = t.float().numpy()
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise StoreWriteError(f"activations must be floating point, got {x.dtype}")
+    if dtype == "float32":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "float16":
+        return np.ascontiguousarray(x, dtype=np.float16)
+    return float32_to_bf16_bits(np.asarray(x, dtype=np.float32), fix_nan=fix_nan)
+
+
+def float32_to_bf16_bits(x: np.ndarray, *, fix_nan: bool = True) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round-to-nearest-even; NaN stays NaN (fix_nan=False skips that
+    pass for callers that reject non-finite values anyway)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).reshape(-1)
+    out = np.empty(u.shape, dtype=np.uint16)
+    step = 1 << 18  # blockwise, in place: temporaries stay in cache
+    for a in range(0, u.size, step):
+        ub = u[a : a + step]
+        y = ub >> 16
+        y &= 1
+        y += 0x7FFF
+        y += ub
+        y >>= 16
+        out[a : a + step] = y
+    if fix_nan and not all_finite(
+        out, "bfloat16"
+    ):  # rounding may carry a NaN's payload into inf: keep NaN a NaN
+        nan = (u & 0x7FFFFFFF) > 0x7F800000
+        out[nan] = (u[nan] >> 16) | 0x0040
+    return out.reshape(np.shape(x))
+
+
+def all_finite(raw: np.ndarray, dtype: str) -> bool:
+    if dtype != "bfloat16":
+        return bool(np.isfinite(raw).all())
+    flat = raw.reshape(-1)
+    step = 1 << 18
+    tmp = np.empty(min(step, flat.size), dtype=np.uint16)
+    for a in range(0, flat.size, step):  # exponent all ones <=> |bits| >= 0x7F80 (inf or NaN)
+        t = np.bitwise_and(flat[a : a + step], 0x7FFF, out=tmp[: min(step, flat.size - a)])
+        if t.max() >= 0x7F80:
+            return False
+    return True

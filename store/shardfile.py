@@ -1,0 +1,94 @@
+"""Byte layout of an acts shard file (one zarr sharding-codec shard holding a whole [T, d_model] array):
+inner chunks in row order, then the shard index ((offset, nbytes) uint64 LE per chunk) and its crc32c."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StoreCorruptError
+from .format import INDEX_ENTRY_BYTES, MAX_UINT64, crc32c, index_nbytes
+
+
+def build_index(entries: np.ndarray) -> bytes:
+    """[n, 2] (offset, nbytes) -> index bytes + crc32c, as zarr's sharding codec writes them (index_location end)."""
+    idx = np.ascontiguousarray(entries, dtype="<u8").tobytes()
+    return idx + np.array([crc32c(idx)], dtype="<u4").tobytes()
+
+
+def contiguous_index(n_chunks: int, chunk_bytes: int) -> np.ndarray:  # [n, 2]
+    return np.stack(
+        [np.arange(n_chunks, dtype="<u8") * chunk_bytes, np.full(n_chunks, chunk_bytes, dtype="<u8")], axis=1
+    )
+
+
+def memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple[int, int] | None:
+    """(rows_per_chunk, n_chunks) if this acts array has the uncompressed single-shard layout, else None."""
+    try:
+        (codec,) = meta["codecs"]
+        cfg = codec["configuration"]
+        grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        inner = cfg["chunk_shape"]
+        ok = (
+            codec["name"] == "sharding_indexed"
+            and cfg.get("index_location", "end") == "end"
+            and [c["name"] for c in cfg["codecs"]] == ["bytes"]
+            and cfg["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+            and [c["name"] for c in cfg["index_codecs"]] == ["bytes", "crc32c"]
+            and np.dtype(meta["data_type"]) == np_dtype
+            and list(inner[1:]) == list(shape[1:]) == list(grid[1:])
+            and grid[0] >= shape[0]
+            and grid[0] % inner[0] == 0
+            and meta["chunk_key_encoding"]["name"] == "default"
+            and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (int(inner[0]), int(grid[0] // inner[0])) if ok else None
+
+
+def check_shard_index(path: Path, *, rows_per_chunk: int, n_chunks: int, row_bytes: int, what: str) -> None:
+    """Checks size, crc32c and entries of an uncompressed acts shard file; raises StoreCorruptError."""
+    chunk_bytes = rows_per_chunk * row_bytes
+    expected = chunk_bytes * n_chunks + index_nbytes(n_chunks)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
+    if size != expected:
+        raise StoreCorruptError(
+            f"{what}: shard file is {size} bytes, expected {expected} (truncated or overwritten)"
+        )
+    with open(path, "rb") as f:
+        f.seek(size - index_nbytes(n_chunks))
+        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
+        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
+    if crc32c(idx_bytes) != crc:
+        raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
+    idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)
+    if not (
+        np.array_equal(idx[:, 0], np.arange(n_chunks, dtype=np.uint64) * chunk_bytes)
+        and (idx[:, 1] == chunk_bytes).all()
+    ):
+        raise StoreCorruptError(f"{what}: shard index entries do not describe contiguous inner chunks")
+
+
+def check_compressed_index(path: Path, n_chunks: int, what: str) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
+    nidx = index_nbytes(n_chunks)
+    if size < nidx:
+        raise StoreCorruptError(f"{what}: shard file is {size} bytes, smaller than its index ({nidx} bytes)")
+    with open(path, "rb") as f:
+        f.seek(size - nidx)
+        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
+        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
+    if crc32c(idx_bytes) != crc:
+        raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
+    idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)
+    present = idx[:, 0] != MAX_UINT64
+    if (idx[present, 0] + idx[present, 1] > size - nidx).any():
+        raise StoreCorruptError(f"{what}: shard index points past the data region (truncated file?)")
