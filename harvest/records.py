@@ -233,4 +233,6 @@ def normalise_record(rec: object, *, text_mode: bool) -> tuple[tuple[dict, ...] 
         messages = _single_turn(rec)
         if messages is None:
             raise RecordError("unknown_schema", f"no known conversation key in {_short(sorted(rec), 120)}")
+    if all(m["role"] == "system" for m in messages):
+        raise RecordError("empty_messages", "only system messages")
     return tuple(messages), None

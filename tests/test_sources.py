@@ -101,6 +101,7 @@ def test_schemas(rec, expected):
     "rec, reason",
     [
         ({"messages": []}, "empty_messages"),
+        ({"messages": [{"role": "system", "content": "be brief"}]}, "empty_messages"),
         ({"messages": None}, "empty_messages"),
         ({"messages": "hi"}, "bad_messages"),
         ({"messages": ["hi"]}, "bad_turn"),
