@@ -294,3 +294,19 @@ def test_demo_chats_parse_cleanly():
     assert log.skipped == 0 and 150 <= len(recs) <= 260
     roles = {m["role"] for r in recs for m in r.messages}
     assert roles == {"system", "user", "assistant", "tool"}
+
+
+def test_hub_stream_rows(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config, *, split, streaming):
+        calls.append((name, config, split, streaming))
+        conv = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        return iter([{"messages": conv}, {"messages": []}, {"conversation": conv}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    recs, log = read_all(["org/chats:default@train_sft"])
+    assert calls == [("org/chats", "default", "train_sft", True)]
+    assert [(r.dataset, r.row) for r in recs] == [(0, 0), (0, 2)] and log.counts() == {"empty_messages": 1}
