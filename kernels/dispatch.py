@@ -19,8 +19,9 @@ import torch
 from .checks import KernelBackendError, KernelDeviceError
 
 # Density (nonzero fraction of acts) at or below which the gather path is used.
-# CPU (torch path, 1 thread): measured with `python benchmarks/kernels.py --cpu`.
-CPU_SPARSE_MAX_DENSITY = 0.05
+# CPU (torch path, 1 thread): measured with `python benchmarks/kernels.py --cpu` (d_in 576, d_sae 4608, N 1024):
+# COO sparse.mm decode fwd+bwd is ~0.5x dense time at density 0.002-0.01, ~1.0x at 0.05, 1.6x at 0.1.
+CPU_SPARSE_MAX_DENSITY = 0.03
 # GPU (Triton path): estimates from H100 rooflines, not yet measured: gather traffic ~ nnz·d_in elements at
 # ~1.5 TB/s vs dense tensor-core matmul 2·N·d_sae·d_in FLOPs at ~500 TFLOP/s (bf16/fp16) or fp32 SIMT.
 GPU_SPARSE_MAX_DENSITY = {torch.bfloat16: 0.004, torch.float16: 0.004, torch.float32: 0.02}

@@ -36,11 +36,19 @@ def _grad_threshold(threshold, grad_acts, grad_l0, band_rows, band_cols, eps) ->
 
 
 def sparse_matmul_rows(m: torch.Tensor, rows, cols, weight: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """Σ over nonzeros (n, j) of m[n, j] · weight[j, :] into row n: m @ weight touching only active rows."""
+    """m @ weight from the nonzeros (rows, cols) of m [n_rows, K]: reads only the rows of weight [K, d] in cols.
+
+    A COO sparse.mm: one pass over the nonzeros with index gathers into weight (torch's CPU index_add_ runs one
+    row op per index, far slower).
+    """
     vals = m[rows, cols]
-    out = torch.zeros(n_rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
-    out.index_add_(0, rows, weight.index_select(0, cols) * vals[:, None])
-    return out
+    coo = torch.sparse_coo_tensor(
+        torch.stack([rows, cols]),
+        vals,
+        (n_rows, weight.shape[0]),
+        is_coalesced=bool((rows[1:] >= rows[:-1]).all()),
+    )
+    return torch.sparse.mm(coo, weight)
 
 
 class JumpReLUTorch(torch.autograd.Function):
