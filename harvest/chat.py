@@ -158,8 +158,8 @@ def content_spans(tokenizer, messages, rendered: str) -> list[tuple[int, int, st
 
 def _types_from_offsets(ids: np.ndarray, offsets: np.ndarray, char_types: np.ndarray, special: np.ndarray):
     n = len(char_types)
-    starts = np.clip(offsets[:, 0], 0, n)
-    ends = np.clip(offsets[:, 1], 0, n)
+    starts = np.minimum(offsets[:, 0], n)  # offsets are >= 0
+    ends = np.minimum(offsets[:, 1], n)
     is_content = np.concatenate([[0], np.cumsum(char_types != TokenType.TEMPLATE)])
     has = (is_content[ends] - is_content[starts]) > 0  # the token covers a content character
     padded = np.append(char_types, np.uint8(TokenType.TEMPLATE))
