@@ -320,9 +320,7 @@ class ShardWriter:
                 idx = np.asarray(self._index[layer], dtype="<u8")
                 assert idx.shape == (n_chunks, 2), (idx.shape, n_chunks)
             f.write(build_index(idx))
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+            f.close()  # fsynced with the rest of the tree at commit
         return rpc, n_chunks
 
     def _write_metadata(self, rpc: int, n_chunks: int) -> None:

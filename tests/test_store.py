@@ -35,6 +35,18 @@ REPO = Path(__file__).resolve().parents[1]
 META = {"identity": {"model": "synthetic/tiny", "revision": "r0", "template_hash": "abc"}, "data": ["demo"]}
 
 
+@pytest.fixture
+def real_fsync():
+    """Requested by the tests that keep fsync on (durability is their point)."""
+
+
+@pytest.fixture(autouse=True)
+def _no_fsync(request, monkeypatch):
+    """fsync costs ~5 ms per file on CI disks and a shard has ~40; most tests do not need durability."""
+    if "real_fsync" not in request.fixturenames:
+        monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
 def expected_stored(x: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float32":
         return x.astype(np.float32)
@@ -192,7 +204,7 @@ def test_doc_starts_block_mode(tmp_path):
     np.testing.assert_array_equal(s.shards[0].doc_starts, [3, 9, 19, 25, 35, 41])
 
 
-def test_abandoned_writer_and_clean_partial(tmp_path):
+def test_abandoned_writer_and_clean_partial(tmp_path, real_fsync):
     write_store(tmp_path, [[5, 6]])
     w = ShardWriter(tmp_path, writer=1, seq=0, first_sequence=2, layers=[2, 5], d_model=24, meta=META)
     w.append(
@@ -239,7 +251,7 @@ def test_context_manager_aborts_on_exception(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["store.json"]
 
 
-def test_two_writers_one_directory(tmp_path):
+def test_two_writers_one_directory(tmp_path, real_fsync):
     init_store(tmp_path, meta=META)
     kw = dict(layers=[1], d_model=8, meta=META)
     a = ShardWriter(tmp_path, writer=0, seq=0, first_sequence=0, **kw)

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from store.cli import inspect, verify
-from tests.test_store import META, write_store
+from tests.test_store import META, _no_fsync, write_store  # noqa: F401  (autouse fixture)
 
 app = typer.Typer()
 app.command()(inspect)

@@ -11,7 +11,7 @@ import pytest
 
 from store import StoreCorruptError, open_store, verify_store
 from store.format import index_nbytes
-from tests.test_store import write_store
+from tests.test_store import _no_fsync, write_store  # noqa: F401  (autouse fixture)
 
 SHARD = "shard-00000-000000.zarr"
 
