@@ -229,9 +229,11 @@ class JumpReLUTriton(torch.autograd.Function):
         bn, bs = _BWD_BLOCKS["BLOCK_N"], _BWD_BLOCKS["BLOCK_S"]
         row_blocks = triton.cdiv(n, bn)
         gz = torch.empty(n, d_sae, dtype=x.dtype, device=x.device) if has_ga else None
-        gb_part = torch.zeros(row_blocks, d_sae, dtype=torch.float32, device=x.device)
-        gth_part = torch.zeros(row_blocks, d_sae, dtype=torch.float32, device=x.device)
-        if n > 0 and d_sae > 0 and (has_ga or has_gl0):
+        launch = n > 0 and d_sae > 0 and (has_ga or has_gl0)
+        alloc = torch.empty if launch else torch.zeros  # the kernel writes every partial it is launched for
+        gb_part = alloc(row_blocks, d_sae, dtype=torch.float32, device=x.device)
+        gth_part = alloc(row_blocks, d_sae, dtype=torch.float32, device=x.device)
+        if launch:
             ga = grad_acts.contiguous() if has_ga else x
             gl0 = grad_l0.contiguous() if has_gl0 else x
             grid = (row_blocks, triton.cdiv(d_sae, bs))

@@ -313,3 +313,12 @@ def test_encoder_with_tl_dot(monkeypatch):
     want = run_sae(jumprelu_encode_reference, sae_decode_reference, params, bandwidth=0.1)
     got = run_sae(jumprelu_encode, sae_decode, params, bandwidth=0.1)
     assert_close_all(got, want, NAMES)
+
+
+@pytest.mark.parametrize("sparse", ["always", "never"])
+def test_empty_batch(backend, sparse, monkeypatch):
+    monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", sparse)
+    params = make_sae(0, 48, 96, density=0.1)
+    got = run_sae(jumprelu_encode, sae_decode, params, bandwidth=0.1)
+    want = run_sae(jumprelu_encode_reference, sae_decode_reference, params, bandwidth=0.1)
+    assert_close_all(got, want, NAMES)
