@@ -79,13 +79,16 @@ def inspect(
 
 def verify(
     store: Annotated[Path, typer.Argument(help="Store directory to check.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Skip reading every activation (the NaN/inf scan); metadata only.")
+    ] = False,
 ) -> None:
     """Full integrity check of every shard (metadata, shapes, offsets, shard index crc32c, file sizes, finite
     activations, contiguous sequence ranges). Exits 2 with one 'Error:' line per problem on any damage."""
     from .verify import verify_store
 
     try:
-        report = verify_store(store)
+        report = verify_store(store, check_values=not quick)
     except StoreCorruptError as e:
         for problem in e.problems:
             typer.echo(f"Error: {problem}", err=True)

@@ -390,3 +390,30 @@ def test_store_pickles_without_copying_activations(tmp_path):
     assert len(blob) < 20_000
     s2 = pickle.loads(blob)
     np.testing.assert_array_equal(s2.sequence(1).acts(2), s.sequence(1).acts(2))
+
+
+def test_two_processes_fill_one_directory_concurrently(tmp_path):
+    """Two OS processes race on init_store and write interleaved shards into one directory."""
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        from store import ShardWriter, init_store
+        root, writer = sys.argv[1], int(sys.argv[2])
+        meta = init_store(root, meta={"identity": {"model": "m"}, "by": writer})
+        for seq in range(3):
+            first = 2 * (2 * seq + writer)  # writers alternate blocks of 2 sequences
+            with ShardWriter(root, writer=writer, seq=seq, first_sequence=first, layers=[0], d_model=16, meta=meta) as w:
+                for k in range(2):
+                    T = 5 + first + k
+                    w.append(token_ids=np.full(T, first + k), token_types=np.ones(T),
+                             acts={0: np.full((T, 16), first + k, np.float32)}, source=(writer, first + k))
+    """)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(w)], cwd=REPO) for w in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    s = open_store(tmp_path)
+    assert s.num_sequences == 12 and len(s.shards) == 6 and s.meta["by"] in (0, 1)
+    for i in range(12):
+        q = s.sequence(i)
+        assert len(q) == 5 + i and (q.acts(0) == i).all() and q.source[1] == i
+    assert verify_store(tmp_path)["warnings"] == []

@@ -51,6 +51,7 @@ def test_inspect_json(store):
 def test_verify_ok_and_damaged(store):
     r = runner.invoke(app, ["verify", str(store)])
     assert r.exit_code == 0 and r.stdout.startswith("OK: 2 shards"), r.output
+    assert runner.invoke(app, ["verify", str(store), "--quick"]).exit_code == 0
     f = store / "shard-00000-000000.zarr" / "acts" / "layer_5" / "c" / "0" / "0"
     os.truncate(f, 10)
     r = runner.invoke(app, ["verify", str(store)])
