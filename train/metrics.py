@@ -127,6 +127,9 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(record, allow_nan=True) + "\n")
 
+    def flush(self) -> None:
+        self._f.flush()
+
     def sync(self) -> None:
         self._f.flush()
         os.fsync(self._f.fileno())

@@ -83,6 +83,7 @@ class SweepTrainer:
             ],
             lr=plan.points[0].lr,
             betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
+            fused=True if self.device.type == "cuda" else None,  # one kernel for all SAEs' params on GPU
         )
         n, dev = len(self.saes), self.device
         self.since_fired = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
@@ -217,6 +218,7 @@ class SweepTrainer:
             rec["sparsity_coef"] = (p.sparsity_coef or 0.0) * self.schedule.sparsity_factor(self.step - 1)
             rec["dead_frac"] = float(dead[i])
             log.write(rec)
+            log.flush()
             recs.append(rec)
         self.hist_len = 0
         return recs
