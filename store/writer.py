@@ -166,6 +166,7 @@ class ShardWriter:
         self._sources: list[tuple[int, int]] = []
         self._doc_starts: list[int] = []
         self._doc_sources: list[tuple[int, int]] = []
+        self._zstd = None
         self._state = "open"
 
     @property
@@ -268,9 +269,11 @@ class ShardWriter:
             self._pending_rows -= full
 
     def _write_chunk(self, layer: int, rows: np.ndarray) -> None:
-        from numcodecs import Zstd
+        if self._zstd is None:
+            from numcodecs import Zstd
 
-        data = Zstd(level=ZSTD_LEVEL).encode(np.ascontiguousarray(rows).tobytes())
+            self._zstd = Zstd(level=ZSTD_LEVEL)
+        data = self._zstd.encode(np.ascontiguousarray(rows).tobytes())
         f = self._files[layer]
         self._index[layer].append((f.tell(), len(data)))
         f.write(data)
