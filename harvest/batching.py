@@ -4,8 +4,10 @@ Conversation mode: every conversation is its own sequence. Batches group sequenc
 length (sorted within a window) and RIGHT-pad them. With right padding, causal attention of a
 real token only ever sees earlier real tokens and positions are 0..len-1, so the stored rows
 equal a batch-1 forward without any attention mask (the pads' own outputs are dropped). This
-keeps sdpa on its fused causal path; measured against packing with block-diagonal masks, which
-needs a materialised [T, T] mask per batch, padding within sorted windows wastes only a few %.
+keeps sdpa on its fused causal path, which packing with per-conversation block-diagonal masks
+would lose (a materialised [B, 1, T, T] mask per batch). The price is padding: batches are
+length-sorted and close once a row would be more than 12.5% padding; benchmarks/harvest.py
+prints the measured waste.
 
 Block mode (block-training baselines BT(F)/BT(P)): documents' token streams are concatenated
 and cut into fixed `context_size` blocks (the last one may be shorter); each block records
@@ -41,11 +43,12 @@ class SeqItem:
         return int(self.token_ids.shape[0])
 
 
-def plan_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+def plan_batches(lengths: list[int], batch_tokens: int, *, max_padding: float = 0.125) -> list[list[int]]:
     """Group positions of `lengths` into batches whose rows x max length stay within `batch_tokens`.
 
-    Longest first, so each batch's padding is small; a sequence longer than the budget is a batch
-    of its own.
+    Longest first; a batch also closes when the next sequence is shorter than (1 - max_padding) x
+    the batch's width, so padding stays below `max_padding` of each row. A sequence longer than the
+    budget is a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
@@ -53,12 +56,12 @@ def plan_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     width = 0
     for i in order:
         n = lengths[i]
-        new_width = max(width, n)
-        if current and new_width * (len(current) + 1) > batch_tokens:
+        if current and (width * (len(current) + 1) > batch_tokens or n < (1 - max_padding) * width):
             batches.append(current)
-            current, new_width = [], n
+            current = []
+        if not current:
+            width = n
         current.append(i)
-        width = new_width
     if current:
         batches.append(current)
     return batches

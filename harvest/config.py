@@ -78,7 +78,9 @@ class HarvestConfig:
         default=0,
         metadata=_help("Drop conversations whose token n-grams of this size were all seen (0 = off)."),
     )
-    limit: int | None = field(default=None, metadata=_help("Read at most this many records per dataset."))
+    limit: int | None = field(
+        default=None, metadata=_help("Use at most this many usable records (over all --data together).")
+    )
     on_error: str = field(default="skip", metadata=_help("Bad input records: skip (counted) or fail."))
     device: str = field(
         default="auto", metadata=_help("Torch device: auto (cuda if available, else cpu), cpu, cuda:0, ...")

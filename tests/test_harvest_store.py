@@ -272,3 +272,16 @@ def test_cli_flags_mirror_config():
     helps = {p.name: p.help for p in cmd.params}
     for f in dataclasses.fields(HarvestConfig):
         assert helps[f.name] == f.metadata["help"]
+
+
+def test_two_writers_fill_one_store(env, tmp_path):
+    single = cfg_for(env, tmp_path / "one", shard_tokens=800)
+    run_harvest(single)
+    for w in (1, 0):  # any order; each writer takes its contiguous slice of the sequence stream
+        run_harvest(dataclasses.replace(single, out=str(tmp_path / "two"), writer=w, num_writers=2))
+    a, b = open_store(single.out), open_store(tmp_path / "two")
+    assert b.num_sequences == a.num_sequences == 24
+    assert {int(s.name.split("-")[1]) for s in b.shards} == {0, 1}
+    for i in range(a.num_sequences):
+        np.testing.assert_array_equal(a.sequence(i).token_ids, b.sequence(i).token_ids)
+        np.testing.assert_allclose(a.sequence(i).acts(2), b.sequence(i).acts(2), atol=1e-4)
