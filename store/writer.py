@@ -181,9 +181,9 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._state != "open":
+        if self._state in ("committed", "aborted"):
             return
-        if exc_type is None and self.num_sequences > 0:
+        if exc_type is None and self._state == "open" and self.num_sequences > 0:
             self.commit()
         else:
             self.abort()
@@ -210,6 +210,8 @@ class ShardWriter:
                 f"{where}: token_ids and token_types must be 1-D of equal non-zero length, "
                 f"got {ids.shape} and {types.shape}"
             )
+        if ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
+            raise StoreWriteError(f"{where}: token_ids must be integers in [0, 2**31), got dtype {ids.dtype}")
         if types.size and (types.min() < 0 or types.max() >= NUM_TOKEN_TYPES):
             raise StoreWriteError(f"{where}: token_types outside 0..{NUM_TOKEN_TYPES - 1}")
         if set(acts) != set(self.layers):
@@ -393,7 +395,7 @@ class ShardWriter:
                 f.close()
         if self.partial_path.exists():
             shutil.rmtree(self.partial_path, ignore_errors=True)
-        if self._state == "open":
+        if self._state != "committed":
             self._state = "aborted"
 
 

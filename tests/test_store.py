@@ -322,6 +322,12 @@ def test_writer_rejects_bad_input(tmp_path):
         w.append(acts={1: np.ones((2, 4))}, **ok)
     with pytest.raises(StoreWriteError, match="token_types"):
         w.append(token_ids=np.arange(2), token_types=[0, 9], acts={0: np.ones((2, 4))}, source=(0, 0))
+    with pytest.raises(StoreWriteError, match="token_ids"):
+        w.append(
+            token_ids=np.array([0.5, 1.0]), token_types=np.ones(2), acts={0: np.ones((2, 4))}, source=(0, 0)
+        )
+    with pytest.raises(StoreWriteError, match="non-negative"):
+        w.append(acts={0: np.ones((2, 4))}, **{**ok, "source": (-1, 0)})
     with pytest.raises(StoreWriteError, match="nothing to commit"):
         w.commit()
     assert not (tmp_path / "shard-00000-000000.zarr").exists()
@@ -417,3 +423,24 @@ def test_two_processes_fill_one_directory_concurrently(tmp_path):
         q = s.sequence(i)
         assert len(q) == 5 + i and (q.acts(0) == i).all() and q.source[1] == i
     assert verify_store(tmp_path)["warnings"] == []
+
+
+def test_failed_write_leaves_no_partial(tmp_path, monkeypatch):
+    from store.writer import ShardWriter as SW
+
+    with pytest.raises(OSError, match="disk full"):
+        with SW(tmp_path, writer=0, seq=0, first_sequence=0, layers=[0], d_model=4) as w:
+            w.append(token_ids=np.arange(2), token_types=np.ones(2), acts={0: np.ones((2, 4))}, source=(0, 0))
+
+            def fail(*a, **k):
+                raise OSError("disk full")
+
+            monkeypatch.setattr(w, "_write_rows", fail)
+            try:
+                w.append(
+                    token_ids=np.arange(2), token_types=np.ones(2), acts={0: np.ones((2, 4))}, source=(0, 1)
+                )
+            finally:
+                with pytest.raises(StoreWriteError, match="failed"):
+                    w.commit()
+    assert sorted(os.listdir(tmp_path)) == ["store.json"]
