@@ -202,7 +202,10 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", mode, "--root", str(root)]
                 cmd += ["--buffer-tokens", str(args.buffer_tokens), "--chunk-tokens", str(args.chunk_tokens)]
                 cmd += ["--batch-size", str(args.batch_size)] + (["--cold"] if cold else [])
-                r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    sys.exit(f"{mode} worker failed:\n{proc.stderr[-3000:]}")
+                r = json.loads(proc.stdout)
                 if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
                     best = r
             results[(mode, cold)] = best
@@ -219,8 +222,13 @@ def main() -> None:
             for base in ("baseline_raw", "baseline_f32"):
                 ratio = r["tokens_per_s"] / results[(base, cold)]["tokens_per_s"]
                 print(f"  {c} {mode} / {base}: {ratio:.2f}")
-        r = results[("shuffled", cold)]
-        print(f"  {c} shuffled peak anon RSS growth / buffer: {r['anon_growth'] / r['buffer_bytes']:.2f}")
+        r, q = results[("shuffled", cold)], results[("sequential", cold)]
+        fp32 = args.buffer_tokens * args.d_model * 4
+        print(
+            f"  {c} shuffled peak anon RSS growth / (buffer_tokens*d*4): {r['anon_growth'] / fp32:.2f}"
+            f"  (/ actual {args.dtype} buffer: {r['anon_growth'] / r['buffer_bytes']:.2f}; growth without"
+            f" a buffer, sequential mode: {q['anon_growth'] / 2**20:.0f} MiB)"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from store import ShardWriter, StoreNotFoundError, TokenType, open_store
+from train.mixing import Mixer
 from train.reader import (
     ActivationReader,
     EmptySelectionError,
@@ -228,35 +229,46 @@ def test_resume_through_torch_save(store, tmp_path):
 
 @pytest.mark.parametrize("token_types", ["all", "-special"])  # contiguous memmap views / gathers
 def test_ram_bound(store, monkeypatch, token_types):
-    """Arrays the reader allocates (buffer, staging, chunks read ahead and not yet consumed) stay
-    within 1.2x buffer_tokens * d * 4 bytes, however many epochs go through it."""
+    """Arrays the reader allocates (buffer, chunks read ahead, batches made ahead and not yet
+    consumed) stay within 1.2x buffer_tokens * d * 4 bytes, however many epochs go through it."""
     live = {"bytes": 0, "peak": 0}
     lock = threading.Lock()
-    orig = TokenSelection.read_raw
+
+    def track(arr, nbytes):
+        with lock:
+            live["bytes"] += nbytes
+            live["peak"] = max(live["peak"], live["bytes"])
+        weakref.finalize(arr, sub, nbytes)
 
     def sub(n):
         with lock:
             live["bytes"] -= n
 
-    def tracked(self, shard, rows):
-        out = orig(self, shard, rows)
+    read_raw, next_batch = TokenSelection.read_raw, Mixer.next_batch
+
+    def tracked_read(self, shard, rows):
+        out = read_raw(self, shard, rows)
         if out.base is None:  # a view of the memmap allocates nothing
-            with lock:
-                live["bytes"] += out.nbytes
-                live["peak"] = max(live["peak"], live["bytes"])
-            weakref.finalize(out, sub, out.nbytes)
+            track(out, out.nbytes)
         return out
 
-    monkeypatch.setattr(TokenSelection, "read_raw", tracked)
+    def tracked_batch(self):
+        out = next_batch(self)
+        if out is not None:
+            track(out[0], out[0].untyped_storage().nbytes())
+        return out
+
+    monkeypatch.setattr(TokenSelection, "read_raw", tracked_read)
+    monkeypatch.setattr(Mixer, "next_batch", tracked_batch)
     r = make(
-        store, buffer_tokens=256, chunk_tokens=8, batch_size=16, epochs=3, prefetch=2, token_types=token_types
+        store, buffer_tokens=512, chunk_tokens=8, batch_size=8, epochs=3, prefetch=2, token_types=token_types
     )
     itemsize = 2 if store.dtype == "bfloat16" else 4
-    assert r.buffer_bytes == 256 * D * itemsize
+    assert r.buffer_bytes == 512 * D * itemsize
     for _ in r:
         pass
-    stage = 16 * D * itemsize
-    assert r.buffer_bytes + stage + live["peak"] <= 1.2 * 256 * D * 4, live
+    gather_tmp = 8 * D * itemsize  # buffer[slots] before the decode
+    assert r.buffer_bytes + gather_tmp + live["peak"] <= 1.2 * 512 * D * 4, live
 
 
 def test_thread_error_propagates(store, monkeypatch):
@@ -279,7 +291,7 @@ def test_thread_error_propagates(store, monkeypatch):
 def test_early_stop_does_not_hang(store):
     r = make(store, buffer_tokens=32, chunk_tokens=4, prefetch=1)
     next(r)
-    thread = r._prefetcher._thread
+    thread = r._batches._thread
     time.sleep(0.1)  # the thread is now blocked on the full queue
     t0 = time.perf_counter()
     r.close()
@@ -289,7 +301,7 @@ def test_early_stop_does_not_hang(store):
     # an abandoned reader does not keep its thread alive
     r3 = make(store)
     next(r3)
-    thread = r3._prefetcher._thread
+    thread = r3._batches._thread
     del r3
     thread.join(2)
     assert not thread.is_alive()

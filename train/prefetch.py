@@ -46,13 +46,19 @@ class Prefetcher:
         return False
 
     def _run(self, produce: Callable[[], Iterator[Any]]) -> None:
+        it = None
         try:
-            for item in produce():
+            it = produce()
+            for item in it:
                 if not self._put(item):
                     return
             self._put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, who re-raises it
             self._put(_Failure(exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # a generator's finally blocks run in this thread
 
     def get(self) -> Any:
         """The next item; None at the end of the stream; re-raises the thread's exception."""
@@ -76,7 +82,7 @@ class Prefetcher:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 30.0) -> None:
         """Stop the thread (it finishes the chunk it is reading) and drop what it read ahead."""
         self._stop.set()
         while True:

@@ -1,0 +1,245 @@
+"""The mixing buffer's state machine (see ``train/reader.py`` for the algorithm and its guarantees).
+
+``Mixer.batches()`` runs in the reader's batch thread: it pulls chunk pieces from a chunk
+read-ahead thread, mixes them and yields ready batches, each with a snapshot of the state right
+after it (``state_dict``), so that the consumer-side reader can resume from the last batch it
+handed out however far the batch thread has run ahead.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from train.prefetch import Prefetcher
+from train.selection import STORED_NUMPY, TokenSelection
+
+ROUND_STREAM = 0x5EED
+TORCH_STORED = {np.uint16: torch.int16, np.float16: torch.float16, np.float32: torch.float32}
+
+
+class Mixer:
+    """Epochs of chunk pieces -> mixing buffer -> batches (stored dtype staged for CUDA, else float32)."""
+
+    def __init__(
+        self,
+        selection: TokenSelection,
+        *,
+        batch_size: int,
+        buffer_tokens: int,
+        shuffle: bool,
+        seed: int,
+        epochs: int | None,
+        drop_last: bool,
+        pin: bool,
+        prefetch: int,
+    ):
+        self.selection, self.batch_size, self.shuffle, self.seed = selection, batch_size, shuffle, seed
+        self.epochs, self.drop_last, self.pin, self.prefetch = epochs, drop_last, pin, prefetch
+        self.d_model = selection.d_model
+        self.buffer_tokens = buffer_tokens
+        self._np_dtype = STORED_NUMPY[selection.dtype]
+        self._buffer = np.empty((buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in], stored dtype
+        self._slot_ids = np.full(buffer_tokens, -1, np.int64)  # [B] canonical token id per slot, -1 = empty
+        self._epoch = 0
+        self._round = 0  # rounds started in this epoch; 0 = the buffer still has to be filled
+        self._pending = np.zeros(0, np.int64)  # slots still to emit this round
+        self._pos = 0  # next index into _pending
+        self._cursor = 0  # tokens of this epoch's chunk stream consumed
+        self._exhausted = False  # this epoch's chunk stream has ended
+        self._finished = False
+        self.tokens_emitted = 0
+        self._piece: tuple[np.ndarray, np.ndarray] | None = None  # (ids [n], stored rows [n, d_in]) in use
+        self._piece_pos = 0
+        self._prefetcher: Prefetcher | None = None
+        self._finalizer = weakref.finalize(self, _close_prefetcher, [None])
+
+    # -- the chunk stream --------------------------------------------------------------------------
+    def _produce(self, epoch: int, cursor: int):
+        """Factory for the prefetch thread: pieces (ids, acts) from (epoch, cursor) on, and a
+        ``("end", epoch)`` marker after each epoch. Holds no reference to the reader."""
+        sel, shuffle, last = self.selection, self.shuffle, self.epochs
+
+        def produce():
+            e, skip_tokens = epoch, cursor
+            while last is None or e < last:
+                order = sel.chunk_order(e, shuffle=shuffle)
+                sizes = (sel.chunk_stop - sel.chunk_start)[order]
+                ends = np.cumsum(sizes)
+                k = int(np.searchsorted(ends, skip_tokens, side="right"))
+                skip = skip_tokens - (int(ends[k - 1]) if k else 0)
+                for i in range(k, len(order)):
+                    yield sel.read_chunk(int(order[i]), skip)
+                    skip = 0
+                yield ("end", e)
+                e, skip_tokens = e + 1, 0
+
+        return produce
+
+    def _next_piece(self) -> bool:
+        """Load the next piece of this epoch's stream; False at the end of the epoch."""
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self._produce(self._epoch, self._cursor), depth=self.prefetch)
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_prefetcher, [self._prefetcher])
+        item = self._prefetcher.get()
+        if item is None:
+            raise RuntimeError("reader stream ended early")
+        if isinstance(item[0], str):
+            assert item[1] == self._epoch, (item, self._epoch)
+            self._exhausted = True
+            self._piece = None
+            return False
+        self._piece, self._piece_pos = item, 0
+        return True
+
+    def _take(self, n: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Up to n next tokens of this epoch's stream, as (ids, acts) pieces."""
+        while n > 0 and not self._exhausted:
+            if self._piece is None or self._piece_pos == len(self._piece[0]):
+                if not self._next_piece():
+                    return
+            ids, acts = self._piece
+            m = min(n, len(ids) - self._piece_pos)
+            a = self._piece_pos
+            self._piece_pos += m
+            self._cursor += m
+            n -= m
+            yield ids[a : a + m], acts[a : a + m]
+
+    # -- the mixing buffer -------------------------------------------------------------------------
+    def _fill(self, slots: np.ndarray) -> None:
+        """Refill ``slots`` (in order) from the stream; slots left over at its end become empty."""
+        done = 0
+        for ids, rows in self._take(len(slots)):
+            part = slots[done : done + len(ids)]
+            self._buffer[part] = rows
+            self._slot_ids[part] = ids
+            done += len(ids)
+        self._slot_ids[slots[done:]] = -1
+
+    def _start_round(self) -> bool:
+        """Choose the slots to emit next; False when the epoch limit is reached."""
+        while True:
+            if self._finished:
+                return False
+            rng = np.random.default_rng([self.seed, ROUND_STREAM, self._epoch, self._round])
+            if not self.shuffle:
+                if not self._exhausted:
+                    self._pending, self._pos = np.zeros(0, np.int64), 0  # sequential: stream straight out
+                    self._round += 1
+                    return True
+            elif self._round == 0:
+                self._fill(np.arange(self.buffer_tokens))
+                self._round = 1
+                continue
+            elif not self._exhausted:
+                self._pending = rng.permutation(self.buffer_tokens)[: max(1, self.buffer_tokens // 2)]
+            else:
+                self._pending = rng.permutation(np.flatnonzero(self._slot_ids >= 0))
+            if len(self._pending):
+                self._pos = 0
+                self._round += 1
+                return True
+            # the epoch is over: everything emitted, the buffer is empty
+            self._epoch += 1
+            self._round, self._cursor, self._exhausted = 0, 0, False
+            if self.epochs is not None and self._epoch >= self.epochs:
+                self._finished = True
+
+    def _put(self, dst: np.ndarray | torch.Tensor, start: int, rows: np.ndarray) -> None:
+        """Stored ``rows`` into dst[start:]: decoded into the float32 batch (CPU) or copied as stored
+        into the pinned staging block (CUDA: uploaded and decoded on the device)."""
+        if isinstance(dst, torch.Tensor):
+            self.selection.decode(rows, dst[start : start + len(rows)])
+        else:
+            dst[start : start + len(rows)] = rows
+
+    def _emit(self, dst: np.ndarray | torch.Tensor, start: int) -> int:
+        """Write up to len(dst) - start rows of the current round into dst; returns how many."""
+        if not self.shuffle:
+            done = start
+            for _, rows in self._take(len(dst) - start):
+                self._put(dst, done, rows)
+                done += len(rows)
+            return done - start
+        n = min(len(dst) - start, len(self._pending) - self._pos)
+        # sorted within the batch: a monotone gather/scatter is faster, and a batch is a set anyway
+        slots = np.sort(self._pending[self._pos : self._pos + n])
+        self._put(dst, start, self._buffer[slots])
+        self._pos += n
+        if self._exhausted:
+            self._slot_ids[slots] = -1
+        else:
+            self._fill(slots)
+        return n
+
+    def next_batch(self) -> tuple[torch.Tensor, int] | None:
+        """(batch, rows) — float32 [batch_size, d_in] on CPU, or the pinned stored-dtype block for a
+        CUDA upload — or None when the last epoch is over."""
+        shape = (self.batch_size, self.d_model)
+        if self.pin:  # stored dtype into a fresh pinned block (torch's caching host allocator recycles it)
+            batch = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=True)
+            dst = batch.numpy().view(self._np_dtype)
+        else:
+            batch = dst = torch.empty(shape, dtype=torch.float32)  # [batch_size, d_in]
+        filled = 0
+        while filled < self.batch_size and not self._finished:
+            if (self.shuffle and self._pos >= len(self._pending)) or (not self.shuffle and self._exhausted):
+                if not self._start_round():
+                    break
+            filled += self._emit(dst, filled)
+        if filled < self.batch_size and (filled == 0 or self.drop_last):
+            return None
+        self.tokens_emitted += filled
+        return batch[:filled], filled
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        """Ready batches, each with the state right after it; closes the chunk thread when done."""
+        try:
+            while True:
+                item = self.next_batch()
+                if item is None:
+                    return
+                yield item[0], self.state_dict()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the chunk read-ahead thread; the position is kept (restarts from _cursor)."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+        self._piece = None
+
+    # -- resume ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self._epoch,
+            "round": self._round,
+            "pending": torch.from_numpy(self._pending[self._pos :].copy()),
+            "cursor": self._cursor,
+            "exhausted": self._exhausted,
+            "finished": self._finished,
+            "tokens_emitted": self.tokens_emitted,
+            "slot_ids": torch.from_numpy(self._slot_ids.copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a position; re-reads the rows of the buffer's tokens (grouped by shard, sorted)."""
+        self.close()
+        self._epoch, self._round = int(state["epoch"]), int(state["round"])
+        self._pending, self._pos = np.asarray(state["pending"], np.int64).copy(), 0
+        self._cursor, self._exhausted = int(state["cursor"]), bool(state["exhausted"])
+        self._finished, self.tokens_emitted = bool(state["finished"]), int(state["tokens_emitted"])
+        self._slot_ids = np.asarray(state["slot_ids"], np.int64).copy()
+        full = np.flatnonzero(self._slot_ids >= 0)
+        self.selection.read_ids(self._slot_ids[full], self._buffer, full)
+
+
+def _close_prefetcher(holder: list) -> None:
+    if holder and holder[0] is not None:
+        holder[0].close(timeout=0.5)
