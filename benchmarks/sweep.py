@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+# `python benchmarks/sweep.py` puts benchmarks/ first on sys.path, where benchmarks/kernels.py would shadow
+# the `kernels` package: import from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 
 def build_store(root: Path, *, d: int, tokens: int, seed: int = 0) -> None:

@@ -15,7 +15,6 @@ writes nothing more, and the last checkpoint (taken after a clean check) stays t
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import torch
 from train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
 from train.config import BDecInit, TrainError, to_json, total_steps
 from train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
+from train.progress import ProgressBar
 from train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
 from train.schedule import Schedule
 
@@ -350,67 +350,6 @@ class SweepTrainer:
         write_json_atomic(plan.out / RUN_JSON, run_document(plan, complete=True))
         plan.checkpoint_path.unlink(missing_ok=True)
         return paths
-
-
-class ProgressBar:
-    """A rich progress bar: tokens, tokens/s, loss and L0 (of the last log line), ETA. Updated without syncs."""
-
-    def __init__(self, trainer: SweepTrainer, *, enabled: bool, console=None):
-        self.t, self.enabled = trainer, enabled
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
-                TextColumn("{task.fields[tps]} tok/s"),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("L0 {task.fields[l0]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
-
-    def __enter__(self):
-        if self.progress is not None:
-            t = self.t
-            n = len(t.saes)
-            self.progress.start()
-            self.task = self.progress.add_task(
-                f"train {n} SAE{'s' if n > 1 else ''}",
-                total=t.total_steps * t.cfg.batch_size,
-                completed=t.step * t.cfg.batch_size,
-                tps="-",
-                loss="-",
-                l0="-",
-            )
-        self.t0, self.s0 = time.perf_counter(), self.t.step
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-
-    def advance(self) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=self.t.cfg.batch_size)
-
-    def show(self, recs: list[dict]) -> None:
-        if self.progress is None:
-            return
-        dt = time.perf_counter() - self.t0
-        tps = (self.t.step - self.s0) * self.t.cfg.batch_size / max(dt, 1e-9)
-
-        def rng(key, fmt):
-            vals = [r[key] for r in recs]
-            lo, hi = min(vals), max(vals)
-            return format(lo, fmt) if lo == hi else f"{lo:{fmt}}–{hi:{fmt}}"
-
-        self.progress.update(self.task, tps=f"{tps:,.0f}", loss=rng("loss", ".4g"), l0=rng("l0", ".1f"))
 
 
 def train_saes(cfg, *, console=None) -> list[Path]:
