@@ -13,6 +13,7 @@ All contenders see the same activations and the same weights, set to a target ac
 
     python benchmarks/train_step.py                      # all cores (2 here), d_in 576 and 256, 8x, batch 4096
     python benchmarks/train_step.py --shapes 256 --densities 0.05 --steps 3
+    FASTSAE_KERNELS_SPARSE=never python benchmarks/train_step.py --densities 0.01   # kernels' dense path only
 """
 
 from __future__ import annotations
