@@ -6,6 +6,7 @@ columns 0-2 so that the tag is exact in bf16), so emitted batches can be mapped 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -321,6 +322,18 @@ def test_bad_input(tmp_path, store):
         with pytest.raises(EmptySelectionError, match="no training tokens"):
             make(st, token_types=frozenset(missing))
     assert only_special
+
+
+def test_damaged_store_error_is_the_stores(tmp_path):
+    from store import StoreCorruptError
+    from store.format import act_shard_file
+
+    st = build_store(tmp_path, dtype="bfloat16")
+    f = act_shard_file(st.shards[1].path, 3)
+    os.truncate(f, f.stat().st_size // 2)
+    with pytest.raises(StoreCorruptError, match="truncated"):
+        make(open_store(tmp_path))
+    make(open_store(tmp_path), layer=1).close()  # the other layer is intact
 
 
 def test_compressed_store(tmp_path):

@@ -158,6 +158,8 @@ class TokenSelection:
         )
         self.chunk_shard = np.repeat(np.arange(len(self.rows)), per_shard)  # [K]
         self._raw = [None] * len(self.rows)
+        for i in range(len(self.rows)):  # open (and check) every shard's array now: errors before training
+            self.raw(i)
 
     @property
     def num_chunks(self) -> int:
