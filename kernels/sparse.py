@@ -16,6 +16,8 @@ import triton.language as tl
 
 from .dispatch import is_interpreted
 
+GPU_SEGMENT_BLOCKS = {"BLOCK_SEG": 2, "BLOCK_P": 16}  # untuned first guess (no GPU measured yet)
+
 
 @triton.jit
 def _segment_gather_kernel(
@@ -83,8 +85,8 @@ def segment_gather(
         _segment_gather_kernel
     ):  # few, large programs: the interpreter's cost is per program and per op
         blocks = {"BLOCK_SEG": 64, "BLOCK_P": 4, "BLOCK_D": min(256, triton.next_power_of_2(d))}
-    else:  # untuned first guess
-        blocks = {"BLOCK_SEG": 2, "BLOCK_P": 16, "BLOCK_D": min(256, triton.next_power_of_2(d))}
+    else:
+        blocks = {**GPU_SEGMENT_BLOCKS, "BLOCK_D": min(256, triton.next_power_of_2(d))}
     grid = (triton.cdiv(n_seg, blocks["BLOCK_SEG"]), triton.cdiv(d, blocks["BLOCK_D"]))
     _segment_gather_kernel[grid](
         offsets,
