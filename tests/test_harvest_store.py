@@ -168,6 +168,7 @@ run_harvest(HarvestConfig(**json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.slow  # a subprocess that imports torch + transformers, then 4 harvests
 def test_resume_after_sigkill_equals_uninterrupted_run(env, tmp_path):
     ref = cfg_for(env, tmp_path / "ref", dtype="bfloat16", shard_tokens=600, sort_window=4)
     run_harvest(ref)
