@@ -137,6 +137,7 @@ def worker(args) -> dict:
                     x = to_float32(x, store.dtype)
                 tokens += len(x)
         buffer_bytes = 0
+        wait = first = 0.0
     else:
         reader = ActivationReader(
             store,
@@ -150,13 +151,27 @@ def worker(args) -> dict:
             seed=0,
         )
         buffer_bytes = reader.buffer_bytes
-        for batch in reader:
+        wait = first = 0.0
+        it = iter(reader)
+        while True:
+            w0 = time.perf_counter()
+            batch = next(it, None)
+            if tokens == 0:
+                first = time.perf_counter() - w0  # the first batch waits for the whole buffer fill
+            else:
+                wait += time.perf_counter() - w0
+            if batch is None:
+                break
             tokens += len(batch)
+            if args.step_ms:  # a stand-in for a GPU training step (the host waits, GIL released)
+                time.sleep(args.step_ms / 1e3)
         assert tokens == reader.tokens_per_epoch
     dt = time.perf_counter() - t0
     peak = mon.stop()
     return {
-        "mode": args.worker,
+        "mode": args.worker + (f"+{args.step_ms:g}ms_steps" if args.step_ms else ""),
+        "wait_ms_per_batch": 1e3 * wait / max(1, tokens // args.batch_size - 1),
+        "first_batch_s": first,
         "cold": args.cold,
         "tokens": tokens,
         "seconds": dt,
@@ -180,6 +195,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="Runs per measurement; the best one is kept.")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--step-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -214,6 +230,27 @@ def main() -> None:
                 f"  {'cold' if cold else 'warm'} {mode:13s} {best['tokens_per_s'] / 1e6:7.2f} M tok/s "
                 f"({best['seconds']:.2f} s){ram}"
             )
+    # overlap: the consumer "trains" (sleeps) for about the reader's own time per batch
+    per_batch_ms = 1e3 * args.batch_size / results[("shuffled", False)]["tokens_per_s"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "shuffled",
+        "--root",
+        str(root),
+        "--step-ms",
+        f"{per_batch_ms:.1f}",
+    ]
+    cmd += ["--buffer-tokens", str(args.buffer_tokens), "--chunk-tokens", str(args.chunk_tokens)]
+    cmd += ["--batch-size", str(args.batch_size)]
+    ov = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    alone = results[("shuffled", False)]
+    print(
+        f"  overlap: with a {per_batch_ms:.1f} ms step per batch the loop waits "
+        f"{ov['wait_ms_per_batch']:.1f} ms per batch in next() (alone: {alone['wait_ms_per_batch']:.1f} ms);"
+        f" first batch (waits for the buffer fill) {alone['first_batch_s']:.2f} s"
+    )
     print("ratios (goal: throughput >= 0.8, RAM <= 1.2):")
     for cold in (True, False):
         c = "cold" if cold else "warm"
