@@ -24,8 +24,8 @@ Memory: the buffer keeps the stored representation, B * d_model * itemsize bytes
 at B = 2^19, d_model = 576; fp32 stores: twice that); batches are decoded to float32 as they are
 emitted (on the GPU when ``device`` is CUDA: the stored dtype is uploaded from pinned memory).
 Chunks of uncompressed stores are zero-copy views of the memmap, paged in by the read-ahead
-thread; gathers (token-type filters) and compressed stores cost (prefetch + 2) chunks at most.
-Index metadata: 8 bytes per selected token.
+thread; gathers (token-type filters) and compressed stores cost (prefetch + 2) chunks at most,
+and up to (prefetch + 2) batches are made ahead. Index metadata: 8 bytes per selected token.
 
 Threads: a chunk thread reads ahead (page faults, gathers, decompression) and a batch thread
 runs the mixing and the float32 decode (``train/mixing.py``), ``prefetch`` items ahead each; both
@@ -36,6 +36,9 @@ tokens consumed from the epoch's chunk stream) and the canonical id of the token
 slot (8 bytes per slot instead of 4 * d_model). ``load_state_dict()`` re-reads exactly those rows
 (grouped by shard, sorted) and restarts the chunk stream at the saved position; all later random
 draws are derived from (seed, epoch, round), so a resumed reader emits bit-identical batches.
+The batch thread runs ahead, so each batch comes with a snapshot of the state right after it
+(a copy of the slot ids: 8 bytes per slot per batch) and ``state_dict()`` returns the snapshot
+of the last batch handed out; ``close()`` rewinds to it (lazily, when iteration restarts).
 """
 
 from __future__ import annotations
