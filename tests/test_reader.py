@@ -213,6 +213,19 @@ def test_resume_equivalence(store, shuffle):
             assert torch.equal(x, y)
 
 
+def test_close_then_continue(store):
+    """close() stops the threads wherever they ran ahead; iterating again continues exactly."""
+    kw = dict(epochs=2, batch_size=13)
+    full = [b.clone() for b in make(store, **kw)]
+    r = make(store, **kw)
+    got = []
+    for k in (1, 3, 7, 2, 10_000):
+        got += [b.clone() for _, b in zip(range(k), r, strict=False)]
+        r.close()
+    assert len(got) == len(full) and all(torch.equal(x, y) for x, y in zip(got, full, strict=True))
+    assert r.tokens_emitted == len(full) * 13 and list(r) == []
+
+
 def test_resume_through_torch_save(store, tmp_path):
     r = make(store)
     for _ in range(7):
