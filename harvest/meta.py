@@ -66,6 +66,13 @@ def check_early_identity(cfg: HarvestConfig, out: Path) -> None:
         )
 
 
+def _data_identity(d: dict) -> dict:
+    """A local file is its content (sha256) and file name, not the path it was given by."""
+    if d.get("sha256"):
+        return {"file": Path(d["path"]).name, "sha256": d["sha256"]}
+    return {k: d.get(k) for k in ("kind", "name", "config", "split")}
+
+
 def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str) -> dict:
     """Full store metadata (store.json) of this harvest."""
     from harvest.chat import template_hash
@@ -81,7 +88,7 @@ def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str
         weights=loaded.meta.get("gguf_sha256") or loaded.meta.get("commit"),
         gguf_file=loaded.meta.get("gguf_file"),
         tokenizer=tok_hash,
-        data=[{"spec": d["spec"], "sha256": d.get("sha256"), "name": d.get("name")} for d in data],
+        data=[_data_identity(d) for d in data],
     )
     return {
         "schema_version": SCHEMA_VERSION,

@@ -38,17 +38,24 @@ class HarvestResult:
     resumed_from: int  # sequences of this writer already committed before this run
     shards: int  # shards committed by this run
     skipped: dict  # reason -> count (whole stream)
-    seconds: float
+    seconds: float  # whole run, model loading included
     forward_seconds: float
+    load_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Harvest rate, model loading excluded."""
+        busy = self.seconds - self.load_seconds
+        return self.tokens / busy if busy > 0 else 0.0
 
     def summary(self) -> str:
-        rate = self.tokens / self.seconds if self.seconds else 0.0
+        rate = self.tokens_per_second
         skipped = sum(self.skipped.values())
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
         resumed = f" (resumed after {self.resumed_from})" if self.resumed_from else ""
         return (
             f"harvested {self.sequences} sequences, {self.tokens} tokens into {self.shards} shards{resumed} "
-            f"in {self.seconds:.1f}s ({rate:.0f} tok/s); skipped {skipped}"
+            f"in {self.seconds:.1f}s ({rate:.0f} tok/s after {self.load_seconds:.0f}s loading); skipped {skipped}"
             + (f" ({reasons})" if reasons else "")
         )
 
@@ -271,6 +278,7 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
         )  # fmt: skip
     else:
         loaded.model.to(device=device, dtype=model_dtype)
+    load_seconds = time.perf_counter() - t0
     if cfg.layers[-1] >= loaded.num_layers:
         raise HarvestConfigError(
             f"--layers {','.join(map(str, cfg.layers))}: layer {cfg.layers[-1]} is out of range; "
@@ -343,7 +351,7 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
 
     return HarvestResult(
         out=out, sequences=n_seq, tokens=n_tok, resumed_from=done, shards=sink.shards,
-        skipped=dict(skip_log.counts()), seconds=time.perf_counter() - t0, forward_seconds=fwd_seconds,
+        skipped=dict(skip_log.counts()), seconds=time.perf_counter() - t0, forward_seconds=fwd_seconds, load_seconds=load_seconds,
     )  # fmt: skip
 
 
