@@ -110,7 +110,7 @@ def sequence_stream(cfg: HarvestConfig, tokenizer, specs: list[str], skip_log) -
             if len(ids) == 0:
                 skip_log.record(rec.dataset, rec.row, "empty_tokens", "no tokens after templating")
                 continue
-            if dedup is not None and dedup.is_duplicate(ids):
+            if dedup is not None and dedup.is_duplicate(ids, types):  # content n-grams only
                 skip_log.record(rec.dataset, rec.row, "duplicate", f"{cfg.dedup_ngram}-gram duplicate")
                 continue
             yield np.asarray(ids, dtype=np.int32), np.asarray(types, dtype=np.uint8), (rec.dataset, rec.row)

@@ -286,3 +286,14 @@ def test_two_writers_fill_one_store(env, tmp_path):
     for i in range(a.num_sequences):
         np.testing.assert_array_equal(a.sequence(i).token_ids, b.sequence(i).token_ids)
         np.testing.assert_allclose(a.sequence(i).acts(2), b.sequence(i).acts(2), atol=1e-4)
+
+
+def test_dedup_skips_repeated_conversations(env, tmp_path):
+    lines = env["chats"].read_text().splitlines()
+    data = tmp_path / "dups.jsonl"
+    data.write_text("\n".join(lines + lines[:3]) + "\n")  # the first 3 conversations again
+    result = run_harvest(cfg_for(env, tmp_path / "s", data=(str(data),), dedup_ngram=8))
+    skipped = [json.loads(line) for line in (tmp_path / "s" / "skipped.jsonl").read_text().splitlines()]
+    dup_rows = {e["row"] for e in skipped if e["reason"] == "duplicate"}
+    assert {len(lines), len(lines) + 1, len(lines) + 2} <= dup_rows  # the repeats (random text may add more)
+    assert result.sequences + len(dup_rows) == 27
