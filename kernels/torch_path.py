@@ -15,11 +15,11 @@ from .reference import rect_band
 
 def sparse_plan(m: torch.Tensor) -> tuple[bool, torch.Tensor | None, torch.Tensor | None]:
     """(use the gather path?, rows, cols of the nonzeros of m, or None when dense is chosen)."""
-    nz = m != 0
-    density = int(nz.sum()) / max(m.numel(), 1)
+    # count_nonzero/nonzero on m itself: a bool mask's .sum() would materialise an int64 copy on CPU
+    density = int(torch.count_nonzero(m)) / max(m.numel(), 1)
     if not use_sparse(density, dtype=m.dtype, device=m.device):
         return False, None, None
-    rows, cols = nz.nonzero(as_tuple=True)
+    rows, cols = m.nonzero(as_tuple=True)
     return True, rows, cols
 
 
@@ -57,9 +57,8 @@ class JumpReLUTorch(torch.autograd.Function):
     def forward(ctx, x, W_enc, b_enc, threshold, bandwidth: float):
         z = torch.addmm(b_enc, x, W_enc)  # [N, d_sae]
         band_rows, band_cols = rect_band(z, threshold, bandwidth).nonzero(as_tuple=True)
-        active = z > threshold
-        acts = z.masked_fill_(~active, 0)  # in place: the full z is not kept
-        l0 = active.sum(-1).to(x.dtype)  # [N]
+        acts = z.masked_fill_(~(z > threshold), 0)  # in place: the full z is not kept
+        l0 = torch.count_nonzero(acts, dim=-1).to(x.dtype)  # [N]; acts != 0 exactly where z > θ (θ > 0)
         ctx.bandwidth = bandwidth
         ctx.save_for_backward(x, W_enc, threshold, acts, band_rows, band_cols)
         return acts, l0
