@@ -167,7 +167,8 @@ _BWD_BLOCKS = {"BLOCK_N": 32, "BLOCK_S": 128}  # memory-bound; bitmask words nee
 
 
 @functools.cache
-def _autotuned(kernel):
+def _autotuned_fwd():
+    """The forward with GPU autotuning (built on first use; the interpreter has no driver to tune with)."""
     return triton.autotune(
         _GPU_FWD_CONFIGS,
         key=["N", "D_IN", "D_SAE", "UPCAST", "USE_DOT", "PRECISION"],
@@ -209,7 +210,7 @@ def encode_forward(x, W_enc, b_enc, threshold, bandwidth: float):
         def grid(meta):
             return (triton.cdiv(n, meta["BLOCK_N"]) * triton.cdiv(d_sae, meta["BLOCK_S"]),)
 
-        _autotuned(_encode_fwd_kernel)[grid](*args, **flags)
+        _autotuned_fwd()[grid](*args, **flags)
     return acts, l0, active, band
 
 
