@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+ENCODE_SHAPES = {"x": ("N", "d_in"), "W_enc": ("d_in", "d_sae"), "b_enc": ("d_sae",), "threshold": ("d_sae",)}
+DECODE_SHAPES = {"acts": ("N", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)}
 
 
 class KernelError(Exception):
@@ -83,6 +85,19 @@ def check_tensors(
                     f"{op}: {name} ({_describe(t)}) is on a different device than {fname} ({_describe(ft)})"
                 )
     return {sym: v[0] for sym, v in sizes.items()}
+
+
+def check_launch(op: str, tensors: dict[str, torch.Tensor], shapes: dict, *, interpreted: bool) -> None:
+    """Everything a Triton launcher needs: shapes, dtypes and one device (check_tensors), a device the kernels
+    can run on (CUDA, or anything in the interpreter), and contiguous row-major layout."""
+    check_tensors(op, tensors, shapes)
+    name, t = next(iter(tensors.items()))
+    if t.device.type != "cuda" and not interpreted:
+        raise KernelDeviceError(
+            f"{op}: compiled Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 before Triton is imported), "
+            f"got {name} with {_describe(t)}"
+        )
+    check_contiguous(op, tensors)
 
 
 def check_contiguous(op: str, tensors: dict[str, torch.Tensor]) -> None:

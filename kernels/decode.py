@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_contiguous
-from .dispatch import use_sparse
-from .sparse import col_segments, density, row_segments, segment_gather
+from .checks import DECODE_SHAPES, check_launch
+from .dispatch import is_interpreted, use_sparse
+from .sparse import _segment_gather_kernel, col_segments, density, row_segments, segment_gather
 
 
 def decode_forward(acts, W_dec, b_dec) -> tuple[torch.Tensor, bool]:
     """Launch the decoder forward: (x_hat [N, d_in], whether the gather path was used)."""
-    check_contiguous("sae_decode", {"acts": acts, "W_dec": W_dec, "b_dec": b_dec})
+    tensors = {"acts": acts, "W_dec": W_dec, "b_dec": b_dec}
+    check_launch("sae_decode", tensors, DECODE_SHAPES, interpreted=is_interpreted(_segment_gather_kernel))
     if use_sparse(density(acts), dtype=acts.dtype, device=acts.device):
         off, cols, vals = row_segments(acts)
         return segment_gather(off, cols, vals, W_dec, bias=b_dec, out_dtype=acts.dtype), True

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .checks import check_contiguous
+from .checks import ENCODE_SHAPES, check_launch
 from .dispatch import is_interpreted, use_sparse
 from .sparse import col_segments, density, row_segments, segment_gather
 
@@ -184,7 +184,9 @@ def _precision(dtype: torch.dtype) -> str:
 
 def encode_forward(x, W_enc, b_enc, threshold, bandwidth: float):
     """Launch the fused forward: (acts [N, d_sae], l0 float32 [N], active bits, band bits)."""
-    check_contiguous("jumprelu_encode", {"x": x, "W_enc": W_enc, "b_enc": b_enc, "threshold": threshold})
+    interp = is_interpreted(_encode_fwd_kernel)
+    tensors = {"x": x, "W_enc": W_enc, "b_enc": b_enc, "threshold": threshold}
+    check_launch("jumprelu_encode", tensors, ENCODE_SHAPES, interpreted=interp)
     n, d_in = x.shape
     d_sae = W_enc.shape[1]
     words = triton.cdiv(d_sae, 32)
@@ -194,7 +196,6 @@ def encode_forward(x, W_enc, b_enc, threshold, bandwidth: float):
     band = torch.empty(n, words, dtype=torch.int32, device=x.device)
     if n == 0 or d_sae == 0:
         return acts, l0, active, band
-    interp = is_interpreted(_encode_fwd_kernel)
     args = (x, W_enc, b_enc, threshold, acts, l0, active, band, n, d_in, d_sae, words, 0.5 * bandwidth)
     flags = {
         "UPCAST": interp and x.dtype != torch.float32,

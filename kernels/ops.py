@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_bandwidth, check_tensors
+from .checks import DECODE_SHAPES, ENCODE_SHAPES, check_bandwidth, check_tensors
 from .dispatch import backend_for
 from .torch_path import DecodeTorch, JumpReLUTorch
 
@@ -22,11 +22,7 @@ def jumprelu_encode(
     float dtype and device. Gradients: see kernels/reference.py.
     """
     op = "jumprelu_encode"
-    check_tensors(
-        op,
-        {"x": x, "W_enc": W_enc, "b_enc": b_enc, "threshold": threshold},
-        {"x": ("N", "d_in"), "W_enc": ("d_in", "d_sae"), "b_enc": ("d_sae",), "threshold": ("d_sae",)},
-    )
+    check_tensors(op, {"x": x, "W_enc": W_enc, "b_enc": b_enc, "threshold": threshold}, ENCODE_SHAPES)
     bw = check_bandwidth(op, bandwidth)
     if backend_for(op, x.device) == "triton":
         from .encode import JumpReLUTriton  # triton is imported only when used
@@ -42,11 +38,7 @@ def sae_decode(
 ) -> torch.Tensor:
     """x_hat = acts @ W_dec + b_dec  [N, d_in]; reads only the active rows of W_dec when acts are sparse."""
     op = "sae_decode"
-    check_tensors(
-        op,
-        {"acts": acts, "W_dec": W_dec, "b_dec": b_dec},
-        {"acts": ("N", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)},
-    )
+    check_tensors(op, {"acts": acts, "W_dec": W_dec, "b_dec": b_dec}, DECODE_SHAPES)
     if backend_for(op, acts.device) == "triton":
         from .decode import DecodeTriton
 

@@ -322,3 +322,19 @@ def test_empty_batch(backend, sparse, monkeypatch):
     got = run_sae(jumprelu_encode, sae_decode, params, bandwidth=0.1)
     want = run_sae(jumprelu_encode_reference, sae_decode_reference, params, bandwidth=0.1)
     assert_close_all(got, want, NAMES)
+
+
+def test_launchers_check_their_inputs():
+    """The Triton launchers check on their own (they are callable without the public wrappers)."""
+    if not interpreting():
+        pytest.skip("needs TRITON_INTERPRET=1")
+    from kernels.decode import decode_forward
+    from kernels.encode import encode_forward
+
+    x, W_enc, b_enc, threshold, W_dec, b_dec = (p.detach() for p in make_sae(5, 48, 96, density=0.1))
+    with pytest.raises(kernels.KernelShapeError, match=r"b_enc has shape \(95,\)"):
+        encode_forward(x, W_enc, b_enc[:95], threshold, 0.1)
+    with pytest.raises(kernels.KernelDtypeError, match=r"b_dec .*float16"):
+        decode_forward(x @ W_enc, W_dec, b_dec.half())
+    with pytest.raises(kernels.KernelLayoutError, match=r"acts must be contiguous"):
+        decode_forward((x @ W_enc).t().contiguous().t(), W_dec, b_dec)
