@@ -7,7 +7,7 @@ Prints:
   4. padding waste of the length-sorted right-padded batches
   5. store bytes/token / (dtype bytes x d_model x layers)                                      goal <= 1.02
 
-    python benchmarks/harvest.py [--limit 32] [--repeats 2] [--layers 9] [--data PATH]
+    python benchmarks/harvest.py [--limit 24] [--repeats 4] [--layers 9] [--data PATH]
 """
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ def store_bytes(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--limit", type=int, default=32)
+    ap.add_argument("--limit", type=int, default=24)
     ap.add_argument("--layers", default="9")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--batch-tokens", type=int, default=16384)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
 
     from harvest.batching import pad_right, plan_batches
@@ -103,27 +103,32 @@ def main() -> None:
         with torch.inference_mode(), LayerCapture(loaded.model, layers) as cap:
             for w0 in range(0, len(seqs), base.sort_window):
                 window = seqs[w0 : w0 + base.sort_window]
-                for batch in plan_batches(
-                    [len(s) for s in window], base.batch_tokens, max_padding=max_padding
-                ):
+                for batch in plan_batches([len(s) for s in window], base.batch_tokens):
                     ids, _ = pad_right([window[i].token_ids for i in batch], pad)
                     cap(torch.from_numpy(ids).to(device))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return n_tok / (time.perf_counter() - t)
 
-    max_padding = 0.02 if device.startswith("cpu") else 0.125  # as harvest.runner._forward_window
     bare_forward()  # warm-up
     one_cfg = HarvestConfig(**{**base.asdict(), "batch_tokens": 1, "sort_window": 1})
     rates: dict[str, list[float]] = {"bare": [], "batched": [], "one": []}
-    for rep in range(args.repeats):  # interleaved, best of N: shared machines drift
-        rates["bare"].append(bare_forward())
-        for key, cfg in (("batched", base), ("one", one_cfg)):
-            out = tmp / f"{key}{rep}"
-            result = run_harvest(HarvestConfig(**{**cfg.asdict(), "out": str(out)}), loaded=loaded)
-            rates[key].append(result.tokens / result.seconds)
+
+    def harvest_rate(key: str, cfg: HarvestConfig, rep: int):
+        result = run_harvest(
+            HarvestConfig(**{**cfg.asdict(), "out": str(tmp / f"{key}{rep}")}), loaded=loaded
+        )
+        rates[key].append(result.tokens / result.seconds)
+        return result
+
+    runs = {"bare": lambda rep: rates["bare"].append(bare_forward()),
+            "batched": lambda rep: harvest_rate("batched", base, rep),
+            "one": lambda rep: harvest_rate("one", one_cfg, rep)}  # fmt: skip
+    for rep in range(args.repeats):  # best of N, order reversed every other rep: shared machines drift
+        for key in list(runs) if rep % 2 == 0 else list(runs)[::-1]:
+            out = runs[key](rep)
             if key == "batched":
-                batched = result
+                batched = out
     bf16 = run_harvest(
         HarvestConfig(**{**base.asdict(), "out": str(tmp / "bf16"), "dtype": "bfloat16"}), loaded=loaded
     )
@@ -142,7 +147,7 @@ def main() -> None:
     padded = sum(
         max(lengths[w0 + i] for i in b) * len(b)
         for w0 in range(0, len(seqs), base.sort_window)
-        for b in plan_batches(lengths[w0 : w0 + base.sort_window], base.batch_tokens, max_padding=max_padding)
+        for b in plan_batches(lengths[w0 : w0 + base.sort_window], base.batch_tokens)
     )
     gflops = matmul_gflops(device, torch.float32)
     mean_ctx = float(np.sum(np.square(lengths)) / n_tok)  # token-weighted mean sequence length

@@ -237,11 +237,9 @@ def _forward_window(cap, window: list[SeqItem], cfg: HarvestConfig, device: str,
     import torch
 
     results: list[dict | None] = [None] * len(window)
-    # On CPU a single conversation already fills the matmuls, so padding is pure loss: batch only near-equal
-    # lengths there. On GPUs batching is what keeps the device busy: allow up to 12.5% padding.
-    max_padding = 0.02 if device.startswith("cpu") else 0.125
-    lengths = [len(item) for item in window]
-    for batch in plan_batches(lengths, cfg.batch_tokens, max_padding=max_padding):
+    # Rows are at most 12.5% padding (plan_batches' default). Measured on SmolLM2, 2 CPU cores, bare forward
+    # through 10 blocks: batch-1 1163 tok/s, <=2% padding 1253, <=12.5% padding 1337.
+    for batch in plan_batches([len(item) for item in window], cfg.batch_tokens):
         ids, lengths = pad_right([window[i].token_ids for i in batch], pad_id)
         input_ids = torch.from_numpy(ids).to(device)
         hidden = cap(input_ids)  # {layer: [B, T_max, d]}
