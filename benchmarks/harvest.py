@@ -103,7 +103,7 @@ def main() -> None:
         with torch.inference_mode(), LayerCapture(loaded.model, layers) as cap:
             for w0 in range(0, len(seqs), base.sort_window):
                 window = seqs[w0 : w0 + base.sort_window]
-                for batch in plan_batches([len(s) for s in window], base.batch_tokens):
+                for batch in plan_batches([len(s) for s in window], base.batch_budget(device)):
                     ids, _ = pad_right([window[i].token_ids for i in batch], pad)
                     cap(torch.from_numpy(ids).to(device))
         if device.startswith("cuda"):
@@ -147,7 +147,7 @@ def main() -> None:
     padded = sum(
         max(lengths[w0 + i] for i in b) * len(b)
         for w0 in range(0, len(seqs), base.sort_window)
-        for b in plan_batches(lengths[w0 : w0 + base.sort_window], base.batch_tokens)
+        for b in plan_batches(lengths[w0 : w0 + base.sort_window], base.batch_budget(device))
     )
     gflops = matmul_gflops(device, torch.float32)
     mean_ctx = float(np.sum(np.square(lengths)) / n_tok)  # token-weighted mean sequence length

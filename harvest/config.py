@@ -71,7 +71,11 @@ class HarvestConfig:
     )
     context_size: int = field(default=2048, metadata=_help("Block length in tokens for --packing block."))
     batch_tokens: int = field(
-        default=16384, metadata=_help("Token budget per forward pass (rows x padded length).")
+        default=0,
+        metadata=_help(
+            "Token budget per forward pass (rows x padded length). 0 = auto: 16384 on GPU; 1 on CPU, i.e. one "
+            "conversation per forward (on CPU one conversation fills the matmuls; batching measured no faster)."
+        ),
     )
     shard_tokens: int = field(default=1 << 20, metadata=_help("Tokens per committed shard (about)."))
     dedup_ngram: int = field(
@@ -141,8 +145,8 @@ class HarvestConfig:
         ):
             if getattr(self, name) < 1:
                 raise bad(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.dedup_ngram < 0 or self.threads < 0:
-            raise bad("--dedup-ngram and --threads must be >= 0")
+        if self.dedup_ngram < 0 or self.threads < 0 or self.batch_tokens < 0:
+            raise bad("--dedup-ngram, --threads and --batch-tokens must be >= 0")
         if self.limit is not None and self.limit < 0:
             raise bad(f"--limit must be >= 0, got {self.limit}")
         if not 0 <= self.writer < self.num_writers:
@@ -151,6 +155,12 @@ class HarvestConfig:
             )
         if self.attn_implementation not in ("sdpa", "eager"):
             raise bad(f"unknown --attn-implementation {self.attn_implementation!r}; choose sdpa or eager")
+
+    def batch_budget(self, device: str) -> int:
+        """--batch-tokens, with 0 resolved for `device`."""
+        if self.batch_tokens:
+            return self.batch_tokens
+        return 1 if str(device).startswith("cpu") else 16384
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)

@@ -239,7 +239,7 @@ def _forward_window(cap, window: list[SeqItem], cfg: HarvestConfig, device: str,
     results: list[dict | None] = [None] * len(window)
     # Rows are at most 12.5% padding (plan_batches' default). Measured on SmolLM2, 2 CPU cores, bare forward
     # through 10 blocks: batch-1 1163 tok/s, <=2% padding 1253, <=12.5% padding 1337.
-    for batch in plan_batches([len(item) for item in window], cfg.batch_tokens):
+    for batch in plan_batches([len(item) for item in window], cfg.batch_budget(device)):
         ids, lengths = pad_right([window[i].token_ids for i in batch], pad_id)
         input_ids = torch.from_numpy(ids).to(device)
         hidden = cap(input_ids)  # {layer: [B, T_max, d]}
@@ -306,7 +306,7 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     store_dtype = getattr(torch, cfg.dtype)
     sink = _ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq)
-    window_tokens = max(8 * cfg.batch_tokens, cfg.max_tokens)
+    window_tokens = max(8 * cfg.batch_budget(device), cfg.max_tokens, 16384)
     n_seq = n_tok = 0
     fwd_seconds = 0.0
     total = end - resume_at if end is not None else _estimate_total(cfg, specs, resume_at)
