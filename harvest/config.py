@@ -138,7 +138,6 @@ class HarvestConfig:
         for name in (
             "max_tokens",
             "context_size",
-            "batch_tokens",
             "shard_tokens",
             "sort_window",
             "num_writers",
