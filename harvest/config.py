@@ -47,8 +47,10 @@ class HarvestConfig:
     data: tuple[str, ...] = field(
         default=(),
         metadata=_help(
-            "Input data (repeatable): a hub dataset name, a .jsonl/.json chat file, or .txt/.jsonl {'text'} "
-            "in block mode. Default: the shipped demo chats (harvest/data/demo_chats.jsonl)."
+            "Input data (repeatable, mixed): a hub dataset NAME[:CONFIG][@SPLIT] (split 'train' by default), or a "
+            "local .jsonl/.json/.parquet file (optionally .gz) of chats (messages, conversation, ShareGPT "
+            "conversations, history) or {'text'} rows; .txt files (block mode) split into documents on blank "
+            "lines. Default: the shipped demo chats (harvest/data/demo_chats.jsonl)."
         ),
     )
     layers: tuple[int, ...] = field(
