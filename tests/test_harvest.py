@@ -23,7 +23,7 @@ def test_config_defaults_and_validation():
     cfg = HarvestConfig(out="x")
     assert cfg.layers == (9,) and cfg.dtype == "bfloat16" and cfg.packing == "conversation"
     assert cfg.max_tokens == 8192 and cfg.context_size == 2048
-    assert cfg.batch_budget("cpu") == 1 and cfg.batch_budget("cuda:0") == 16384
+    assert cfg.batch_budget("cpu") == 16384 and cfg.batch_budget("cuda:0") == 16384
     assert HarvestConfig(out="x", batch_tokens=512).batch_budget("cpu") == 512
     for bad in (
         dict(dtype="float64"), dict(packing="mixed"), dict(layers=()), dict(layers=(3, 3)), dict(layers=(-1,)),
