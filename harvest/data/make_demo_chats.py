@@ -13,17 +13,11 @@ import math
 import random
 from pathlib import Path
 
-from demo_chat_blocks import (
-    ADVICE,
-    CODE,
-    RECIPES,
-    REFUSALS,
-    SCIENCE,
-    SYSTEM_PROMPTS,
-    TRAVEL,
-    TRIVIA,
-    WRITING,
-)
+# The hand-written pieces (original text written for fastsae) live beside this script as data.
+_BLOCKS = json.loads(Path(__file__).with_name("demo_chat_blocks.json").read_text(encoding="utf-8"))
+ADVICE, CODE, RECIPES, REFUSALS = _BLOCKS["ADVICE"], _BLOCKS["CODE"], _BLOCKS["RECIPES"], _BLOCKS["REFUSALS"]
+SCIENCE, SYSTEM_PROMPTS, TRAVEL = _BLOCKS["SCIENCE"], _BLOCKS["SYSTEM_PROMPTS"], _BLOCKS["TRAVEL"]
+TRIVIA, WRITING = _BLOCKS["TRIVIA"], _BLOCKS["WRITING"]
 
 OUT = Path(__file__).with_name("demo_chats.jsonl")
 rng = random.Random(20240611)
