@@ -164,7 +164,8 @@ class TrainConfig:
     init_sample_tokens: int = field(
         default=16_384,
         metadata=_help(
-            "Tokens sampled (from a separate reader, seed+1) for the b_dec init and the norm scale."
+            "Tokens sampled for the b_dec init and the norm scale: the first tokens of the training stream "
+            "(a separate reader, same seed; never held-out sequences)."
         ),
     )
     normalize_activations: bool = field(

@@ -13,6 +13,8 @@ in the store's raw activation units (if inputs are normalised for training, x̂ 
 
 metrics.jsonl holds one JSON object per line; "split" is "train" (running means of the training scalars since
 the previous line) or "heldout". Every line has "step" (optimizer steps done) and "tokens" (training tokens seen).
+The training scalars are in the units the SAE trains on, x·activation_scale (mse_loss = Σ_d per token); held-out
+lines record "d_in" and "activation_scale" so that mse · d_in · activation_scale² compares with mse_loss.
 """
 
 from __future__ import annotations
@@ -184,8 +186,8 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path, *, title: str = 
         if held_key:
             hp = [(r["tokens"], r[held_key]) for r in held if _finite(r.get(held_key))]
             if hp:
-                ys = [y * (held[0].get("d_in", 1) if held_key == "mse" else 1) for _, y in hp]
-                ax.plot([t for t, _ in hp], ys, "o-", ms=3, label="held-out")
+                factor = heldout_mse_in_train_units(held[0]) if held_key == "mse" else 1.0
+                ax.plot([t for t, _ in hp], [y * factor for _, y in hp], "o-", ms=3, label="held-out")
         ax.set_title(label)
         ax.set_xlabel("training tokens")
         if yscale == "log" and pts and all(y > 0 for _, y in pts):
@@ -201,6 +203,12 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path, *, title: str = 
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     os.replace(tmp, png_path)
+
+
+def heldout_mse_in_train_units(rec: dict) -> float:
+    """Factor turning a held-out line's "mse" (mean over d, raw units) into the training mse_loss's units
+    (Σ over d of the error on x·activation_scale): d_in · activation_scale²."""
+    return rec.get("d_in", 1) * rec.get("activation_scale", 1.0) ** 2
 
 
 def _finite(v) -> bool:

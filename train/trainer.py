@@ -252,6 +252,7 @@ class SweepTrainer:
                     "step": self.step,
                     "tokens": self.step * self.cfg.batch_size,
                     "d_in": sae.d_in,
+                    "activation_scale": self.scale,
                     **m,
                     "dead_frac": dead,
                     "sequences": held.num_sequences,
