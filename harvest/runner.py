@@ -297,8 +297,12 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
     done, next_seq, _ = _committed(out, cfg.writer, cfg.num_writers)
     skip_log = SkipLog()
     start, end = 0, None
+    whole_log = skip_log  # skipped.jsonl and the counts cover the whole input stream
     if cfg.num_writers > 1:
-        total = sum(1 for _ in sequence_stream(cfg, tokenizer, specs, SkipLog()))
+        # This writer's own pass stops at the end of its slice; the counting pass reads the whole stream,
+        # so every writer writes the same, complete skipped.jsonl (whichever finishes last).
+        whole_log = SkipLog()
+        total = sum(1 for _ in sequence_stream(cfg, tokenizer, specs, whole_log))
         start = cfg.writer * total // cfg.num_writers
         end = (cfg.writer + 1) * total // cfg.num_writers
     resume_at = start + done
@@ -345,11 +349,11 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
         sink.close()
     finally:
         sink.close(commit=False)  # no-op after a clean close; drops the partial shard after an error
-        skip_log.write(out / "skipped.jsonl")
+        whole_log.write(out / "skipped.jsonl")
 
     return HarvestResult(
         out=out, sequences=n_seq, tokens=n_tok, resumed_from=done, shards=sink.shards,
-        skipped=dict(skip_log.counts()), seconds=time.perf_counter() - t0, forward_seconds=fwd_seconds, load_seconds=load_seconds,
+        skipped=dict(whole_log.counts()), seconds=time.perf_counter() - t0, forward_seconds=fwd_seconds, load_seconds=load_seconds,
     )  # fmt: skip
 
 

@@ -169,7 +169,7 @@ class SkipLog:
     def write(self, path: str | os.PathLike) -> Path:
         """Write ``skipped.jsonl`` (one ``{dataset, row, reason, detail}`` per line), atomically."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # writers of one store may write it at once
         with open(tmp, "w", encoding="utf-8") as f:
             for e in self.entries:
                 f.write(json.dumps(e, ensure_ascii=False) + "\n")

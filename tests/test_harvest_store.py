@@ -288,6 +288,18 @@ def test_two_writers_fill_one_store(env, tmp_path):
         np.testing.assert_allclose(a.sequence(i).acts(2), b.sequence(i).acts(2), atol=1e-4)
 
 
+def test_each_writer_writes_the_whole_skip_log(env, tmp_path):
+    data = tmp_path / "tail.jsonl"  # a bad record after the last conversation: only the last slice reaches it
+    data.write_text(env["chats"].read_text() + "{not json\n")
+    cfg = cfg_for(env, tmp_path / "s", data=(str(data),))
+    results = [run_harvest(dataclasses.replace(cfg, writer=w, num_writers=2)) for w in (1, 0)]
+    want = {"invalid_json": 2, "empty_messages": 1}
+    assert [r.skipped for r in results] == [want, want]
+    skipped = [json.loads(line) for line in (tmp_path / "s" / "skipped.jsonl").read_text().splitlines()]
+    assert len(skipped) == 3 and skipped[-1]["reason"] == "invalid_json"
+    assert not list((tmp_path / "s").glob(".skipped.jsonl.tmp*"))
+
+
 def test_dedup_skips_repeated_conversations(env, tmp_path):
     lines = env["chats"].read_text().splitlines()
     data = tmp_path / "dups.jsonl"
