@@ -145,3 +145,9 @@ def test_bad_config_values_raise_one_line(kw, needle):
 def test_warmup_plus_decay_longer_than_run_is_refused():
     with pytest.raises(TrainConfigError, match="exceed"):
         resolve(cfg(tokens=4096 * 10, lr_warmup_steps=8, lr_decay_steps=8))
+
+
+def test_swept_values_that_would_share_a_folder_are_refused():
+    c = resolve(cfg(lr=(1e-4, 1.0000001e-4)))  # distinct values, same 6-digit name
+    with pytest.raises(TrainConfigError, match="share the folder jumprelu-x16-sc0.01-lr0.0001"):
+        sweep_points(c)

@@ -367,6 +367,10 @@ def sweep_points(cfg: TrainConfig) -> list[SweepPoint]:
         for sc, k, tag in settings:
             name = f"{arch}-x{expansion}-{tag}" + (f"-lr{_fmt(lr)}" if len(cfg.lr) > 1 else "")
             points.append(SweepPoint(arch=arch, expansion=expansion, sparsity_coef=sc, k=k, lr=lr, name=name))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):  # values equal to 6 significant digits would share (overwrite) a folder
+        twice = sorted({n for n in names if names.count(n) > 1})
+        _fail(f"two SAEs of the sweep would share the folder {twice[0]}; make the swept values differ more")
     return points
 
 
