@@ -57,7 +57,8 @@ class HarvestConfig:
         default=DEFAULT_LAYERS,
         metadata=_help(
             "Residual-stream layers to store, comma separated: layer L = output of decoder block L (0-based) "
-            "= HF hidden_states[L+1]. The forward stops after the deepest one. Default 9 (of SmolLM2's 30)."
+            "= HF hidden_states[L+1] (for the last block: its output before the final norm). The forward stops "
+            "after the deepest one. Default 9 (of SmolLM2's 30)."
         ),
     )
     max_tokens: int = field(default=8192, metadata=_help("Truncate each conversation to this many tokens."))
