@@ -85,7 +85,9 @@ def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str
     ident = _config_identity(cfg)
     ident.update(
         model_dtype=model_dtype,
-        weights=loaded.meta.get("gguf_sha256") or loaded.meta.get("commit"),
+        weights=loaded.meta.get("gguf_sha256")
+        or loaded.meta.get("weights_sha256")
+        or loaded.meta.get("commit"),
         gguf_file=loaded.meta.get("gguf_file"),
         tokenizer=tok_hash,
         data=[_data_identity(d) for d in data],

@@ -117,6 +117,21 @@ def resolve_model(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def local_weights_sha256(folder: Path) -> str:
+    """sha256 over (name, sha256) of every weight file in a local model folder, in name order.
+
+    Cost: one streaming read of the weights (about a second per GB), once per harvest run; it lets a
+    resumed harvest refuse a folder whose weights changed since the store was started.
+    """
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
+        h.update(f"{f.name}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
 def _dequantized_dir(gguf_sha: str) -> Path:
     import transformers
 
@@ -193,6 +208,8 @@ def load_model(
     meta: dict = {"name": spec, "revision": revision, "class": type(model).__name__}
     if gguf_file:
         meta.update(gguf_file=gguf_file, gguf_sha256=gguf_sha)
+    elif Path(name).is_dir():  # a local folder has no commit: its weight files are its identity
+        meta["weights_sha256"] = local_weights_sha256(Path(name))
     else:
         commit = getattr(model.config, "_commit_hash", None)
         if commit:

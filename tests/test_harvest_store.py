@@ -230,6 +230,18 @@ def test_bad_arguments_are_one_line_errors(env, tmp_path):
         run_harvest(cfg_for(env, tmp_path / "e", limit=3, model=str(env["models"]["qwen2"])))
 
 
+
+def test_local_model_folder_whose_weights_changed_is_refused(env, tmp_path):
+    # A local folder has no hub commit: its weight files' hash is part of the store identity, so a
+    # resumed harvest never mixes activations of two different models.
+    model = save_tiny_model("llama", tmp_path / "model", tiny_tokenizer("llama"))
+    run_harvest(cfg_for(env, tmp_path / "out", model=str(model), limit=6))
+    run_harvest(cfg_for(env, tmp_path / "out", model=str(model), limit=6))  # same weights: a no-op resume
+    save_tiny_model("llama", model, tiny_tokenizer("llama"), seed=1)  # same config, other weights
+    with pytest.raises(StoreMismatchError, match="weights"):
+        run_harvest(cfg_for(env, tmp_path / "out", model=str(model), limit=6))
+
+
 def _app():
     import typer
 
