@@ -151,3 +151,18 @@ def test_swept_values_that_would_share_a_folder_are_refused():
     c = resolve(cfg(lr=(1e-4, 1.0000001e-4)))  # distinct values, same 6-digit name
     with pytest.raises(TrainConfigError, match="share the folder jumprelu-x16-sc0.01-lr0.0001"):
         sweep_points(c)
+
+
+def test_auxk_dead_latents_follow_the_dead_feature_window():
+    from train.config import TrainConfig, resolve, sweep_points
+    from train.run import make_spec
+
+    cfg = resolve(
+        TrainConfig(store="s", layer=0, out="o", arch=("topk",), k=(8,), batch_size=256, dead_feature_window=50,
+                    aux_k_coef=0.5)
+    )  # fmt: skip
+    (point,) = sweep_points(cfg)
+    spec = make_spec(point, cfg, 16)
+    assert spec.dead_tokens == 50 * 256 and spec.aux_k_coef == 0.5
+    with pytest.raises(ValueError, match="aux-k-coef"):
+        resolve(dataclasses.replace(cfg, aux_k_coef=-1.0))

@@ -62,6 +62,7 @@ def train(
     dead_feature_threshold: Annotated[float, typer.Option(help=_h("dead_feature_threshold"))] = 1e-8,
     dead_feature_window: Annotated[int, typer.Option(help=_h("dead_feature_window"))] = 1000,
     feature_sampling_window: Annotated[int, typer.Option(help=_h("feature_sampling_window"))] = 2000,
+    aux_k_coef: Annotated[float, typer.Option(help=_h("aux_k_coef"))] = 1 / 32,
     token_types: Annotated[str, typer.Option(help=_h("token_types"))] = "all",
     holdout: Annotated[float, typer.Option(help=_h("holdout"))] = 0.02,
     eval_tokens: Annotated[int, typer.Option(help=_h("eval_tokens"))] = 65_536,

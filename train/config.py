@@ -195,6 +195,13 @@ class TrainConfig:
     feature_sampling_window: int = field(
         default=2000, metadata=_help("Steps over which feature firing frequencies are measured and logged.")
     )
+    aux_k_coef: float = field(
+        default=1 / 32,
+        metadata=_help(
+            "TopK/BatchTopK: coefficient of the AuxK loss that lets dead latents (no firing for "
+            "--dead-feature-window steps) reconstruct the residual (0 = off)."
+        ),
+    )
     token_types: str = field(
         default="all",
         metadata=_help("Token types to train on, comma separated (e.g. 'assistant,user' or 'all')."),
@@ -286,6 +293,8 @@ def _validate(c: TrainConfig) -> None:
         _fail(f"--tokens ({c.tokens}) is less than one batch (--batch-size {c.batch_size})")
     if not 0 <= c.adam_beta1 < 1 or not 0 <= c.adam_beta2 < 1:
         _fail("--adam-beta1/--adam-beta2 must be in [0, 1)")
+    if not (math.isfinite(c.aux_k_coef) and c.aux_k_coef >= 0):
+        _fail(f"--aux-k-coef must be a finite number ≥ 0, got {c.aux_k_coef}")
     if c.grad_clip < 0:
         _fail(f"--grad-clip must be ≥ 0, got {c.grad_clip}")
     if c.jumprelu_bandwidth is not None and not c.jumprelu_bandwidth > 0:

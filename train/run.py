@@ -116,6 +116,9 @@ def make_spec(point: SweepPoint, cfg: TrainConfig, d_in: int):
             jumprelu_bandwidth=cfg.jumprelu_bandwidth,
             jumprelu_init_threshold=cfg.jumprelu_init_threshold,
             log_threshold=bool(cfg.jumprelu_log_threshold),
+            aux_k_coef=cfg.aux_k_coef,
+            # AuxK's dead latents are the run's dead features: no firing for --dead-feature-window steps
+            dead_tokens=cfg.dead_feature_window * cfg.batch_size,
         )
     except SAESpecError as e:
         raise TrainConfigError(f"SAE {point.name}: {e}") from None
