@@ -17,10 +17,12 @@ from .checks import (
     KernelShapeError,
 )
 from .ops import jumprelu_encode, sae_decode
+from .relu_encode import relu_encode
 
 __all__ = [
     "jumprelu_encode",
     "sae_decode",
+    "relu_encode",
     "KernelError",
     "KernelShapeError",
     "KernelDtypeError",

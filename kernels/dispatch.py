@@ -19,9 +19,10 @@ import torch
 from .checks import KernelBackendError, KernelDeviceError
 
 # Density (nonzero fraction of acts) at or below which the gather path is used.
-# CPU (torch path, 1 thread): measured with `python benchmarks/kernels.py --cpu` (d_in 576, d_sae 4608, N 1024):
-# COO sparse.mm decode fwd+bwd is ~0.5x dense time at density 0.002-0.01, ~1.0x at 0.05, 1.6x at 0.1.
-CPU_SPARSE_MAX_DENSITY = 0.03
+# CPU (torch path): one JumpReLU train step as in benchmarks/train_step.py (2 threads, d_in 576, d_sae 4608,
+# N 4096), FASTSAE_KERNELS_SPARSE=always vs never, on a shared (noisy) machine: the CSR/SDDMM path
+# (kernels/torch_plan.py) took 0.80 s vs 1.16 s at density 0.05, 0.96 s vs >= 1.2 s at 0.08, about even at 0.12.
+CPU_SPARSE_MAX_DENSITY = 0.08
 # GPU (Triton path): estimates from H100 rooflines, not yet measured: gather traffic ~ nnz·d_in elements at
 # ~1.5 TB/s vs dense tensor-core matmul 2·N·d_sae·d_in FLOPs at ~500 TFLOP/s (bf16/fp16) or fp32 SIMT.
 GPU_SPARSE_MAX_DENSITY = {torch.bfloat16: 0.004, torch.float16: 0.004, torch.float32: 0.02}

@@ -338,3 +338,90 @@ def test_launchers_check_their_inputs():
         decode_forward(x @ W_enc, W_dec, b_dec.half())
     with pytest.raises(kernels.KernelLayoutError, match=r"acts must be contiguous"):
         decode_forward((x @ W_enc).t().contiguous().t(), W_dec, b_dec)
+
+
+# ---------------------------------------------------------------- torch path: shared sparse plan, relu_encode
+
+
+def _grads_through_decoder(encode, decode, params, *, bandwidth, relu=False):
+    """Loss through x_hat (and l0) only: the decoder's grad_acts reaches the encoder untouched."""
+    x, W_enc, b_enc, threshold, W_dec, b_dec = params
+    if relu:
+        acts, l0 = encode(x, W_enc, b_enc), None
+    else:
+        acts, l0 = encode(x, W_enc, b_enc, threshold, bandwidth)
+    x_hat = decode(acts, W_dec, b_dec)
+    g = torch.Generator().manual_seed(2)
+    loss = (x_hat * torch.randn(x_hat.shape, generator=g)).sum() + x_hat.square().sum()
+    if l0 is not None:
+        loss = loss + (l0 * torch.randn(l0.shape, generator=g)).sum()
+    ins = [x, W_enc, b_enc, W_dec, b_dec] if relu else list(params)
+    return [x_hat.detach(), *torch.autograd.grad(loss, ins)]
+
+
+@pytest.mark.parametrize("shape", [(37, 48, 384), (70, 64, 130), (1, 48, 96)], ids=lambda s: "x".join(map(str, s)))
+def test_decoder_only_consumer(sparse_mode, shape, monkeypatch):
+    """acts feeding only sae_decode: on the sparse path grad_acts is computed at active and band entries only."""
+    from kernels.torch_plan import ActsPlan
+
+    monkeypatch.setenv("FASTSAE_KERNELS", "torch")
+    params = make_sae(*shape, density=0.05, seed=4)
+    want = _grads_through_decoder(jumprelu_encode_reference, sae_decode_reference, params, bandwidth=0.2)
+    gathers = []
+    gather = ActsPlan.gather
+    monkeypatch.setattr(ActsPlan, "gather", lambda self, m: gathers.append(1) or gather(self, m))
+    got = _grads_through_decoder(jumprelu_encode, sae_decode, params, bandwidth=0.2)
+    assert len(gathers) == (1 if sparse_mode == "always" else 0)  # decoder forward only: backward reuses
+    names = ["x_hat", "grad_x", "grad_W_enc", "grad_b_enc", "grad_threshold", "grad_W_dec", "grad_b_dec"]
+    assert_close_all(got, want, names)
+    acts, _ = jumprelu_encode(*params[:4], 0.2)
+    assert hasattr(acts, "_fastsae_plan") == (sparse_mode == "always")
+
+
+def test_plan_dropped_after_inplace_change(monkeypatch):
+    """acts changed in place after the encoder: the decoder ignores the stale plan and stays exact."""
+    monkeypatch.setenv("FASTSAE_KERNELS", "torch")
+    monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", "always")
+    x, W_enc, b_enc, threshold, W_dec, b_dec = make_sae(37, 48, 384, density=0.05, seed=6)
+    acts, _ = jumprelu_encode(x.detach(), W_enc.detach(), b_enc.detach(), threshold.detach(), 0.1)
+    acts = acts.clone()
+    acts.requires_grad_()
+    dense = torch.randn(acts.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        acts.add_(dense * (dense > 1.5))  # new nonzeros the encoder never saw
+    got = sae_decode(acts, W_dec, b_dec)
+    torch.testing.assert_close(got, sae_decode_reference(acts, W_dec, b_dec))
+    plain = torch.autograd.grad(got.square().sum(), acts)[0]  # no plan: the full dense grad_acts
+    want = torch.autograd.grad(sae_decode_reference(acts, W_dec, b_dec).square().sum(), acts)[0]
+    torch.testing.assert_close(plain, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(37, 48, 384), (70, 64, 130), (20, 576, 1152)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("with_l1", [False, True], ids=["decoder_only", "with_l1"])
+def test_relu_encode(sparse_mode, shape, with_l1, monkeypatch):
+    """relu_encode + sae_decode (the Standard SAE) against plain autograd, forced sparse and dense."""
+    from kernels import relu_encode
+    from kernels.relu_encode import relu_encode_reference
+
+    monkeypatch.setenv("FASTSAE_KERNELS", "torch")
+    x, W_enc, b_enc, _, W_dec, b_dec = params = make_sae(*shape, density=0.05, seed=8)
+    b_enc.data -= 1.6  # about 5% of z above 0
+    results = []
+    for enc, dec in ((relu_encode_reference, sae_decode_reference), (relu_encode, sae_decode)):
+        acts = enc(x, W_enc, b_enc)
+        x_hat = dec(acts, W_dec, b_dec)
+        loss = (x_hat - x.detach()).square().sum()
+        if with_l1:
+            loss = loss + 0.3 * (acts.sum(0) @ W_dec.norm(dim=1))
+        results.append([acts.detach(), x_hat.detach(), *torch.autograd.grad(loss, [x, W_enc, b_enc, W_dec, b_dec])])
+    names = ["acts", "x_hat", "grad_x", "grad_W_enc", "grad_b_enc", "grad_W_dec", "grad_b_dec"]
+    assert_close_all(results[1], results[0], names)
+    assert 0 < (results[0][0] != 0).float().mean() < 0.3
+    assert hasattr(relu_encode(x, W_enc, b_enc), "_fastsae_plan") == (sparse_mode == "always")
+
+
+def test_relu_encode_checks_inputs():
+    from kernels import relu_encode
+
+    with pytest.raises(kernels.KernelShapeError):
+        relu_encode(torch.zeros(4, 8), torch.zeros(9, 16), torch.zeros(16))

@@ -1,0 +1,100 @@
+"""Sparse bookkeeping of the torch path: one ActsPlan per sparse acts tensor, shared by encoder and decoder.
+
+The encoder's forward finds the nonzeros of acts once (row-major coordinates = a CSR pattern) and the few
+near-threshold "band" entries, and attaches that plan to the acts tensor it returns. sae_decode, given that
+same, unmodified tensor, reuses the pattern for its forward (CSR @ W_dec) and, in its backward, computes
+grad_acts = grad_xhat @ W_dec.T only at the entries the encoder's backward reads — the active ones and the
+band — with a sampled matmul (SDDMM, cost nnz·d_in instead of N·d_sae·d_in). The dense grad_acts it returns
+is zero elsewhere: every gradient that reaches a leaf through the encoder is exact, but the gradient of
+x_hat with respect to acts itself (acts.retain_grad(), hooks on acts) is only valid at those entries. Pass
+acts.clone() (no plan) or set FASTSAE_KERNELS_SPARSE=never to get the full dense grad_acts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PLAN_ATTR = "_fastsae_plan"
+
+
+def _offsets(keys: torch.Tensor, n: int) -> torch.Tensor:
+    off = torch.zeros(n + 1, dtype=torch.int64, device=keys.device)
+    torch.cumsum(torch.bincount(keys, minlength=n), 0, out=off[1:])
+    return off
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """CPU sparse kernels (MKL CSR, sampled_addmm) take float32/float64 only: 16-bit operands go as float32."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _csr(crow, col, vals, shape) -> torch.Tensor:
+    return torch.sparse_csr_tensor(crow, col, vals, shape, check_invariants=False)
+
+
+class ActsPlan:
+    """Nonzero pattern of an [N, d_sae] matrix (rows sorted, from nonzero()) plus an optional band pattern."""
+
+    def __init__(self, rows, cols, shape, band_rows=None, band_cols=None):
+        self.rows, self.cols, self.shape = rows, cols, tuple(shape)
+        self.crow = _offsets(rows, self.shape[0])
+        self.band_rows, self.band_cols = band_rows, band_cols
+        self._band_crow = None
+        self._perm = self._crow_t = self._rows_t = None
+        self.version = -1  # acts._version when attached
+        self.grad_acts = self.grad_vals = self.grad_band = None  # left by the decoder's backward
+        self.grad_version = -1  # grad_acts._version then: an in-place accumulation into it voids grad_vals
+
+    def attach(self, acts: torch.Tensor) -> None:
+        self.version = acts._version
+        setattr(acts, PLAN_ATTR, self)
+
+    @staticmethod
+    def of(acts: torch.Tensor) -> ActsPlan | None:
+        plan = getattr(acts, PLAN_ATTR, None)
+        if plan is None or plan.version != acts._version or plan.shape != tuple(acts.shape):
+            return None
+        return plan
+
+    def gather(self, m: torch.Tensor) -> torch.Tensor:
+        return m[self.rows, self.cols]
+
+    def gather_band(self, m: torch.Tensor) -> torch.Tensor:
+        return m[self.band_rows, self.band_cols]
+
+    def mm(self, vals: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """M @ w for M [N, d_sae] with these nonzeros and values: reads only the rows of w [d_sae, d] in cols."""
+        out = torch.sparse.mm(_csr(self.crow, self.cols, _wide(vals), self.shape), _wide(w))
+        return out.to(w.dtype)
+
+    def mm_t(self, vals: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """M.T @ b  [d_sae, d] for b [N, d] (a CSR of M.T, its column order computed once and shared)."""
+        if self._perm is None:
+            self._perm = torch.argsort(self.cols, stable=True)
+            self._crow_t = _offsets(self.cols, self.shape[1])
+            self._rows_t = self.rows[self._perm]
+        m_t = _csr(self._crow_t, self._rows_t, _wide(vals[self._perm]), self.shape[::-1])
+        return torch.sparse.mm(m_t, _wide(b)).to(b.dtype)
+
+    def sddmm(self, a: torch.Tensor, w: torch.Tensor, *, band: bool = False) -> torch.Tensor:
+        """(a @ w.T)[r, c] at each (r, c) of the pattern (or of the band), for a [N, d], w [d_sae, d]."""
+        if band:
+            if self._band_crow is None:
+                self._band_crow = _offsets(self.band_rows, self.shape[0])
+            crow, col = self._band_crow, self.band_cols
+        else:
+            crow, col = self.crow, self.cols
+        if col.numel() == 0:
+            return a.new_zeros(0)
+        a, wt = _wide(a), _wide(w).t()
+        mask = _csr(crow, col, a.new_zeros(col.numel()), self.shape)
+        return torch.sparse.sampled_addmm(mask, a, wt, beta=0.0).values().to(w.dtype)
+
+    def sum_cols(self, vals: torch.Tensor) -> torch.Tensor:
+        """Σ_n M[n, :]  [d_sae]."""
+        return torch.zeros(self.shape[1], dtype=vals.dtype, device=vals.device).index_add_(0, self.cols, vals)
+
+
+def plan_from(m: torch.Tensor, band_rows=None, band_cols=None) -> ActsPlan:
+    rows, cols = m.nonzero(as_tuple=True)
+    return ActsPlan(rows, cols, m.shape, band_rows, band_cols)
