@@ -12,6 +12,8 @@ acts.clone() (no plan) or set FASTSAE_KERNELS_SPARSE=never to get the full dense
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 PLAN_ATTR = "_fastsae_plan"
@@ -29,7 +31,9 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 
 
 def _csr(crow, col, vals, shape) -> torch.Tensor:
-    return torch.sparse_csr_tensor(crow, col, vals, shape, check_invariants=False)
+    with warnings.catch_warnings():  # torch warns once per process that sparse CSR is "in beta"
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, vals, shape, check_invariants=False)
 
 
 class ActsPlan:

@@ -291,7 +291,7 @@ def test_triton_launcher_needs_contiguous(monkeypatch):
 
 
 def test_kernels_import_only_torch_and_triton():
-    allowed = {"torch", "triton", "__future__", "functools", "os", "math", "typing"}
+    allowed = {"torch", "triton", "__future__", "functools", "os", "math", "typing", "warnings"}
     for path in KERNELS_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -404,7 +404,7 @@ def test_relu_encode(sparse_mode, shape, with_l1, monkeypatch):
     from kernels.relu_encode import relu_encode_reference
 
     monkeypatch.setenv("FASTSAE_KERNELS", "torch")
-    x, W_enc, b_enc, _, W_dec, b_dec = params = make_sae(*shape, density=0.05, seed=8)
+    x, W_enc, b_enc, _, W_dec, b_dec = make_sae(*shape, density=0.05, seed=8)
     b_enc.data -= 1.6  # about 5% of z above 0
     results = []
     for enc, dec in ((relu_encode_reference, sae_decode_reference), (relu_encode, sae_decode)):

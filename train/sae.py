@@ -26,7 +26,7 @@ from enum import Enum
 import torch
 from torch import Tensor, nn
 
-from kernels import jumprelu_encode, sae_decode
+from kernels import jumprelu_encode, relu_encode, sae_decode
 
 MIN_THRESHOLD = 1e-6  # JumpReLU θ is kept at or above this after each step (it must stay > 0)
 
@@ -237,7 +237,7 @@ class SparseAutoencoder(nn.Module):
             sparsity = sparsity_coef * l0_ste.mean()
             l0 = l0_ste.detach()
         elif arch == Arch.STANDARD:
-            acts = self._pre(x).relu_()  # in place: autograd keeps only the output
+            acts = relu_encode(x, self.W_enc, self.b_enc)  # fused with the decoder's sparse plan on CPU
             x_hat = sae_decode(acts, self.W_dec, self.b_dec)
             # λ·mean_n Σ_i f_ni·‖W_dec,i‖ summed over tokens first: its gradient to acts is a broadcast view
             sparsity = sparsity_coef * (acts.sum(0) @ self.W_dec.norm(dim=1)) / x.shape[0]
