@@ -55,14 +55,18 @@ def backend_for(op: str, device: torch.device) -> str:
     return "triton"
 
 
-def use_sparse(density: float, *, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether a batch whose acts have this nonzero fraction should take the gather path."""
+def sparse_cutoff(*, dtype: torch.dtype, device: torch.device) -> float:
+    """The density at or below which acts take the gather path (inf: always, -1: never)."""
     choice = os.environ.get("FASTSAE_KERNELS_SPARSE", "auto").strip().lower() or "auto"
     if choice == "always":
-        return True
+        return float("inf")
     if choice == "never":
-        return False
+        return -1.0
     if choice != "auto":
         raise KernelBackendError(f"FASTSAE_KERNELS_SPARSE must be auto, always or never, got {choice!r}")
-    cutoff = GPU_SPARSE_MAX_DENSITY[dtype] if device.type == "cuda" else CPU_SPARSE_MAX_DENSITY
-    return density <= cutoff
+    return GPU_SPARSE_MAX_DENSITY[dtype] if device.type == "cuda" else CPU_SPARSE_MAX_DENSITY
+
+
+def use_sparse(density: float, *, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a batch whose acts have this nonzero fraction should take the gather path."""
+    return density <= sparse_cutoff(dtype=dtype, device=device)

@@ -45,6 +45,7 @@ class ActsPlan:
         self.band_rows, self.band_cols = band_rows, band_cols
         self._band_crow = None
         self._perm = self._crow_t = self._rows_t = None
+        self._vals = None  # values of the attached acts at (rows, cols), gathered once
         self.version = -1  # acts._version when attached
         self.grad_acts = self.grad_vals = self.grad_band = None  # left by the decoder's backward
         self.grad_version = -1  # grad_acts._version then: an in-place accumulation into it voids grad_vals
@@ -54,14 +55,30 @@ class ActsPlan:
         setattr(acts, PLAN_ATTR, self)
 
     @staticmethod
+    def mark_dense(acts: torch.Tensor) -> None:
+        """Record that the encoder found acts too dense for a plan (the decoder then skips its own count)."""
+        setattr(acts, PLAN_ATTR, (acts._version, tuple(acts.shape)))
+
+    @staticmethod
+    def known_dense(acts: torch.Tensor) -> bool:
+        mark = getattr(acts, PLAN_ATTR, None)
+        return isinstance(mark, tuple) and mark == (acts._version, tuple(acts.shape))
+
+    @staticmethod
     def of(acts: torch.Tensor) -> ActsPlan | None:
         plan = getattr(acts, PLAN_ATTR, None)
-        if plan is None or plan.version != acts._version or plan.shape != tuple(acts.shape):
+        if not isinstance(plan, ActsPlan) or plan.version != acts._version or plan.shape != tuple(acts.shape):
             return None
         return plan
 
     def gather(self, m: torch.Tensor) -> torch.Tensor:
         return m[self.rows, self.cols]
+
+    def values(self, acts: torch.Tensor) -> torch.Tensor:
+        """acts at the pattern [nnz], gathered once: acts must be the (unmodified) tensor this plan describes."""
+        if self._vals is None:
+            self._vals = self.gather(acts)
+        return self._vals
 
     def gather_band(self, m: torch.Tensor) -> torch.Tensor:
         return m[self.band_rows, self.band_cols]

@@ -17,6 +17,7 @@ import kernels
 from kernels import jumprelu_encode, sae_decode
 from kernels.dispatch import interpreting
 from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+from kernels.torch_plan import ActsPlan
 
 KERNELS_DIR = Path(kernels.__file__).resolve().parent
 
@@ -362,7 +363,6 @@ def _grads_through_decoder(encode, decode, params, *, bandwidth, relu=False):
 @pytest.mark.parametrize("shape", [(37, 48, 384), (70, 64, 130), (1, 48, 96)], ids=lambda s: "x".join(map(str, s)))
 def test_decoder_only_consumer(sparse_mode, shape, monkeypatch):
     """acts feeding only sae_decode: on the sparse path grad_acts is computed at active and band entries only."""
-    from kernels.torch_plan import ActsPlan
 
     monkeypatch.setenv("FASTSAE_KERNELS", "torch")
     params = make_sae(*shape, density=0.05, seed=4)
@@ -375,7 +375,7 @@ def test_decoder_only_consumer(sparse_mode, shape, monkeypatch):
     names = ["x_hat", "grad_x", "grad_W_enc", "grad_b_enc", "grad_threshold", "grad_W_dec", "grad_b_dec"]
     assert_close_all(got, want, names)
     acts, _ = jumprelu_encode(*params[:4], 0.2)
-    assert hasattr(acts, "_fastsae_plan") == (sparse_mode == "always")
+    assert (ActsPlan.of(acts) is not None) == (sparse_mode == "always")
 
 
 def test_plan_dropped_after_inplace_change(monkeypatch):
@@ -397,31 +397,95 @@ def test_plan_dropped_after_inplace_change(monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [(37, 48, 384), (70, 64, 130), (20, 576, 1152)], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("with_l1", [False, True], ids=["decoder_only", "with_l1"])
-def test_relu_encode(sparse_mode, shape, with_l1, monkeypatch):
-    """relu_encode + sae_decode (the Standard SAE) against plain autograd, forced sparse and dense."""
+@pytest.mark.parametrize("terms", ["decoder_only", "with_l1", "l1_only", "acts_also_used"])
+def test_relu_encode(sparse_mode, shape, terms, monkeypatch):
+    """relu_encode + sae_decode (the Standard SAE) against plain autograd, forced sparse and dense: outputs,
+    l0, l1 and every gradient (l1's weight included), whichever terms of the loss reach the op."""
     from kernels import relu_encode
     from kernels.relu_encode import relu_encode_reference
 
     monkeypatch.setenv("FASTSAE_KERNELS", "torch")
     x, W_enc, b_enc, _, W_dec, b_dec = make_sae(*shape, density=0.05, seed=8)
     b_enc.data -= 1.6  # about 5% of z above 0
+    g = torch.Generator().manual_seed(3)
+    probe = torch.randn(shape[0], shape[2], generator=g)
     results = []
     for enc, dec in ((relu_encode_reference, sae_decode_reference), (relu_encode, sae_decode)):
-        acts = enc(x, W_enc, b_enc)
+        acts, l0, l1 = enc(x, W_enc, b_enc, W_dec.norm(dim=1))
         x_hat = dec(acts, W_dec, b_dec)
         loss = (x_hat - x.detach()).square().sum()
-        if with_l1:
-            loss = loss + 0.3 * (acts.sum(0) @ W_dec.norm(dim=1))
-        results.append([acts.detach(), x_hat.detach(), *torch.autograd.grad(loss, [x, W_enc, b_enc, W_dec, b_dec])])
-    names = ["acts", "x_hat", "grad_x", "grad_W_enc", "grad_b_enc", "grad_W_dec", "grad_b_dec"]
+        if terms == "l1_only":
+            loss = 0.3 * l1.sum()
+        elif terms == "with_l1":
+            loss = loss + 0.3 * l1.sum()
+        elif terms == "acts_also_used":  # another consumer of acts: its gradient adds to the decoder's
+            loss = loss + 0.3 * l1.sum() + (acts * probe).sum()
+        grads = torch.autograd.grad(loss, [x, W_enc, b_enc, W_dec, b_dec], allow_unused=True)
+        ins = [x, W_enc, b_enc, W_dec, b_dec]
+        grads = [torch.zeros_like(p) if gr is None else gr for gr, p in zip(grads, ins, strict=True)]
+        results.append([acts.detach(), l0, l1.detach(), x_hat.detach(), *grads])
+    names = ["acts", "l0", "l1", "x_hat", "grad_x", "grad_W_enc", "grad_b_enc", "grad_W_dec", "grad_b_dec"]
     assert_close_all(results[1], results[0], names)
+    assert not l0.requires_grad
     assert 0 < (results[0][0] != 0).float().mean() < 0.3
-    assert hasattr(relu_encode(x, W_enc, b_enc), "_fastsae_plan") == (sparse_mode == "always")
+    acts = relu_encode(x, W_enc, b_enc, W_dec.norm(dim=1))[0]
+    assert (ActsPlan.of(acts) is not None) == (sparse_mode == "always")
 
 
 def test_relu_encode_checks_inputs():
     from kernels import relu_encode
 
     with pytest.raises(kernels.KernelShapeError):
-        relu_encode(torch.zeros(4, 8), torch.zeros(9, 16), torch.zeros(16))
+        relu_encode(torch.zeros(4, 8), torch.zeros(9, 16), torch.zeros(16), torch.zeros(16))
+
+
+@pytest.mark.parametrize("block_rows", [1, 5, 37, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_encoder_epilogue_blocks(block_rows, dtype, sparse_mode, monkeypatch):
+    """The row-blocked epilogue equals the whole-matrix definitions for any block size (edges included), and
+    the sparse plan it collects on the way equals the nonzero pattern of the whole matrix."""
+    from kernels import torch_path
+    from kernels.reference import rect_band
+
+    n, d_sae, eps = 37, 130, 0.25
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(n, d_sae, generator=g).to(dtype)
+    theta = (torch.rand(d_sae, generator=g) * 0.5 + 0.1).to(dtype)
+    z[3, :10] = theta[:10]  # exactly at θ: inactive
+    z[4, :10] = (theta[:10].float() + eps / 2).to(dtype)  # at the band's edge
+    monkeypatch.setattr(torch_path, "EPILOGUE_BLOCK_BYTES", block_rows * d_sae * z.element_size())
+    for th in (theta, None):
+        acts, l0, br, bc, plan = torch_path.encoder_epilogue(z.clone(), th, eps)
+        want = z * (z > theta) if th is not None else torch.relu(z)
+        torch.testing.assert_close(acts, want, rtol=0, atol=0)
+        assert torch.equal(l0, (want != 0).sum(-1).to(dtype))
+        if th is None:
+            assert br is None and bc is None
+        else:
+            want_r, want_c = rect_band(z, theta, eps).nonzero(as_tuple=True)
+            assert torch.equal(br, want_r) and torch.equal(bc, want_c)
+        assert (plan is not None) == (sparse_mode == "always")
+        if plan is not None:
+            r, c = want.nonzero(as_tuple=True)
+            assert torch.equal(plan.rows, r) and torch.equal(plan.cols, c)
+            assert torch.equal(plan.crow, torch.cat([torch.zeros(1, dtype=torch.int64), (want != 0).sum(-1).cumsum(0)]))
+
+
+@pytest.mark.parametrize("density", [0.02, 0.3])
+def test_encoder_epilogue_auto_choice(density, monkeypatch):
+    """auto: the plan is collected exactly when the whole batch is at or below the CPU cut-off, including
+    a batch whose first blocks are dense but whose total is sparse."""
+    from kernels import dispatch, torch_path
+
+    monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", "auto")
+    monkeypatch.setattr(torch_path, "EPILOGUE_BLOCK_BYTES", 4 * 64 * 4)
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(64, 64, generator=g) - 2.0  # about 2% above 0
+    z[: 4 if density < 0.1 else 16] += 2.0  # the first block(s): about half active
+    total = float((z > 0).float().mean())
+    assert (total <= dispatch.CPU_SPARSE_MAX_DENSITY) == (density < 0.1)
+    _, _, _, _, plan = torch_path.encoder_epilogue(z.clone())
+    assert (plan is not None) == (total <= dispatch.CPU_SPARSE_MAX_DENSITY)
+    if plan is not None:
+        r, c = torch.relu(z).nonzero(as_tuple=True)
+        assert torch.equal(plan.rows, r) and torch.equal(plan.cols, c)

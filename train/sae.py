@@ -237,11 +237,11 @@ class SparseAutoencoder(nn.Module):
             sparsity = sparsity_coef * l0_ste.mean()
             l0 = l0_ste.detach()
         elif arch == Arch.STANDARD:
-            acts = relu_encode(x, self.W_enc, self.b_enc)  # fused with the decoder's sparse plan on CPU
+            # l1[n] = Σ_i f_ni·‖W_dec,i‖ summed inside the op, over the active entries only (on CPU the op
+            # shares its sparse plan with the decoder; written outside, this term costs dense passes)
+            acts, l0, l1 = relu_encode(x, self.W_enc, self.b_enc, self.W_dec.norm(dim=1))
             x_hat = sae_decode(acts, self.W_dec, self.b_dec)
-            # λ·mean_n Σ_i f_ni·‖W_dec,i‖ summed over tokens first: its gradient to acts is a broadcast view
-            sparsity = sparsity_coef * (acts.sum(0) @ self.W_dec.norm(dim=1)) / x.shape[0]
-            l0 = (acts > 0).sum(-1).to(x.dtype)
+            sparsity = sparsity_coef * l1.mean()
         else:
             z = self._pre(x)
             if arch == Arch.TOPK:
