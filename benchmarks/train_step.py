@@ -9,7 +9,9 @@ All contenders see the same activations and the same weights, set to a target ac
 - roofline: the six plain matmuls of those shapes (fwd + both bwd products of encoder and decoder:
   12·N·d_in·d_sae FLOPs), timed in the same run; "roofline tokens/s" = N / their time.
 - SAELens: measured when `sae_lens` is importable (run this script with a throwaway venv's python; see
-  tests/test_export_saelens.py).
+  tests/test_export_saelens.py), twice: with the same allocator setting as fastsae (host memory reuse,
+  train/host_memory.py: the kernels' own margin) and "as shipped", under glibc's ordinary steady state, which
+  page-faults every fresh block over 32 MiB (what a user of SAELens gets).
 
     python benchmarks/train_step.py                      # all cores (2 here), d_in 576 and 256, 8x, batch 4096
     python benchmarks/train_step.py --shapes 256 --densities 0.05 --steps 3
@@ -19,6 +21,8 @@ All contenders see the same activations and the same weights, set to a target ac
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import statistics
 import sys
@@ -30,23 +34,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from train.host_memory import reuse_freed_host_memory  # noqa: E402
 from train.sae import Arch, SAESpec, SparseAutoencoder  # noqa: E402
 
 LR, EPS = 5e-5, 0.05
 
 
-def _time(fns: dict, steps: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each fn, calling them round-robin so that load changes hit all alike."""
+def glibc_steady_state() -> None:
+    """glibc's allocator as an ordinary process sees it after warm-up (what SAELens runs with): blocks up to
+    32 MiB reused from the heap (its dynamic mmap threshold climbs to that cap), larger ones mmapped fresh on
+    every allocation, heap trimmed above 64 MiB. Undoes train/host_memory.py's setting until it is re-applied."""
+    mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    mallopt(-4, 65536)  # M_MMAP_MAX: glibc's default
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: the dynamic threshold's cap
+    mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD: twice it, as glibc's dynamic rule keeps it
+
+
+def _time(fns: dict, steps: int, warmup: int = 1, *, default_alloc=()) -> dict[str, float]:
+    """Median seconds per call of each fn, calling them round-robin so that load changes hit all alike.
+    The fns named in default_alloc run under glibc's steady state, the others with host memory reuse."""
     fns = {k: f for k, f in fns.items() if f is not None}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for rep in range(warmup + steps):
         for k, f in fns.items():
+            if k in default_alloc:
+                glibc_steady_state()
+            else:
+                reuse_freed_host_memory(force=True)
             t0 = time.perf_counter()
             f()
             if rep >= warmup:
                 times[k].append(time.perf_counter() - t0)
+    reuse_freed_host_memory(force=True)
     return {k: statistics.median(v) if v else float("nan") for k, v in times.items()} | {
-        k: float("nan") for k in ("naive", "saelens") if k not in fns
+        k: float("nan") for k in ("naive", "saelens", "saelens_shipped") if k not in fns
     }
 
 
@@ -185,9 +206,13 @@ def main() -> None:
     ap.add_argument("--no-naive", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not reuse_freed_host_memory():
+        sys.exit("this benchmark needs glibc (it sets and resets its allocator per contender)")
     n = args.batch
     print(
-        f"torch {torch.__version__}, {args.threads} threads, batch {n}, {args.expansion}x, steps {args.steps}"
+        f"torch {torch.__version__}, {args.threads} threads, batch {n}, {args.expansion}x, steps {args.steps}\n"
+        "allocator: every contender runs with host memory reuse (train/host_memory.py, as `fastsae train` sets"
+        " it on CPU)\nexcept 'SAELens as shipped', which runs under glibc's steady state as SAELens does"
     )
     for d_in in [int(s) for s in args.shapes.split(",")]:
         d_sae = d_in * args.expansion
@@ -200,7 +225,7 @@ def main() -> None:
         )
         print(
             f"{'arch':9} {'density':>8} {'L0':>6} {'fastsae tok/s':>14} {'/roof':>6} {'naive':>7} "
-            f"{'SAELens':>8} {'fastsae/naive':>13} {'fastsae/SAELens':>15}"
+            f"{'SAELens':>8} {'shipped':>8} {'fastsae/naive':>13} {'fastsae/SAELens':>15} {'/shipped':>9}"
         )
         for arch in args.archs.split(","):
             for dens in args.densities.split(","):
@@ -212,18 +237,20 @@ def main() -> None:
                 calibrate(sae, x, density)
                 lam = 1e-3
                 sl = saelens_step(sae, x, lam)  # built from the same starting weights
+                sl_shipped = saelens_step(sae, x, lam)
                 nv = None if args.no_naive else naive_step(sae, x, lam)
                 with torch.no_grad():
                     l0 = float(sae.training_forward(x, sparsity_coef=lam).l0.mean())
-                t = _time(
-                    {"ours": fastsae_step(sae, x, lam), "naive": nv, "saelens": sl, "roof": roof}, args.steps
-                )
-                t_ours, t_naive, t_sl = t["ours"], t["naive"], t["saelens"]
+                fns = {"ours": fastsae_step(sae, x, lam), "naive": nv, "saelens": sl}
+                fns |= {"saelens_shipped": sl_shipped, "roof": roof}
+                t = _time(fns, args.steps, default_alloc=("saelens_shipped",))
+                t_ours, t_naive, t_sl, t_shipped = t["ours"], t["naive"], t["saelens"], t["saelens_shipped"]
                 roof_tps = n / t["roof"]  # re-measured alongside, under the same load
                 ours = n / t_ours
                 print(
                     f"{arch:9} {dens:>8} {l0:6.0f} {ours:14,.0f} {ours / roof_tps:6.2f} {n / t_naive:7,.0f} "
-                    f"{n / t_sl:8,.0f} {t_naive / t_ours:13.2f} {t_sl / t_ours:15.2f}",
+                    f"{n / t_sl:8,.0f} {n / t_shipped:8,.0f} {t_naive / t_ours:13.2f} {t_sl / t_ours:15.2f} "
+                    f"{t_shipped / t_ours:9.2f}",
                     flush=True,
                 )
 

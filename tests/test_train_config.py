@@ -166,3 +166,16 @@ def test_auxk_dead_latents_follow_the_dead_feature_window():
     assert spec.dead_tokens == 50 * 256 and spec.aux_k_coef == 0.5
     with pytest.raises(ValueError, match="aux-k-coef"):
         resolve(dataclasses.replace(cfg, aux_k_coef=-1.0))
+
+
+def test_reuse_host_memory_is_operational_and_applies_on_glibc():
+    """The allocator setting changes how a run is operated, not what it computes (a rerun may flip it)."""
+    import platform
+
+    from train.config import OPERATIONAL_FIELDS
+    from train.host_memory import reuse_freed_host_memory
+
+    assert "reuse_host_memory" in OPERATIONAL_FIELDS
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert reuse_freed_host_memory() is True
+        assert reuse_freed_host_memory() is True  # idempotent

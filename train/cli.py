@@ -5,6 +5,7 @@ the help strings are the config's field docs. Comma-separated values of --arch, 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Annotated
 
@@ -73,9 +74,12 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help=_h("checkpoint_every"))] = 1000,
     device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
     progress: Annotated[bool, typer.Option(help=_h("progress"))] = True,
+    reuse_host_memory: Annotated[bool, typer.Option(help=_h("reuse_host_memory"))] = True,
 ) -> None:
     """Train sparse autoencoders on a layer of an activation store (a sweep: every combination in one pass)."""
     kw = {name: value for name, value in locals().items() if name in _FIELDS}
+    # Before torch is imported: idle OpenMP threads must sleep, not spin (the reader's threads share the cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.console import Console
 
     from store import StoreError

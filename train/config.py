@@ -87,7 +87,7 @@ DEFAULT_SPARSITY_COEF = {"jumprelu": 0.01, "standard": 5.0}  # paper, both recip
 DEFAULT_K = 64
 
 # Fields that change how a run is operated but not what it computes: a rerun may change them.
-OPERATIONAL_FIELDS = ("device", "checkpoint_every", "progress")
+OPERATIONAL_FIELDS = ("device", "checkpoint_every", "progress", "reuse_host_memory")
 
 
 def _help(text: str) -> dict:
@@ -232,6 +232,13 @@ class TrainConfig:
         default="auto", metadata=_help("Torch device: auto (cuda if available, else cpu), cpu, cuda:0, ...")
     )
     progress: bool = field(default=True, metadata=_help("Show the progress bar."))
+    reuse_host_memory: bool = field(
+        default=True,
+        metadata=_help(
+            "CPU training: keep freed host memory in the process for reuse (glibc mallopt, process-wide) instead "
+            "of page-faulting fresh [batch, d_sae] temporaries every step; RSS then stays at its peak."
+        ),
+    )
 
     def __post_init__(self):  # validation only (raises); no side effects
         _validate(self)

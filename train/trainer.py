@@ -21,6 +21,7 @@ import torch
 
 from train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
 from train.config import BDecInit, TrainError, to_json, total_steps
+from train.host_memory import reuse_freed_host_memory
 from train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
 from train.progress import ProgressBar
 from train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
@@ -68,6 +69,8 @@ class SweepTrainer:
         self.plan, self.cfg = plan, plan.cfg
         self.console = console
         self.device = pick_device(self.cfg.device)
+        if self.device.type == "cpu" and self.cfg.reuse_host_memory:
+            reuse_freed_host_memory()  # see train/host_memory.py: ~30 ms per fresh 75 MB temporary otherwise
         self.schedule = Schedule.from_config(self.cfg)
         self.total_steps = total_steps(self.cfg)
         self.saes = [
