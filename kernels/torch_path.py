@@ -55,18 +55,20 @@ def encoder_epilogue(z: torch.Tensor, threshold: torch.Tensor | None = None, ban
         blk = z[start : start + rows]  # a view: edited in place
         if threshold is None:
             blk.relu_()
+            active = None
         else:
             r, c = ((blk.float() - theta32).abs_() < half).nonzero(as_tuple=True)
             band_r.append(r + start)
             band_c.append(c)
-            blk.mul_(blk > threshold)  # = z * 1[z > θ] as the reference (3x faster than masked_fill_ here)
+            active = blk > threshold
+            blk.mul_(active)  # = z * 1[z > θ] as the reference (3x faster than masked_fill_ here)
         # acts >= 0 (θ > 0), so sign() is 1[acts != 0]: a float row sum, faster than count_nonzero(dim)
         l0_blk = torch.sum(blk.sign(), dim=-1, out=l0[start : start + rows])
         if collecting:  # only while the rows so far (this block included) are sparse enough
             seen += float(l0_blk.sum(dtype=torch.float64))
             collecting = seen <= cutoff * (start + blk.shape[0]) * d_sae
-        if collecting:
-            r, c = blk.nonzero(as_tuple=True)
+        if collecting:  # nonzero() of a bool mask takes half the time of a float block's
+            r, c = (blk > 0 if active is None else active).nonzero(as_tuple=True)
             act_r.append(r + start)
             act_c.append(c)
     plan = None
