@@ -19,6 +19,8 @@ from train.selection import STORED_NUMPY, TokenSelection
 
 ROUND_STREAM = 0x5EED
 TORCH_STORED = {np.uint16: torch.int16, np.float16: torch.float16, np.float32: torch.float32}
+# what the stored bits are, for torch's exact widening to float32 (bf16 bits travel as int16)
+TORCH_VALUE = {np.uint16: torch.bfloat16, np.float16: torch.float16, np.float32: torch.float32}
 
 
 class Mixer:
@@ -43,6 +45,10 @@ class Mixer:
         self.buffer_tokens = buffer_tokens
         self._np_dtype = STORED_NUMPY[selection.dtype]
         self._buffer = np.empty((buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in], stored dtype
+        # the same memory as a torch tensor: index_select gathers rows at twice numpy's fancy-indexing speed
+        self._buffer_t = torch.from_numpy(
+            self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
+        )
         self._slot_ids = np.full(buffer_tokens, -1, np.int64)  # [B] canonical token id per slot, -1 = empty
         self._epoch = 0
         self._round = 0  # rounds started in this epoch; 0 = the buffer still has to be filled
@@ -150,15 +156,26 @@ class Mixer:
             if self.epochs is not None and self._epoch >= self.epochs:
                 self._finished = True
 
-    def _put(self, dst: np.ndarray | torch.Tensor, start: int, rows: np.ndarray) -> None:
+    def _put(self, dst: torch.Tensor, start: int, rows: np.ndarray) -> None:
         """Stored ``rows`` into dst[start:]: decoded into the float32 batch (CPU) or copied as stored
         into the pinned staging block (CUDA: uploaded and decoded on the device)."""
-        if isinstance(dst, torch.Tensor):
-            self.selection.decode(rows, dst[start : start + len(rows)])
+        if self.pin:
+            dst.numpy().view(self._np_dtype)[start : start + len(rows)] = rows
         else:
-            dst[start : start + len(rows)] = rows
+            self.selection.decode(rows, dst[start : start + len(rows)])
 
-    def _emit(self, dst: np.ndarray | torch.Tensor, start: int) -> int:
+    def _gather(self, dst: torch.Tensor, start: int, slots: np.ndarray) -> None:
+        """Buffer rows ``slots`` into dst[start:] (decoded to float32 unless dst is the pinned stored block).
+        torch does both steps: index_select (0.6 ms for 4096 x 576 bf16 here, numpy 1.2 ms) and the exact
+        bf16/fp16 -> float32 widening (0.65 ms, numpy's shift 1.2 ms)."""
+        idx = torch.from_numpy(slots)
+        out = dst[start : start + len(slots)]
+        if self.pin or self._np_dtype is np.float32:
+            torch.index_select(self._buffer_t, 0, idx, out=out)
+        else:
+            out.copy_(torch.index_select(self._buffer_t, 0, idx).view(TORCH_VALUE[self._np_dtype]))
+
+    def _emit(self, dst: torch.Tensor, start: int) -> int:
         """Write up to len(dst) - start rows of the current round into dst; returns how many."""
         if not self.shuffle:
             done = start
@@ -169,7 +186,7 @@ class Mixer:
         n = min(len(dst) - start, len(self._pending) - self._pos)
         # sorted within the batch: a monotone gather/scatter is faster, and a batch is a set anyway
         slots = np.sort(self._pending[self._pos : self._pos + n])
-        self._put(dst, start, self._buffer[slots])
+        self._gather(dst, start, slots)
         self._pos += n
         if self._exhausted:
             self._slot_ids[slots] = -1
@@ -182,8 +199,7 @@ class Mixer:
         CUDA upload — or None when the last epoch is over."""
         shape = (self.batch_size, self.d_model)
         if self.pin:  # stored dtype into a fresh pinned block (torch's caching host allocator recycles it)
-            batch = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=True)
-            dst = batch.numpy().view(self._np_dtype)
+            batch = dst = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=True)
         else:
             batch = dst = torch.empty(shape, dtype=torch.float32)  # [batch_size, d_in]
         filled = 0
