@@ -36,7 +36,7 @@ class ReLUEncodeTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, l1_weight):
         # [N, d_sae], [N]: relu in place, the sparse plan collected on the way when the batch is sparse
-        acts, l0, _, _, plan = encoder_epilogue(torch.addmm(b_enc, x, W_enc))
+        acts, l0, _, _, plan = encoder_epilogue(torch.mm(x, W_enc), bias=b_enc)
         if plan is not None:
             vals = plan.values(acts)  # [nnz], cached on the plan for the decoder
             l1 = torch.zeros(acts.shape[0], dtype=acts.dtype, device=acts.device)

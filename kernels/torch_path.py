@@ -32,8 +32,11 @@ def sparse_plan(m: torch.Tensor) -> ActsPlan | None:
     return plan_from(m)
 
 
-def encoder_epilogue(z: torch.Tensor, threshold: torch.Tensor | None = None, bandwidth: float = 0.0):
-    """Turn z [N, d_sae] into acts in place, block by block of rows, and record what the backward needs.
+def encoder_epilogue(
+    z: torch.Tensor, threshold: torch.Tensor | None = None, bandwidth: float = 0.0, *, bias: torch.Tensor | None = None
+):
+    """Turn z [N, d_sae] (+ bias [d_sae], added here block by block: one pass over z fewer than addmm's bias
+    copy) into acts in place, block by block of rows, and record what the backward needs.
 
     threshold None: acts = relu(z). Else acts = z·1[z > θ] and the band 1[|z - θ| < ε/2] (float32 arithmetic,
     as kernels/reference.rect_band) is recorded. Returns (acts (= z), l0 [N] (nonzeros per row, in z's dtype),
@@ -53,6 +56,8 @@ def encoder_epilogue(z: torch.Tensor, threshold: torch.Tensor | None = None, ban
         theta32, half = threshold.float(), torch.tensor(0.5 * bandwidth, dtype=torch.float32)
     for start in range(0, n, rows):
         blk = z[start : start + rows]  # a view: edited in place
+        if bias is not None:
+            blk.add_(bias)
         if threshold is None:
             blk.relu_()
             active = None
@@ -112,10 +117,11 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
     band_vals = vals = None
     if plan is not None:
         if grad_acts is not None:
-            fresh = grad_acts is plan.grad_acts and grad_acts._version == plan.grad_version
-            if plan.grad_acts is not None and fresh:  # straight from sae_decode, nothing added to it
+            if plan.grad_acts is not None and grad_acts is plan.grad_acts:  # straight from sae_decode, alone
                 vals, band_vals = plan.grad_vals, plan.grad_band
-            else:
+            else:  # other consumers' gradients were added (dense, or sparse + sparse)
+                if grad_acts.is_sparse:
+                    grad_acts = grad_acts.to_dense()
                 vals = plan.gather(grad_acts)
                 band_vals = plan.gather_band(grad_acts) if band else None
         plan.grad_acts = plan.grad_vals = plan.grad_band = None
@@ -128,6 +134,8 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
         grad_W_enc = plan.mm_t(vals, x).t() if ctx.needs_input_grad[1] else None  # (grad_z.T @ x).T
         grad_b_enc = plan.sum_cols(vals) if ctx.needs_input_grad[2] else None
         return grad_x, grad_W_enc, grad_b_enc, band_vals
+    if grad_acts is not None and grad_acts.is_sparse:
+        grad_acts = grad_acts.to_dense()
     if l1 is not None:
         g = torch.outer(*l1) if grad_acts is None else torch.addr(grad_acts, *l1)
     else:
@@ -142,9 +150,9 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
 class JumpReLUTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W_enc, b_enc, threshold, bandwidth: float):
-        z = torch.addmm(b_enc, x, W_enc)  # [N, d_sae]
+        z = torch.mm(x, W_enc)  # [N, d_sae]; + b_enc in the epilogue
         # in place: the full z is not kept; acts != 0 exactly where z > θ (θ > 0)
-        acts, l0, band_rows, band_cols, plan = encoder_epilogue(z, threshold, bandwidth)
+        acts, l0, band_rows, band_cols, plan = encoder_epilogue(z, threshold, bandwidth, bias=b_enc)
         ctx.bandwidth = bandwidth
         ctx.plan = plan
         ctx.save_for_backward(x, W_enc, threshold, acts, band_rows, band_cols)
@@ -164,7 +172,7 @@ class JumpReLUTorch(torch.autograd.Function):
                 ctx, plan, acts, grad_acts, x, W_enc, band=True
             )
             if plan is None:
-                band_vals = grad_acts[band_rows, band_cols]
+                band_vals = (grad_acts.to_dense() if grad_acts.is_sparse else grad_acts)[band_rows, band_cols]
         grad_threshold = None
         if ctx.needs_input_grad[3]:
             grad_threshold = _grad_threshold(threshold, band_vals, grad_l0, band_rows, band_cols, ctx.bandwidth)
@@ -196,15 +204,10 @@ class DecodeTorch(torch.autograd.Function):
         grad_acts = None
         if ctx.needs_input_grad[0]:
             if ctx.exact:  # only the entries the encoder's backward reads (see kernels/torch_plan.py)
-                gv = plan.sddmm(grad_xhat, W_dec)
-                grad_acts = torch.zeros_like(acts)
-                grad_acts[plan.rows, plan.cols] = gv
-                gb = None
-                if plan.band_rows is not None:
-                    gb = plan.sddmm(grad_xhat, W_dec, band=True)
-                    grad_acts[plan.band_rows, plan.band_cols] = gb
+                gv = plan.sddmm(grad_xhat, W_dec)  # [nnz]
+                gb = plan.sddmm(grad_xhat, W_dec, band=True) if plan.band_rows is not None else None
+                grad_acts = plan.sparse_grad(acts, gv, gb)  # sparse COO [N, d_sae]: no dense zeros
                 plan.grad_acts, plan.grad_vals, plan.grad_band = grad_acts, gv, gb
-                plan.grad_version = grad_acts._version
             else:
                 grad_acts = grad_xhat @ W_dec.t()
         grad_W_dec = None

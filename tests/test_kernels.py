@@ -16,7 +16,7 @@ import torch
 import kernels
 from kernels import jumprelu_encode, sae_decode
 from kernels.dispatch import interpreting
-from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+from kernels.reference import jumprelu_encode_reference, rect_band, sae_decode_reference
 from kernels.torch_plan import ActsPlan
 
 KERNELS_DIR = Path(kernels.__file__).resolve().parent
@@ -489,3 +489,32 @@ def test_encoder_epilogue_auto_choice(density, monkeypatch):
     if plan is not None:
         r, c = torch.relu(z).nonzero(as_tuple=True)
         assert torch.equal(plan.rows, r) and torch.equal(plan.cols, c)
+
+
+@pytest.mark.parametrize("extra", [False, True], ids=["decoder_only", "plus_dense_consumer"])
+def test_grad_acts_is_sparse_at_the_pattern(extra, monkeypatch):
+    """On the sparse path the decoder hands acts a sparse COO gradient holding the active and band entries
+    (no dense zeros); with another consumer autograd adds it to a dense gradient; leaves stay exact."""
+    monkeypatch.setenv("FASTSAE_KERNELS", "torch")
+    monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", "always")
+    params = make_sae(37, 48, 384, density=0.05, seed=9)
+    probe = torch.randn(37, 384, generator=torch.Generator().manual_seed(1))
+    got, want = [], []
+    for enc, dec, out in ((jumprelu_encode, sae_decode, got), (jumprelu_encode_reference, sae_decode_reference, want)):
+        acts, l0 = enc(*params[:4], 0.2)
+        acts.retain_grad()
+        loss = dec(acts, *params[4:]).square().sum() + l0.sum()
+        if extra:
+            loss = loss + (acts * probe).sum()
+        grads = torch.autograd.grad(loss, [acts, *params], retain_graph=True)
+        out.extend(grads)
+        out.append(acts.detach())
+    assert got[0].is_sparse != extra
+    g_acts, w_acts, acts = got[0].to_dense(), want[0], got[-1]
+    band = rect_band(params[0] @ params[1] + params[2], params[3], 0.2)
+    keep = (acts != 0) | band
+    torch.testing.assert_close(g_acts[keep], w_acts[keep], rtol=1e-4, atol=1e-4)
+    if not extra:
+        assert (g_acts[~keep] == 0).all()
+    names = ["x", "W_enc", "b_enc", "threshold", "W_dec", "b_dec"]
+    assert_close_all(got[1:-1], want[1:-1], names)
