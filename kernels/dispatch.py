@@ -19,10 +19,11 @@ import torch
 from .checks import KernelBackendError, KernelDeviceError
 
 # Density (nonzero fraction of acts) at or below which the gather path is used.
-# CPU (torch path): one JumpReLU train step as in benchmarks/train_step.py (2 threads, d_in 576, d_sae 4608,
-# N 4096), FASTSAE_KERNELS_SPARSE=always vs never, on a shared (noisy) machine: the CSR/SDDMM path
-# (kernels/torch_plan.py) took 0.80 s vs 1.16 s at density 0.05, 0.96 s vs >= 1.2 s at 0.08, about even at 0.12.
-CPU_SPARSE_MAX_DENSITY = 0.08
+# CPU (torch path): one train step as in benchmarks/train_step.py (2 threads, batch 4096, 8x), with
+# FASTSAE_KERNELS_SPARSE=always vs never, after the CSR products became embedding_bag calls: JumpReLU d_in 576
+# 5,420 vs 4,090 tok/s at density 0.08, 4,590 vs 3,430 at 0.12, even at 0.15, 3,740 vs 4,200 at 0.18;
+# Standard d_in 256 at 0.12: 13,300 vs 14,400 (the dense matmuls are cheap at small d_in). Noisy machine.
+CPU_SPARSE_MAX_DENSITY = 0.10
 # GPU (Triton path): estimates from H100 rooflines, not yet measured: gather traffic ~ nnz·d_in elements at
 # ~1.5 TB/s vs dense tensor-core matmul 2·N·d_sae·d_in FLOPs at ~500 TFLOP/s (bf16/fp16) or fp32 SIMT.
 GPU_SPARSE_MAX_DENSITY = {torch.bfloat16: 0.004, torch.float16: 0.004, torch.float32: 0.02}

@@ -1,11 +1,13 @@
 """The torch path of both ops (CPU default): same results and gradients as kernels/reference.py,
-but it keeps only a compact record for the backward and uses CSR sparse products when acts are sparse.
+but it keeps only a compact record for the backward and uses sparse products (CSR patterns, computed with
+embedding_bag) when acts are sparse.
 
 Encoder forward keeps acts (the output, no copy) and the coordinates of the few near-threshold entries
 (|z-θ| < ε/2), never the full z: 1[z > θ] == (acts != 0) because θ > 0 (acts equals z there, in z's dtype).
 When the batch is sparse enough (kernels/dispatch.py) it also records the nonzero pattern of acts as an
 ActsPlan attached to acts (kernels/torch_plan.py): the decoder reuses it, and computes grad_acts only where
 the encoder's backward reads it (the active and band entries), so no backward product is dense.
+The encoder's epilogue (bias, mask, band, l0, pattern) runs over blocks of rows (see encoder_epilogue).
 """
 
 from __future__ import annotations
