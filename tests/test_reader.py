@@ -213,6 +213,26 @@ def test_resume_equivalence(store, shuffle):
             assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_position_replays_the_mixer_state(store, shuffle):
+    """The consumer-side Position, advanced by each batch's snapshot (slot-id changes only), equals the
+    mixer's full state after every batch: epoch starts, refills, the drain at each epoch's end."""
+    from train.mixing import Position
+
+    r = make(store, epochs=3, batch_size=23, shuffle=shuffle, buffer_tokens=64, drop_last=False)
+    mixer = r._mixer
+    pos = Position(mixer.state_dict())
+    n = 0
+    for _, snap in mixer.batches():
+        pos.advance(snap)
+        want, got = mixer.state_dict(), pos.state_dict()
+        assert want.keys() == got.keys()
+        for k in want:
+            assert torch.equal(torch.as_tensor(want[k]), torch.as_tensor(got[k])), (n, k)
+        n += 1
+    assert n > 3 * r.tokens_per_epoch // 23 - 1
+
+
 def test_close_then_continue(store):
     """close() stops the threads wherever they ran ahead; iterating again continues exactly."""
     kw = dict(epochs=2, batch_size=13)

@@ -37,8 +37,9 @@ slot (8 bytes per slot instead of 4 * d_model). ``load_state_dict()`` re-reads e
 (grouped by shard, sorted) and restarts the chunk stream at the saved position; all later random
 draws are derived from (seed, epoch, round), so a resumed reader emits bit-identical batches.
 The batch thread runs ahead, so each batch comes with a snapshot of the state right after it
-(a copy of the slot ids: 8 bytes per slot per batch) and ``state_dict()`` returns the snapshot
-of the last batch handed out; ``close()`` rewinds to it (lazily, when iteration restarts).
+(its scalars and the slot-id changes that batch made: ~16 bytes per emitted token, not a copy of
+the slot table); the reader replays them into a ``Position`` mirror, ``state_dict()`` returns the
+state of the last batch handed out and ``close()`` rewinds to it (lazily, when iteration restarts).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 
 from store import TokenType, open_store
-from train.mixing import Mixer
+from train.mixing import Mixer, Position
 from train.prefetch import Prefetcher
 from train.selection import (
     EmptySelectionError,
@@ -149,8 +150,8 @@ class ActivationReader:
             pin=self.device.type == "cuda",
             prefetch=prefetch,
         )
-        self._state = self._mixer.state_dict()  # right after the last batch handed out
-        self._restore = False  # the mixer ran ahead of _state (batch thread stopped): rewind first
+        self._position = Position(self._mixer.state_dict())  # right after the last batch handed out
+        self._restore = False  # the mixer ran ahead of _position (batch thread stopped): rewind first
         self._batches: Prefetcher | None = None
         self._finalizer = weakref.finalize(self, _close, [None])
 
@@ -158,11 +159,11 @@ class ActivationReader:
     @property
     def epoch(self) -> int:
         """The epoch the next emitted token belongs to."""
-        return int(self._state["epoch"])
+        return int(self._position.scalars["epoch"])
 
     @property
     def tokens_emitted(self) -> int:
-        return int(self._state["tokens_emitted"])
+        return int(self._position.scalars["tokens_emitted"])
 
     @property
     def holdout_sequences(self) -> np.ndarray:
@@ -186,10 +187,10 @@ class ActivationReader:
 
     def __next__(self) -> torch.Tensor:
         if self._batches is None:
-            if self._state["finished"] and not len(self._state["pending"]):
+            if self._position.scalars["finished"] and not self._position.remaining:
                 raise StopIteration
             if self._restore:
-                self._mixer.load_state_dict(self._state)
+                self._mixer.load_state_dict(self._position.state_dict())
                 self._restore = False
             self._batches = Prefetcher(self._mixer.batches, depth=self.prefetch, name="fastsae-mixer")
             self._finalizer.detach()
@@ -197,9 +198,10 @@ class ActivationReader:
         item = self._batches.get()
         if item is None:  # the last epoch is over (the thread has ended)
             self._batches = None
-            self._state = dict(self._state, finished=True, pending=torch.zeros(0, dtype=torch.int64))
+            self._position.finish()
             raise StopIteration
-        batch, self._state = item
+        batch, snap = item
+        self._position.advance(snap)
         if self.device.type == "cpu":
             return batch
         x = batch.to(self.device, non_blocking=True)  # stored dtype: half the bytes of fp32 for bf16
@@ -234,7 +236,7 @@ class ActivationReader:
 
     def state_dict(self) -> dict:
         """Position right after the last batch returned (torch.save-able; ~8 bytes per buffer slot)."""
-        return {"version": STATE_VERSION, "config": self._config(), **self._state}
+        return {"version": STATE_VERSION, "config": self._config(), **self._position.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where ``state`` was taken (same store and configuration; any batch size)."""
@@ -248,7 +250,7 @@ class ActivationReader:
                 + ", ".join(f"{k}: saved {theirs.get(k)!r} vs {mine.get(k)!r}" for k in diff)
             )
         self.close()
-        self._state = {k: v for k, v in state.items() if k not in ("version", "config")}
+        self._position = Position({k: v for k, v in state.items() if k not in ("version", "config")})
         self._restore = True
 
 
