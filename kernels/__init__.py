@@ -17,13 +17,14 @@ from .checks import (
     KernelLayoutError,
     KernelShapeError,
 )
-from .ops import jumprelu_encode, sae_decode
+from .ops import feature_counts, jumprelu_encode, sae_decode
 from .relu_encode import relu_encode
 
 __all__ = [
     "jumprelu_encode",
     "sae_decode",
     "relu_encode",
+    "feature_counts",
     "KernelError",
     "KernelShapeError",
     "KernelDtypeError",

@@ -7,6 +7,7 @@ import torch
 from .checks import DECODE_SHAPES, ENCODE_SHAPES, check_bandwidth, check_tensors
 from .dispatch import backend_for
 from .torch_path import DecodeTorch, JumpReLUTorch
+from .torch_plan import ActsPlan
 
 
 def jumprelu_encode(
@@ -46,4 +47,17 @@ def sae_decode(
     return DecodeTorch.apply(acts, W_dec, b_dec)
 
 
-__all__ = ["jumprelu_encode", "sae_decode"]
+def feature_counts(acts: torch.Tensor) -> torch.Tensor:
+    """[d_sae] int64: in how many rows of acts [N, d_sae] each feature is nonzero (no gradient).
+
+    From the sparse plan the torch-path encoders attach (a bincount of its columns: 0.9 ms for 4096 x 4608
+    at 5% here), else one float pass (sign; 10 ms): `(acts > 0).sum(0)` materialises an int64 copy of the
+    whole matrix on CPU (27 ms).
+    """
+    plan = ActsPlan.of(acts)
+    if plan is not None:
+        return torch.bincount(plan.cols, minlength=acts.shape[1])
+    return acts.detach().sign().abs_().sum(0).to(torch.int64)
+
+
+__all__ = ["jumprelu_encode", "sae_decode", "feature_counts"]

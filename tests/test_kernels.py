@@ -518,3 +518,18 @@ def test_grad_acts_is_sparse_at_the_pattern(extra, monkeypatch):
         assert (g_acts[~keep] == 0).all()
     names = ["x", "W_enc", "b_enc", "threshold", "W_dec", "b_dec"]
     assert_close_all(got[1:-1], want[1:-1], names)
+
+
+def test_feature_counts(sparse_mode, monkeypatch):
+    """Per-feature firing counts from the attached plan (sparse) or one dense pass, for any acts."""
+    from kernels import feature_counts
+
+    monkeypatch.setenv("FASTSAE_KERNELS", "torch")
+    x, W_enc, b_enc, threshold, _, _ = make_sae(37, 48, 384, density=0.05, seed=12)
+    acts, _ = jumprelu_encode(x, W_enc, b_enc, threshold, 0.1)
+    want = (acts != 0).sum(0)
+    assert (ActsPlan.of(acts) is not None) == (sparse_mode == "always")
+    got = feature_counts(acts)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+    signed = torch.randn(5, 7) * (torch.rand(5, 7) > 0.5)  # no plan, negative values count as fired too
+    assert torch.equal(feature_counts(signed), (signed != 0).sum(0))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from kernels import feature_counts
 from train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
 from train.config import BDecInit, TrainError, to_json, total_steps
 from train.host_memory import reuse_freed_host_memory
@@ -178,7 +179,7 @@ class SweepTrainer:
                 self.hist[k, i] = torch.stack(
                     [out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss, out.l0.mean()]
                 ).detach()
-                counts = (out.acts > 0).sum(0)  # [d_sae]
+                counts = feature_counts(out.acts)  # [d_sae]; from the sparse plan when there is one
                 self.fire_count[i] += counts
                 self.since_fired[i].add_(1).masked_fill_(counts > 0, 0)
             del out
