@@ -12,6 +12,7 @@ a synthetic bf16 store built first with store.ShardWriter.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -94,7 +95,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=1024 * 150)
     ap.add_argument("--store-tokens", type=int, default=300_000)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch CPU threads (all cores by default): a single run uses them all inside each op; the sweep"
+        " splits them between SAEs stepped concurrently (--sae-workers auto)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = ap.parse_args()
 

@@ -131,6 +131,30 @@ def test_an_sae_trained_in_a_sweep_equals_it_trained_alone(store, tmp_path):
         assert torch.equal(t, b.state_dict()[name]), name
 
 
+def test_saes_stepped_on_parallel_threads_equal_the_sequential_sweep(store, tmp_path, monkeypatch):
+    """--sae-workers 3: the SAEs of a sweep step concurrently (each on its own thread) and end bit-identical
+    to the same sweep stepped one after another (both with one intra-op thread, as the suite runs)."""
+    from concurrent import futures
+
+    used = []
+    real_map = futures.ThreadPoolExecutor.map
+    monkeypatch.setattr(
+        futures.ThreadPoolExecutor, "map", lambda self, *a, **k: used.append(1) or real_map(self, *a, **k)
+    )
+    kw = dict(arch=("jumprelu", "standard", "topk", "batchtopk"), expansion=(2,), k=(4,), tokens=64 * 12)
+    train_saes(small_cfg(store, tmp_path / "seq", sae_workers=1, **kw))
+    assert not used
+    train_saes(small_cfg(store, tmp_path / "par", sae_workers=3, **kw))
+    assert len(used) == 12  # one map per step
+    for name in ("jumprelu-x2-sc0.01", "standard-x2-sc5", "topk-x2-k4", "batchtopk-x2-k4"):
+        a, b = load_sae(tmp_path / "seq" / name), load_sae(tmp_path / "par" / name)
+        for key, t in a.state_dict().items():
+            assert torch.equal(t, b.state_dict()[key]), (name, key)
+        ra = [r for r in read_metrics(tmp_path / "seq" / name / "metrics.jsonl") if r["split"] == "train"]
+        rb = [r for r in read_metrics(tmp_path / "par" / name / "metrics.jsonl") if r["split"] == "train"]
+        assert ra == rb
+
+
 def test_rerun_of_a_finished_run_does_nothing_and_other_config_is_refused(store, tmp_path):
     out = tmp_path / "o"
     train_saes(small_cfg(store, out, expansion=(2,), tokens=64 * 5, eval_every=0, checkpoint_every=0))

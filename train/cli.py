@@ -74,6 +74,7 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help=_h("checkpoint_every"))] = 1000,
     device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
     progress: Annotated[bool, typer.Option(help=_h("progress"))] = True,
+    sae_workers: Annotated[int, typer.Option(help=_h("sae_workers"))] = 0,
     reuse_host_memory: Annotated[bool, typer.Option(help=_h("reuse_host_memory"))] = True,
 ) -> None:
     """Train sparse autoencoders on a layer of an activation store (a sweep: every combination in one pass)."""

@@ -87,7 +87,7 @@ DEFAULT_SPARSITY_COEF = {"jumprelu": 0.01, "standard": 5.0}  # paper, both recip
 DEFAULT_K = 64
 
 # Fields that change how a run is operated but not what it computes: a rerun may change them.
-OPERATIONAL_FIELDS = ("device", "checkpoint_every", "progress", "reuse_host_memory")
+OPERATIONAL_FIELDS = ("device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers")
 
 
 def _help(text: str) -> dict:
@@ -232,6 +232,13 @@ class TrainConfig:
         default="auto", metadata=_help("Torch device: auto (cuda if available, else cpu), cpu, cuda:0, ...")
     )
     progress: bool = field(default=True, metadata=_help("Show the progress bar."))
+    sae_workers: int = field(
+        default=0,
+        metadata=_help(
+            "CPU: step the SAEs of a sweep concurrently on this many threads, splitting torch's intra-op threads "
+            "between them (0 = auto: one per SAE up to torch's thread count; 1 = one after another; CUDA: 1)."
+        ),
+    )
     reuse_host_memory: bool = field(
         default=True,
         metadata=_help(
@@ -320,7 +327,7 @@ def _validate(c: TrainConfig) -> None:
             _fail(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(c, name)}")
     if not 0 <= c.holdout < 1:
         _fail(f"--holdout must be in [0, 1), got {c.holdout}")
-    for name in ("eval_every", "checkpoint_every", "eval_tokens"):
+    for name in ("eval_every", "checkpoint_every", "eval_tokens", "sae_workers"):
         if getattr(c, name) < 0:
             _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(c, name)}")
     if not c.dead_feature_threshold >= 0:

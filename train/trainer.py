@@ -15,6 +15,7 @@ writes nothing more, and the last checkpoint (taken after a clean check) stays t
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -103,6 +104,9 @@ class SweepTrainer:
         self.reader = None
         self.logs: list[MetricsLog] = []
         self.batches_read = 0
+        workers = self.cfg.sae_workers or min(n, torch.get_num_threads())
+        self.workers = max(1, min(workers, n)) if self.device.type == "cpu" else 1
+        self._pool: ThreadPoolExecutor | None = None
 
     # ---------------------------------------------------------------- setup
     def init_fresh(self) -> None:
@@ -162,36 +166,43 @@ class SweepTrainer:
 
     # ---------------------------------------------------------------- the step
     def train_step(self, x: torch.Tensor) -> None:
-        """One optimizer step of every SAE on the batch x [B, d_in]; no host sync."""
-        c, k = self.cfg, self.hist_len
+        """One optimizer step of every SAE on the batch x [B, d_in]; no host sync. The SAEs' forward and
+        backward passes are independent (one per thread with ``sae_workers`` > 1); the optimizer step is one."""
+        k = self.hist_len
         lr_f, sc_f = self.schedule.lr_factor(self.step), self.schedule.sparsity_factor(self.step)
         self.batch_ok[k] = torch.isfinite(x).all()
         if self.scale != 1.0:
             x = x * self.scale
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (sae, p, group) in enumerate(
-            zip(self.saes, self.plan.points, self.optimizer.param_groups, strict=True)
-        ):
-            group["lr"] = p.lr * lr_f
-            out = sae.training_forward(x, sparsity_coef=(p.sparsity_coef or 0.0) * sc_f)
-            out.loss.backward()
-            with torch.no_grad():
-                self.hist[k, i] = torch.stack(
-                    [out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss, out.l0.mean()]
-                ).detach()
-                counts = feature_counts(out.acts)  # [d_sae]; from the sparse plan when there is one
-                self.fire_count[i] += counts
-                self.since_fired[i].add_(1).masked_fill_(counts > 0, 0)
-            del out
-            sae.remove_parallel_grad_()
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), c.grad_clip, foreach=True)
+        if self._pool is None:
+            for i in range(len(self.saes)):
+                self._sae_step(i, x, lr_f, sc_f)
+        else:
+            list(self._pool.map(lambda i: self._sae_step(i, x, lr_f, sc_f), range(len(self.saes))))
         self.optimizer.step()
         for sae in self.saes:
             sae.normalize_decoder_()
         self.step += 1
         self.hist_len += 1
         self.window_tokens += x.shape[0]
+
+    def _sae_step(self, i: int, x: torch.Tensor, lr_f: float, sc_f: float) -> None:
+        """Forward, backward, statistics and gradient clipping of SAE i (touches only its own state)."""
+        c, k, sae, p = self.cfg, self.hist_len, self.saes[i], self.plan.points[i]
+        self.optimizer.param_groups[i]["lr"] = p.lr * lr_f
+        out = sae.training_forward(x, sparsity_coef=(p.sparsity_coef or 0.0) * sc_f)
+        out.loss.backward()
+        with torch.no_grad():
+            self.hist[k, i] = torch.stack(
+                [out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss, out.l0.mean()]
+            ).detach()
+            counts = feature_counts(out.acts)  # [d_sae]; from the sparse plan when there is one
+            self.fire_count[i] += counts
+            self.since_fired[i].add_(1).masked_fill_(counts > 0, 0)
+        del out
+        sae.remove_parallel_grad_()
+        if c.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), c.grad_clip, foreach=True)
 
     # ---------------------------------------------------------------- logging (the only syncs)
     def flush(self) -> list[dict] | None:
@@ -294,9 +305,20 @@ class SweepTrainer:
             ),
             device=self.device,
         )
+        threads = torch.get_num_threads()
+        if self.workers > 1:
+            # Several SAE steps at once, each on a share of the cores: measured here (2 cores, two JumpReLU SAEs,
+            # 5% density) 1.05 s vs 1.45 s sequential at d_in 256, 4.6 s vs 5.5 s at 576 — small matmuls,
+            # the sparse bookkeeping and Python gain more from a core of their own than from intra-op threads.
+            torch.set_num_threads(max(1, threads // self.workers))
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastsae-sae")
         try:
             self._loop(held)
         finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+            torch.set_num_threads(threads)
             for log in self.logs:
                 log.close()
             self.reader.close()
