@@ -14,23 +14,13 @@ import torch
 
 from kernels import jumprelu_encode, sae_decode
 from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+from tests.test_kernels import NAMES  # the outputs and gradients compared, in order
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 
-NAMES = [
-    "acts",
-    "l0",
-    "x_hat",
-    "grad_x",
-    "grad_W_enc",
-    "grad_b_enc",
-    "grad_threshold",
-    "grad_W_dec",
-    "grad_b_dec",
-]
 
 
 @pytest.fixture(autouse=True)
