@@ -40,7 +40,7 @@ class ReLUEncodeTorch(torch.autograd.Function):
         if plan is not None:
             vals = plan.values(acts)  # [nnz], cached on the plan for the decoder
             l1 = torch.zeros(acts.shape[0], dtype=acts.dtype, device=acts.device)
-            l1.index_add_(0, plan.rows, vals * l1_weight[plan.cols])  # [N]
+            l1.index_add_(0, plan.rows, vals * l1_weight.index_select(0, plan.cols))  # [N]
         else:
             l1 = acts @ l1_weight  # [N]
         ctx.mark_non_differentiable(l0)
@@ -59,7 +59,7 @@ class ReLUEncodeTorch(torch.autograd.Function):
         grad_w = None
         if grad_l1 is not None and ctx.needs_input_grad[3]:
             if plan is not None:  # Σ_n grad_l1[n]·acts[n, i] over the active entries
-                grad_w = plan.sum_cols(plan.values(acts) * grad_l1[plan.rows])
+                grad_w = plan.sum_cols(plan.values(acts) * grad_l1.index_select(0, plan.rows))
             else:
                 grad_w = acts.t() @ grad_l1  # [d_sae]
         l1 = None if grad_l1 is None else (grad_l1, l1_weight)

@@ -101,9 +101,9 @@ def _grad_threshold(threshold, band_grad_acts, grad_l0, band_rows, band_cols, ep
     """-(1/ε) Σ_{n in band_j} (θ_j·grad_acts[n,j] + grad_l0[n]), accumulated in float32."""
     per = torch.zeros(band_cols.shape[0], dtype=torch.float32, device=threshold.device)
     if band_grad_acts is not None:
-        per += threshold.float()[band_cols] * band_grad_acts.float()
+        per += threshold.float().index_select(0, band_cols) * band_grad_acts.float()
     if grad_l0 is not None:
-        per += grad_l0.float()[band_rows]
+        per += grad_l0.float().index_select(0, band_rows)
     out = torch.zeros(threshold.shape[0], dtype=torch.float32, device=threshold.device)
     out.index_add_(0, band_cols, per)
     return (out * (-1.0 / eps)).to(threshold.dtype)
@@ -128,7 +128,7 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
                 band_vals = plan.gather_band(grad_acts) if band else None
         plan.grad_acts = plan.grad_vals = plan.grad_band = None
         if l1 is not None:
-            extra = l1[0][plan.rows] * l1[1][plan.cols]  # [nnz]
+            extra = l1[0].index_select(0, plan.rows) * l1[1].index_select(0, plan.cols)  # [nnz]
             vals = extra if vals is None else vals + extra
         if vals is None:
             vals = acts.new_zeros(plan.rows.shape[0])

@@ -26,6 +26,20 @@ def _offsets(keys: torch.Tensor, n: int) -> torch.Tensor:
     return off
 
 
+def _pick(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """v[idx] for a 1-D v: index_select is 3x faster than advanced indexing on CPU (0.34 vs 1.04 ms at 420k)."""
+    return v.index_select(0, idx)
+
+
+def _sort_key(cols: torch.Tensor, n: int) -> torch.Tensor:
+    """cols in [0, n) as the narrowest signed int dtype that holds them: torch's stable CPU sort of 420k
+    int16 keys takes 4.0 ms here, int64 6.3 ms."""
+    for dtype in (torch.int16, torch.int32):
+        if n <= torch.iinfo(dtype).max + 1:
+            return cols.to(dtype)
+    return cols
+
+
 def _wide(t: torch.Tensor) -> torch.Tensor:
     """CPU sparse kernels (MKL CSR, sampled_addmm) take float32/float64 only: 16-bit operands go as float32."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
@@ -57,6 +71,7 @@ class ActsPlan:
         self.band_rows, self.band_cols = band_rows, band_cols
         self._band_crow = None
         self._perm = self._crow_t = self._rows_t = None
+        self._flat = None  # rows * d_sae + cols, for gathers out of contiguous [N, d_sae] tensors
         self._vals = None  # values of the attached acts at (rows, cols), gathered once
         self.version = -1  # acts._version when attached
         self.grad_acts = self.grad_vals = self.grad_band = None  # left by the decoder's backward
@@ -83,7 +98,12 @@ class ActsPlan:
         return plan
 
     def gather(self, m: torch.Tensor) -> torch.Tensor:
-        return m[self.rows, self.cols]
+        """m at the pattern [nnz]: take() of flat indices, 1.5x faster than m[rows, cols] on CPU."""
+        if not m.is_contiguous():
+            return m[self.rows, self.cols]
+        if self._flat is None:
+            self._flat = self.rows * self.shape[1] + self.cols
+        return m.view(-1).take(self._flat)
 
     def values(self, acts: torch.Tensor) -> torch.Tensor:
         """acts at the pattern [nnz], gathered once: acts must be the (unmodified) tensor this plan describes."""
@@ -99,9 +119,10 @@ class ActsPlan:
         coalesced = True
         if band_vals is not None and band_vals.numel():
             outside = self.gather_band(acts) == 0  # band entries with z <= θ
-            rows = torch.cat([rows, self.band_rows[outside]])
-            cols = torch.cat([cols, self.band_cols[outside]])
-            vals = torch.cat([vals, band_vals[outside]])
+            outside = outside.nonzero().squeeze(1)
+            rows = torch.cat([rows, _pick(self.band_rows, outside)])
+            cols = torch.cat([cols, _pick(self.band_cols, outside)])
+            vals = torch.cat([vals, _pick(band_vals, outside)])
             coalesced = False  # unsorted (never duplicated)
         return torch.sparse_coo_tensor(
             torch.stack([rows, cols]), vals, acts.shape, is_coalesced=coalesced, check_invariants=False
@@ -117,10 +138,10 @@ class ActsPlan:
     def mm_t(self, vals: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """M.T @ b  [d_sae, d] for b [N, d] (M.T's pattern, its column order computed once and shared)."""
         if self._perm is None:
-            self._perm = torch.argsort(self.cols, stable=True)
+            self._perm = torch.argsort(_sort_key(self.cols, self.shape[1]), stable=True)
             self._crow_t = _offsets(self.cols, self.shape[1])
-            self._rows_t = self.rows[self._perm]
-        return _bag_sum(self._rows_t, b, self._crow_t, vals[self._perm])
+            self._rows_t = _pick(self.rows, self._perm)
+        return _bag_sum(self._rows_t, b, self._crow_t, _pick(vals, self._perm))
 
     def sddmm(self, a: torch.Tensor, w: torch.Tensor, *, band: bool = False) -> torch.Tensor:
         """(a @ w.T)[r, c] at each (r, c) of the pattern (or of the band), for a [N, d], w [d_sae, d]."""
