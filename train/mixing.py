@@ -50,6 +50,7 @@ class Mixer:
         self._buffer_t = torch.from_numpy(
             self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
         )
+        self._scratch: torch.Tensor | None = None  # [batch_size, d_in] stored dtype, for the CPU gather
         self._slot_ids = np.full(buffer_tokens, -1, np.int64)  # [B] canonical token id per slot, -1 = empty
         self._epoch = 0
         self._round = 0  # rounds started in this epoch; 0 = the buffer still has to be filled
@@ -178,8 +179,13 @@ class Mixer:
         out = dst[start : start + len(slots)]
         if self.pin or self._np_dtype is np.float32:
             torch.index_select(self._buffer_t, 0, idx, out=out)
-        else:
-            out.copy_(torch.index_select(self._buffer_t, 0, idx).view(TORCH_VALUE[self._np_dtype]))
+            return
+        # into a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) is mmapped and page-faulted
+        # anew by glibc every batch, which made the gather 5x slower (3.5 ms instead of 0.7 here)
+        if self._scratch is None or self._scratch.shape[0] < len(slots):
+            self._scratch = torch.empty((max(len(slots), self.batch_size), self.d_model), dtype=self._buffer_t.dtype)
+        rows = torch.index_select(self._buffer_t, 0, idx, out=self._scratch[: len(slots)])
+        out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
 
     def _emit(self, dst: torch.Tensor, start: int) -> int:
         """Write up to len(dst) - start rows of the current round into dst; returns how many."""
