@@ -35,7 +35,11 @@ def sparse_plan(m: torch.Tensor) -> ActsPlan | None:
 
 
 def encoder_epilogue(
-    z: torch.Tensor, threshold: torch.Tensor | None = None, bandwidth: float = 0.0, *, bias: torch.Tensor | None = None
+    z: torch.Tensor,
+    threshold: torch.Tensor | None = None,
+    bandwidth: float = 0.0,
+    *,
+    bias: torch.Tensor | None = None,
 ):
     """Turn z [N, d_sae] (+ bias [d_sae], added here block by block: one pass over z fewer than addmm's bias
     copy) into acts in place, block by block of rows, and record what the backward needs.
@@ -177,7 +181,9 @@ class JumpReLUTorch(torch.autograd.Function):
                 band_vals = (grad_acts.to_dense() if grad_acts.is_sparse else grad_acts)[band_rows, band_cols]
         grad_threshold = None
         if ctx.needs_input_grad[3]:
-            grad_threshold = _grad_threshold(threshold, band_vals, grad_l0, band_rows, band_cols, ctx.bandwidth)
+            grad_threshold = _grad_threshold(
+                threshold, band_vals, grad_l0, band_rows, band_cols, ctx.bandwidth
+            )
         return grad_x, grad_W_enc, grad_b_enc, grad_threshold, None
 
 

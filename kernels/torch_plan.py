@@ -45,7 +45,9 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _bag_sum(index: torch.Tensor, table: torch.Tensor, crow: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _bag_sum(
+    index: torch.Tensor, table: torch.Tensor, crow: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """out[r] = Σ_{k in crow[r]:crow[r+1]} weights[k]·table[index[k]]  [len(crow) - 1, d]: a CSR matrix times
     table [n, d], as embedding_bag (the recommender-system kernel). Here, 4096 x 4608 at 5% density times
     [4608, 576]: 68 ms, vs 163 ms for torch.sparse.mm on the same CSR and 350 ms for the dense matmul; at 1%:
@@ -111,7 +113,9 @@ class ActsPlan:
             self._vals = self.gather(acts)
         return self._vals
 
-    def sparse_grad(self, acts: torch.Tensor, vals: torch.Tensor, band_vals: torch.Tensor | None) -> torch.Tensor:
+    def sparse_grad(
+        self, acts: torch.Tensor, vals: torch.Tensor, band_vals: torch.Tensor | None
+    ) -> torch.Tensor:
         """The decoder's grad_acts as a sparse COO tensor: vals at the pattern, band_vals at the band entries
         outside it (band entries inside the pattern hold the same value already). Autograd adds it to any dense
         gradient another consumer of acts produces; alone, it reaches the encoder as is (no dense zeros)."""

@@ -230,7 +230,6 @@ def test_bad_arguments_are_one_line_errors(env, tmp_path):
         run_harvest(cfg_for(env, tmp_path / "e", limit=3, model=str(env["models"]["qwen2"])))
 
 
-
 def test_local_model_folder_whose_weights_changed_is_refused(env, tmp_path):
     # A local folder has no hub commit: its weight files' hash is part of the store identity, so a
     # resumed harvest never mixes activations of two different models.

@@ -360,7 +360,9 @@ def _grads_through_decoder(encode, decode, params, *, bandwidth, relu=False):
     return [x_hat.detach(), *torch.autograd.grad(loss, ins)]
 
 
-@pytest.mark.parametrize("shape", [(37, 48, 384), (70, 64, 130), (1, 48, 96)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape", [(37, 48, 384), (70, 64, 130), (1, 48, 96)], ids=lambda s: "x".join(map(str, s))
+)
 def test_decoder_only_consumer(sparse_mode, shape, monkeypatch):
     """acts feeding only sae_decode: on the sparse path grad_acts is computed at active and band entries only."""
 
@@ -396,7 +398,9 @@ def test_plan_dropped_after_inplace_change(monkeypatch):
     torch.testing.assert_close(plain, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(37, 48, 384), (70, 64, 130), (20, 576, 1152)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape", [(37, 48, 384), (70, 64, 130), (20, 576, 1152)], ids=lambda s: "x".join(map(str, s))
+)
 @pytest.mark.parametrize("terms", ["decoder_only", "with_l1", "l1_only", "acts_also_used"])
 def test_relu_encode(sparse_mode, shape, terms, monkeypatch):
     """relu_encode + sae_decode (the Standard SAE) against plain autograd, forced sparse and dense: outputs,
@@ -468,7 +472,9 @@ def test_encoder_epilogue_blocks(block_rows, dtype, sparse_mode, monkeypatch):
         if plan is not None:
             r, c = want.nonzero(as_tuple=True)
             assert torch.equal(plan.rows, r) and torch.equal(plan.cols, c)
-            assert torch.equal(plan.crow, torch.cat([torch.zeros(1, dtype=torch.int64), (want != 0).sum(-1).cumsum(0)]))
+            assert torch.equal(
+                plan.crow, torch.cat([torch.zeros(1, dtype=torch.int64), (want != 0).sum(-1).cumsum(0)])
+            )
 
 
 @pytest.mark.parametrize("density", [0.02, 0.3])
@@ -500,7 +506,10 @@ def test_grad_acts_is_sparse_at_the_pattern(extra, monkeypatch):
     params = make_sae(37, 48, 384, density=0.05, seed=9)
     probe = torch.randn(37, 384, generator=torch.Generator().manual_seed(1))
     got, want = [], []
-    for enc, dec, out in ((jumprelu_encode, sae_decode, got), (jumprelu_encode_reference, sae_decode_reference, want)):
+    for enc, dec, out in (
+        (jumprelu_encode, sae_decode, got),
+        (jumprelu_encode_reference, sae_decode_reference, want),
+    ):
         acts, l0 = enc(*params[:4], 0.2)
         acts.retain_grad()
         loss = dec(acts, *params[4:]).square().sum() + l0.sum()

@@ -22,7 +22,6 @@ pytestmark = [
 ]
 
 
-
 @pytest.fixture(autouse=True)
 def compiled_triton(monkeypatch):
     from kernels import encode

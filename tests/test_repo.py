@@ -52,10 +52,7 @@ def test_readme_test_command_is_what_ci_runs():
 def test_transformers_does_not_take_our_kernels_for_the_hub_package():
     # transformers probes for a package importable as `kernels` (Hugging Face's kernel hub) and
     # imports it when the version looks viable; ours must never pass for it.
-    code = (
-        "from transformers.utils.import_utils import is_kernels_available;"
-        "print(is_kernels_available())"
-    )
+    code = "from transformers.utils.import_utils import is_kernels_available;print(is_kernels_available())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
 

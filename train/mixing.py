@@ -183,7 +183,9 @@ class Mixer:
         # into a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) is mmapped and page-faulted
         # anew by glibc every batch, which made the gather 5x slower (3.5 ms instead of 0.7 here)
         if self._scratch is None or self._scratch.shape[0] < len(slots):
-            self._scratch = torch.empty((max(len(slots), self.batch_size), self.d_model), dtype=self._buffer_t.dtype)
+            self._scratch = torch.empty(
+                (max(len(slots), self.batch_size), self.d_model), dtype=self._buffer_t.dtype
+            )
         rows = torch.index_select(self._buffer_t, 0, idx, out=self._scratch[: len(slots)])
         out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
 
