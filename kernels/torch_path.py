@@ -59,27 +59,34 @@ def encoder_epilogue(
     band_r, band_c, act_r, act_c = [], [], [], []
     collecting, seen = cutoff >= 0, 0
     if threshold is not None:
-        theta32, half = threshold.float(), torch.tensor(0.5 * bandwidth, dtype=torch.float32)
+        theta32, half = threshold.float(), 0.5 * bandwidth
+    # Costs per 512 x 2048 fp32 block here: a comparison 0.6 ms, a bool -> float product 0.8 ms, nonzero() 1.2+ ms,
+    # but plain float arithmetic 0.05-0.2 ms and float -> bool 0.15 ms. Hence float 0/1 masks from relu/sign
+    # (a comparison only for the band).
     for start in range(0, n, rows):
         blk = z[start : start + rows]  # a view: edited in place
         if bias is not None:
             blk.add_(bias)
         if threshold is None:
             blk.relu_()
-            active = None
+            mask = blk.sign()  # 1[acts != 0] as a float (acts >= 0)
+            band = None
         else:
-            r, c = ((blk.float() - theta32).abs_() < half).nonzero(as_tuple=True)
-            band_r.append(r + start)
-            band_c.append(c)
-            active = blk > threshold
-            blk.mul_(active)  # = z * 1[z > θ] as the reference (3x faster than masked_fill_ here)
-        # acts >= 0 (θ > 0), so sign() is 1[acts != 0]: a float row sum, faster than count_nonzero(dim)
-        l0_blk = torch.sum(blk.sign(), dim=-1, out=l0[start : start + rows])
+            dz = blk.float() - theta32  # z - θ in float32 (as kernels/reference.rect_band): > 0 iff z > θ
+            band = dz.abs() < half
+            mask = dz.relu_().sign_()  # 1[z > θ]
+            blk.mul_(mask)  # = z * 1[z > θ] as the reference
+        l0_blk = l0[start : start + rows]
+        l0_blk.copy_(mask.sum(dim=-1))
         if collecting:  # only while the rows so far (this block included) are sparse enough
             seen += float(l0_blk.sum(dtype=torch.float64))
             collecting = seen <= cutoff * (start + blk.shape[0]) * d_sae
-        if collecting:  # nonzero() of a bool mask takes half the time of a float block's
-            r, c = (blk > 0 if active is None else active).nonzero(as_tuple=True)
+        if band is not None:
+            r, c = band.nonzero(as_tuple=True)
+            band_r.append(r + start)
+            band_c.append(c)
+        if collecting:
+            r, c = mask.bool().nonzero(as_tuple=True)  # nonzero() of a bool mask: half the time of a float's
             act_r.append(r + start)
             act_c.append(c)
     plan = None
@@ -146,7 +153,7 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
         g = torch.outer(*l1) if grad_acts is None else torch.addr(grad_acts, *l1)
     else:
         g = torch.zeros_like(acts) if grad_acts is None else grad_acts
-    grad_z = g * (acts != 0)  # [N, d_sae]
+    grad_z = g * acts.sign()  # [N, d_sae]; sign = 1[acts != 0] (acts >= 0), 4x faster than a bool mask here
     grad_x = grad_z @ W_enc.t() if ctx.needs_input_grad[0] else None
     grad_W_enc = x.t() @ grad_z if ctx.needs_input_grad[1] else None
     grad_b_enc = grad_z.sum(0) if ctx.needs_input_grad[2] else None
