@@ -9,7 +9,10 @@ then runs each measurement in a fresh subprocess (so peak RSS is per measurement
   baseline_raw   sequential read of the same shard files through np.memmap (copy out, no decode)
   baseline_f32   the same plus the bf16/fp16 -> float32 decode (store.to_float32)
   sequential     ActivationReader(shuffle=False): batches in store order
-  shuffled       ActivationReader (mixing buffer): one full epoch of shuffled batches
+  shuffled       ActivationReader (mixing buffer): one full epoch of shuffled float32 batches
+  shuffled_stored  the same with decode=False: batches in the stored dtype, the host side of the CUDA path
+                 (which uploads the stored dtype from pinned memory and widens it on the device); this is
+                 the like-for-like comparison with baseline_raw, which does not decode either
 
 Each runs "cold" (the shard files evicted from the page cache with posix_fadvise(DONTNEED)
 first) and "warm" (right after a read). Ratios: tokens/s of the reader ÷ tokens/s of the baseline
@@ -145,7 +148,8 @@ def worker(args) -> dict:
             batch_size=args.batch_size,
             buffer_tokens=args.buffer_tokens,
             chunk_tokens=args.chunk_tokens,
-            shuffle=args.worker == "shuffled",
+            shuffle=args.worker.startswith("shuffled"),
+            decode=args.worker != "shuffled_stored",
             epochs=1,
             drop_last=False,
             seed=0,
@@ -212,7 +216,7 @@ def main() -> None:
     )
     results: dict[tuple[str, bool], dict] = {}
     for cold in (True, False):
-        for mode in ("baseline_raw", "baseline_f32", "sequential", "shuffled"):
+        for mode in ("baseline_raw", "baseline_f32", "sequential", "shuffled", "shuffled_stored"):
             best = None
             for _ in range(args.repeats):
                 cmd = [sys.executable, __file__, "--worker", mode, "--root", str(root)]
@@ -227,7 +231,7 @@ def main() -> None:
             results[(mode, cold)] = best
             ram = f", anon RSS +{best['anon_growth'] / 2**20:.0f} MiB, file RSS {best['file_peak'] / 2**20:.0f} MiB"
             print(
-                f"  {'cold' if cold else 'warm'} {mode:13s} {best['tokens_per_s'] / 1e6:7.2f} M tok/s "
+                f"  {'cold' if cold else 'warm'} {mode:15s} {best['tokens_per_s'] / 1e6:7.2f} M tok/s "
                 f"({best['seconds']:.2f} s){ram}"
             )
     # overlap: the consumer "trains" (sleeps) for about the reader's own time per batch
@@ -254,11 +258,11 @@ def main() -> None:
     print("ratios (goal: throughput >= 0.8, RAM <= 1.2):")
     for cold in (True, False):
         c = "cold" if cold else "warm"
-        for mode in ("shuffled", "sequential"):
+        for mode in ("shuffled", "shuffled_stored", "sequential"):
             r = results[(mode, cold)]
             for base in ("baseline_raw", "baseline_f32"):
                 ratio = r["tokens_per_s"] / results[(base, cold)]["tokens_per_s"]
-                print(f"  {c} {mode} / {base}: {ratio:.2f}")
+                print(f"  {c} {mode:15s} / {base}: {ratio:.2f}")
         r, q = results[("shuffled", cold)], results[("sequential", cold)]
         fp32 = args.buffer_tokens * args.d_model * 4
         print(

@@ -50,8 +50,9 @@ def glibc_steady_state() -> None:
     mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD: twice it, as glibc's dynamic rule keeps it
 
 
-def _time(fns: dict, steps: int, warmup: int = 1, *, default_alloc=()) -> dict[str, float]:
-    """Median seconds per call of each fn, calling them round-robin so that load changes hit all alike.
+def _time(fns: dict, steps: int, warmup: int = 1, *, default_alloc=()) -> dict[str, list[float]]:
+    """Seconds of each call of each fn, per round: the fns are called round-robin, so that a change of load on
+    this shared machine hits all of them alike (and per-round ratios cancel most of it, see _ratio).
     The fns named in default_alloc run under glibc's steady state, the others with host memory reuse."""
     fns = {k: f for k, f in fns.items() if f is not None}
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -66,9 +67,18 @@ def _time(fns: dict, steps: int, warmup: int = 1, *, default_alloc=()) -> dict[s
             if rep >= warmup:
                 times[k].append(time.perf_counter() - t0)
     reuse_freed_host_memory(force=True)
-    return {k: statistics.median(v) if v else float("nan") for k, v in times.items()} | {
-        k: float("nan") for k in ("naive", "saelens", "saelens_shipped") if k not in fns
-    }
+    return times
+
+
+def _median(times: dict[str, list[float]], k: str) -> float:
+    return statistics.median(times[k]) if times.get(k) else float("nan")
+
+
+def _ratio(times: dict[str, list[float]], slow: str, fast: str) -> float:
+    """Median over rounds of time[slow] / time[fast] measured in the same round."""
+    if not times.get(slow) or not times.get(fast):
+        return float("nan")
+    return statistics.median(a / b for a, b in zip(times[slow], times[fast], strict=True))
 
 
 def calibrate(sae: SparseAutoencoder, x: torch.Tensor, density: float | None) -> None:
@@ -217,7 +227,7 @@ def main() -> None:
     for d_in in [int(s) for s in args.shapes.split(",")]:
         d_sae = d_in * args.expansion
         roof = roofline_step(n, d_in, d_sae)
-        t_roof = _time({"roof": roof}, args.steps)["roof"]
+        t_roof = _median(_time({"roof": roof}, args.steps), "roof")
         roof_tps = n / t_roof
         gflops = 12 * n * d_in * d_sae / t_roof / 1e9
         print(
@@ -244,13 +254,13 @@ def main() -> None:
                 fns = {"ours": fastsae_step(sae, x, lam), "naive": nv, "saelens": sl}
                 fns |= {"saelens_shipped": sl_shipped, "roof": roof}
                 t = _time(fns, args.steps, default_alloc=("saelens_shipped",))
-                t_ours, t_naive, t_sl, t_shipped = t["ours"], t["naive"], t["saelens"], t["saelens_shipped"]
-                roof_tps = n / t["roof"]  # re-measured alongside, under the same load
-                ours = n / t_ours
+                # tok/s: medians; ratios: medians of per-round ratios (the roofline re-measured alongside)
+                ours = n / _median(t, "ours")
                 print(
-                    f"{arch:9} {dens:>8} {l0:6.0f} {ours:14,.0f} {ours / roof_tps:6.2f} {n / t_naive:7,.0f} "
-                    f"{n / t_sl:8,.0f} {n / t_shipped:8,.0f} {t_naive / t_ours:13.2f} {t_sl / t_ours:15.2f} "
-                    f"{t_shipped / t_ours:9.2f}",
+                    f"{arch:9} {dens:>8} {l0:6.0f} {ours:14,.0f} {_ratio(t, 'roof', 'ours'):6.2f} "
+                    f"{n / _median(t, 'naive'):7,.0f} {n / _median(t, 'saelens'):8,.0f} "
+                    f"{n / _median(t, 'saelens_shipped'):8,.0f} {_ratio(t, 'naive', 'ours'):13.2f} "
+                    f"{_ratio(t, 'saelens', 'ours'):15.2f} {_ratio(t, 'saelens_shipped', 'ours'):9.2f}",
                     flush=True,
                 )
 

@@ -381,3 +381,16 @@ def test_cuda_batches_match_cpu(store):
     gpu = [b for _, b in zip(range(5), make(store, device="cuda"), strict=False)]
     for a, b in zip(cpu, gpu, strict=True):
         assert b.device.type == "cuda" and b.dtype == torch.float32 and torch.equal(a, b.cpu())
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_undecoded_batches_are_the_stored_values(store, shuffle):
+    decoded = make(store, epochs=1, drop_last=False, shuffle=shuffle)
+    stored = make(store, epochs=1, drop_last=False, shuffle=shuffle, decode=False)
+    want = {"float32": torch.float32, "bfloat16": torch.bfloat16}[store.dtype]
+    n = 0
+    for a, b in zip(decoded, stored, strict=True):
+        assert b.dtype == want and b.shape == a.shape
+        assert torch.equal(b.float(), a)  # same tokens, same order; widening is exact
+        n += len(b)
+    assert n == store.num_tokens

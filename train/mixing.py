@@ -25,7 +25,8 @@ TORCH_VALUE = {np.uint16: torch.bfloat16, np.float16: torch.float16, np.float32:
 
 
 class Mixer:
-    """Epochs of chunk pieces -> mixing buffer -> batches (stored dtype staged for CUDA, else float32)."""
+    """Epochs of chunk pieces -> mixing buffer -> batches: float32, or the stored dtype (``stored``; pinned with
+    ``pin``, for a CUDA upload decoded on the device)."""
 
     def __init__(
         self,
@@ -37,11 +38,13 @@ class Mixer:
         seed: int,
         epochs: int | None,
         drop_last: bool,
+        stored: bool,
         pin: bool,
         prefetch: int,
     ):
         self.selection, self.batch_size, self.shuffle, self.seed = selection, batch_size, shuffle, seed
-        self.epochs, self.drop_last, self.pin, self.prefetch = epochs, drop_last, pin, prefetch
+        self.epochs, self.drop_last, self.prefetch = epochs, drop_last, prefetch
+        self.stored, self.pin = stored or pin, pin
         self.d_model = selection.d_model
         self.buffer_tokens = buffer_tokens
         self._np_dtype = STORED_NUMPY[selection.dtype]
@@ -165,19 +168,19 @@ class Mixer:
 
     def _put(self, dst: torch.Tensor, start: int, rows: np.ndarray) -> None:
         """Stored ``rows`` into dst[start:]: decoded into the float32 batch (CPU) or copied as stored
-        into the pinned staging block (CUDA: uploaded and decoded on the device)."""
-        if self.pin:
+        into the stored-dtype block (``stored``: e.g. pinned for CUDA, uploaded and decoded on the device)."""
+        if self.stored:
             dst.numpy().view(self._np_dtype)[start : start + len(rows)] = rows
         else:
             self.selection.decode(rows, dst[start : start + len(rows)])
 
     def _gather(self, dst: torch.Tensor, start: int, slots: np.ndarray) -> None:
-        """Buffer rows ``slots`` into dst[start:] (decoded to float32 unless dst is the pinned stored block).
+        """Buffer rows ``slots`` into dst[start:] (decoded to float32 unless dst is a stored-dtype block).
         torch does both steps: index_select (0.6 ms for 4096 x 576 bf16 here, numpy 1.2 ms) and the exact
         bf16/fp16 -> float32 widening (0.65 ms, numpy's shift 1.2 ms)."""
         idx = torch.from_numpy(slots)
         out = dst[start : start + len(slots)]
-        if self.pin or self._np_dtype is np.float32:
+        if self.stored or self._np_dtype is np.float32:
             torch.index_select(self._buffer_t, 0, idx, out=out)
             return
         # into a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) is mmapped and page-faulted
@@ -210,11 +213,11 @@ class Mixer:
         return n
 
     def next_batch(self) -> tuple[torch.Tensor, int] | None:
-        """(batch, rows) — float32 [batch_size, d_in] on CPU, or the pinned stored-dtype block for a
-        CUDA upload — or None when the last epoch is over."""
+        """(batch, rows) — float32 [batch_size, d_in], or the stored-dtype block (pinned for a CUDA
+        upload) — or None when the last epoch is over."""
         shape = (self.batch_size, self.d_model)
-        if self.pin:  # stored dtype into a fresh pinned block (torch's caching host allocator recycles it)
-            batch = dst = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=True)
+        if self.stored:  # a fresh block (pinned: torch's caching host allocator recycles it)
+            batch = dst = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=self.pin)
         else:
             batch = dst = torch.empty(shape, dtype=torch.float32)  # [batch_size, d_in]
         filled = 0

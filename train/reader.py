@@ -85,7 +85,8 @@ class ResumeMismatchError(ReaderError):
 
 
 class ActivationReader:
-    """Iterator of float32 ``[batch_size, d_model]`` batches of ``layer`` from a store (see module doc).
+    """Iterator of float32 ``[batch_size, d_model]`` batches of ``layer`` from a store (see module doc);
+    ``decode=False``: batches in the store's dtype (bfloat16, float16 or float32), as stored, not widened.
 
     ``iter(reader)`` is the reader itself: iteration continues where it stopped, and
     ``state_dict()`` taken between two ``next()`` calls resumes exactly there. Call ``close()``
@@ -109,6 +110,7 @@ class ActivationReader:
         drop_last: bool = True,
         device: torch.device | str | None = None,
         prefetch: int = 2,
+        decode: bool = True,
     ):
         if isinstance(store, (str, Path)):
             store = open_store(store)
@@ -133,6 +135,7 @@ class ActivationReader:
             chunk_tokens=chunk_tokens,
         )
         self.layer, self.batch_size, self.seed, self.shuffle = layer, batch_size, seed, shuffle
+        self.decode = decode
         self.prefetch = prefetch
         self.d_model = self.selection.d_model
         self.tokens_per_epoch = self.selection.num_tokens
@@ -147,6 +150,7 @@ class ActivationReader:
             seed=seed,
             epochs=epochs,
             drop_last=drop_last,
+            stored=not decode,
             pin=self.device.type == "cuda",
             prefetch=prefetch,
         )
@@ -202,10 +206,13 @@ class ActivationReader:
             raise StopIteration
         batch, snap = item
         self._position.advance(snap)
-        if self.device.type == "cpu":
-            return batch
-        x = batch.to(self.device, non_blocking=True)  # stored dtype: half the bytes of fp32 for bf16
-        return (x.view(torch.bfloat16) if self.selection.dtype == "bfloat16" else x).float()
+        if self.device.type != "cpu":
+            batch = batch.to(self.device, non_blocking=True)  # stored dtype: half the bytes of fp32 for bf16
+        elif self.decode:
+            return batch  # float32 already (decoded in the batch thread)
+        if batch.dtype == torch.int16:  # bf16 bits
+            batch = batch.view(torch.bfloat16)
+        return batch.float() if self.decode else batch
 
     def close(self) -> None:
         """Stop the background threads. The position is kept: iterating again continues from it."""
