@@ -1,7 +1,7 @@
 """Benchmark: a sweep of 4 SAEs trained in ONE pass over the data vs the same 4 SAEs trained one at a time.
 
 Prints  ratio = time(4 SAEs, one pass) / (sum of the 4 single runs' times)   (goal ≤ 0.5; 0.25 is the floor
-when reading dominates, 1.0 when the SAE arithmetic dominates). Both sides are full `train_saes` runs (store
+when reading dominates, 1.0 when the SAE arithmetic dominates), per round and as the median of --rounds. Both sides are full `train_saes` runs (store
 open, reader, init sample, held-out evals, checkpoints, saving), measured in the same process on the same store,
 a synthetic bf16 store built first with store.ShardWriter.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -102,6 +103,9 @@ def main() -> None:
         help="torch CPU threads (all cores by default): a single run uses them all inside each op; the sweep"
         " splits them between SAEs stepped concurrently (--sae-workers auto)",
     )
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="rounds of (4 singles + the sweep); the median ratio is kept"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = ap.parse_args()
 
@@ -140,28 +144,54 @@ def main() -> None:
                 sparsity_coef=(coefs[0],),
             )
         )  # imports, allocator
-        singles = []
-        for e in expansions:
-            for c in coefs:
-                wall, cpu = timed_run(
-                    TrainConfig(
-                        out=str(tmp / f"single-x{e}-sc{c}"), expansion=(e,), sparsity_coef=(c,), **common
-                    )
+        ratios = []
+        for r in range(a.rounds):
+            # a round = the 4 single runs and the sweep, back to back (the sweep first in odd rounds), so that a
+            # change of load on a shared machine hits both sides of that round's ratio alike
+            def singles(r=r):
+                out = []
+                for e in expansions:
+                    for c in coefs:
+                        cfg = TrainConfig(
+                            out=str(tmp / f"r{r}-single-x{e}-sc{c}"),
+                            expansion=(e,),
+                            sparsity_coef=(c,),
+                            **common,
+                        )
+                        out.append(timed_run(cfg))
+                        print(
+                            f"  round {r}  single  jumprelu x{e} λ={c}: {out[-1][0]:7.2f} s wall  {out[-1][1]:7.2f} s cpu"
+                        )
+                return out
+
+            def sweep(r=r):
+                cfg = TrainConfig(
+                    out=str(tmp / f"r{r}-sweep"), expansion=expansions, sparsity_coef=coefs, **common
                 )
-                singles.append((wall, cpu))
-                print(f"  single  jumprelu x{e} λ={c}: {wall:7.2f} s wall  {cpu:7.2f} s cpu")
-        wall, cpu = timed_run(
-            TrainConfig(out=str(tmp / "sweep"), expansion=expansions, sparsity_coef=coefs, **common)
-        )
-        print(f"  sweep   4 SAEs in one pass:   {wall:7.2f} s wall  {cpu:7.2f} s cpu")
+                out = timed_run(cfg)
+                print(f"  round {r}  sweep   4 SAEs in one pass:   {out[0]:7.2f} s wall  {out[1]:7.2f} s cpu")
+                return out
+
+            if r % 2:
+                wall, cpu = sweep()
+                one = singles()
+            else:
+                one = singles()
+                wall, cpu = sweep()
+            sw, sc = sum(w for w, _ in one), sum(c for _, c in one)
+            ratios.append((wall / sw, cpu / sc))
+            print(f"  round {r}: sweep / 4 singles = {ratios[-1][0]:.3f} wall, {ratios[-1][1]:.3f} cpu")
         rwall, rcpu = read_only(
             TrainConfig(out=str(tmp / "read"), expansion=expansions, sparsity_coef=coefs, **common)
         )
         print(f"  reader alone (same batches):  {rwall:7.2f} s wall  {rcpu:7.2f} s cpu")
         steps = a.tokens // a.batch_size
-        sw, sc = sum(w for w, _ in singles), sum(c for _, c in singles)
         print(f"{steps} steps x {a.batch_size} tokens, d={a.d}, device={a.device}, threads={a.threads}")
-        print(f"ratio sweep / 4 singles = {wall / sw:.3f} wall, {cpu / sc:.3f} cpu  (goal <= 0.5)")
+        print(
+            f"ratio sweep / 4 singles (median of {a.rounds} rounds) = "
+            f"{statistics.median(w for w, _ in ratios):.3f} wall, {statistics.median(c for _, c in ratios):.3f} cpu"
+            "  (goal <= 0.5)"
+        )
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
