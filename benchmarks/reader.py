@@ -10,7 +10,9 @@ then runs each measurement in a fresh subprocess (so peak RSS is per measurement
   baseline_f32   the same plus the bf16/fp16 -> float32 decode (store.to_float32)
   sequential     ActivationReader(shuffle=False): batches in store order
   shuffled       ActivationReader (mixing buffer): one full epoch of shuffled float32 batches
-  shuffled_stored  the same with decode=False: batches in the stored dtype, the host side of the CUDA path
+                 (rows read in place from the memmaps: zero_copy, the default for an uncompressed store)
+  shuffled_copy  the same with zero_copy=False: rows copied into the mixing buffer (compressed stores do this)
+  shuffled_stored  shuffled with decode=False: batches in the stored dtype, the host side of the CUDA path
                  (which uploads the stored dtype from pinned memory and widens it on the device); this is
                  the like-for-like comparison with baseline_raw, which does not decode either
 
@@ -150,6 +152,7 @@ def worker(args) -> dict:
             chunk_tokens=args.chunk_tokens,
             shuffle=args.worker.startswith("shuffled"),
             decode=args.worker != "shuffled_stored",
+            zero_copy=args.worker != "shuffled_copy",
             epochs=1,
             drop_last=False,
             seed=0,
@@ -216,7 +219,14 @@ def main() -> None:
     )
     results: dict[tuple[str, bool], dict] = {}
     for cold in (True, False):
-        for mode in ("baseline_raw", "baseline_f32", "sequential", "shuffled", "shuffled_stored"):
+        for mode in (
+            "baseline_raw",
+            "baseline_f32",
+            "sequential",
+            "shuffled",
+            "shuffled_copy",
+            "shuffled_stored",
+        ):
             best = None
             for _ in range(args.repeats):
                 cmd = [sys.executable, __file__, "--worker", mode, "--root", str(root)]
@@ -258,18 +268,24 @@ def main() -> None:
     print("ratios (goal: throughput >= 0.8, RAM <= 1.2):")
     for cold in (True, False):
         c = "cold" if cold else "warm"
-        for mode in ("shuffled", "shuffled_stored", "sequential"):
+        for mode in ("shuffled", "shuffled_copy", "shuffled_stored", "sequential"):
             r = results[(mode, cold)]
             for base in ("baseline_raw", "baseline_f32"):
                 ratio = r["tokens_per_s"] / results[(base, cold)]["tokens_per_s"]
                 print(f"  {c} {mode:15s} / {base}: {ratio:.2f}")
-        r, q = results[("shuffled", cold)], results[("sequential", cold)]
+        q = results[("sequential", cold)]
         fp32 = args.buffer_tokens * args.d_model * 4
-        print(
-            f"  {c} shuffled peak anon RSS growth / (buffer_tokens*d*4): {r['anon_growth'] / fp32:.2f}"
-            f"  (/ actual {args.dtype} buffer: {r['anon_growth'] / r['buffer_bytes']:.2f}; growth without"
-            f" a buffer, sequential mode: {q['anon_growth'] / 2**20:.0f} MiB)"
-        )
+        for mode in ("shuffled", "shuffled_copy"):
+            r = results[(mode, cold)]
+            copy = (
+                f"{args.dtype} row copy {r['buffer_bytes'] / 2**20:.0f} MiB"
+                if r["buffer_bytes"]
+                else "no row copy"
+            )
+            print(
+                f"  {c} {mode} peak anon RSS growth / (buffer_tokens*d*4): {r['anon_growth'] / fp32:.2f}"
+                f"  (buffer: {copy}; growth without a buffer, sequential mode: {q['anon_growth'] / 2**20:.0f} MiB)"
+            )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from train.reader import (
     ActivationReader,
     EmptySelectionError,
     LayerNotFoundError,
+    ReaderError,
     ResumeMismatchError,
     TokenTypeSpecError,
     parse_token_types,
@@ -261,8 +262,9 @@ def test_resume_through_torch_save(store, tmp_path):
         make(store, seed=9).load_state_dict(r.state_dict())
 
 
+@pytest.mark.parametrize("zero_copy", [True, False])
 @pytest.mark.parametrize("token_types", ["all", "-special"])  # contiguous memmap views / gathers
-def test_ram_bound(store, monkeypatch, token_types):
+def test_ram_bound(store, monkeypatch, token_types, zero_copy):
     """Arrays the reader allocates (buffer, chunks read ahead, batches made ahead and not yet
     consumed) stay within 1.2x buffer_tokens * d * 4 bytes, however many epochs go through it."""
     live = {"bytes": 0, "peak": 0}
@@ -295,18 +297,27 @@ def test_ram_bound(store, monkeypatch, token_types):
     monkeypatch.setattr(TokenSelection, "read_raw", tracked_read)
     monkeypatch.setattr(Mixer, "next_batch", tracked_batch)
     r = make(
-        store, buffer_tokens=512, chunk_tokens=8, batch_size=8, epochs=3, prefetch=2, token_types=token_types
+        store,
+        buffer_tokens=512,
+        chunk_tokens=8,
+        batch_size=8,
+        epochs=3,
+        prefetch=2,
+        token_types=token_types,
+        zero_copy=zero_copy,
     )
     itemsize = 2 if store.dtype == "bfloat16" else 4
-    assert r.buffer_bytes == 512 * D * itemsize
+    assert r.buffer_bytes == (0 if zero_copy else 512 * D * itemsize)
     for _ in r:
         pass
     gather_tmp = 8 * D * itemsize  # buffer[slots] before the decode
     assert r.buffer_bytes + gather_tmp + live["peak"] <= 1.2 * 512 * D * 4, live
 
 
-def test_thread_error_propagates(store, monkeypatch):
-    orig = TokenSelection.read_chunk
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_thread_error_propagates(store, monkeypatch, zero_copy):
+    name = "touch_chunk" if zero_copy else "read_chunk"  # what the chunk thread calls
+    orig = getattr(TokenSelection, name)
     calls = {"n": 0}
 
     def failing(self, chunk, skip=0):
@@ -315,8 +326,8 @@ def test_thread_error_propagates(store, monkeypatch):
             raise OSError("disk on fire")
         return orig(self, chunk, skip)
 
-    monkeypatch.setattr(TokenSelection, "read_chunk", failing)
-    r = make(store)
+    monkeypatch.setattr(TokenSelection, name, failing)
+    r = make(store, zero_copy=zero_copy)
     with pytest.raises(OSError, match="disk on fire"):
         for _ in r:
             pass
@@ -394,3 +405,27 @@ def test_undecoded_batches_are_the_stored_values(store, shuffle):
         assert torch.equal(b.float(), a)  # same tokens, same order; widening is exact
         n += len(b)
     assert n == store.num_tokens
+
+
+@pytest.mark.parametrize("token_types", ["all", "assistant"])
+def test_zero_copy_emits_what_the_buffer_copy_emits(store, token_types):
+    """Rows read in place from the memmaps (the default for an uncompressed store) and rows copied into the
+    mixing buffer give the same batches, row for row, through epochs and a resume."""
+    kw = dict(epochs=2, batch_size=24, drop_last=False, token_types=token_types)
+    mapped, copied = make(store, **kw), make(store, zero_copy=False, **kw)
+    assert mapped.zero_copy and not copied.zero_copy
+    for i, (a, b) in enumerate(zip(mapped, copied, strict=True)):
+        assert torch.equal(a, b), i
+        if i == 5:
+            state = mapped.state_dict()
+            resumed = make(store, **kw)
+            resumed.load_state_dict(state)
+            rest = list(resumed)
+    assert torch.equal(torch.cat(rest), torch.cat(list(make(store, **kw))[6:]))
+
+
+def test_zero_copy_needs_an_uncompressed_store(tmp_path):
+    st = build_store(tmp_path, dtype="bfloat16", shards=1, compression="zstd")
+    assert not make(st).zero_copy  # auto: the buffer copy
+    with pytest.raises(ReaderError, match="uncompressed"):
+        make(st, zero_copy=True)

@@ -41,6 +41,7 @@ class Mixer:
         stored: bool,
         pin: bool,
         prefetch: int,
+        mapped: bool = False,
     ):
         self.selection, self.batch_size, self.shuffle, self.seed = selection, batch_size, shuffle, seed
         self.epochs, self.drop_last, self.prefetch = epochs, drop_last, prefetch
@@ -48,11 +49,16 @@ class Mixer:
         self.d_model = selection.d_model
         self.buffer_tokens = buffer_tokens
         self._np_dtype = STORED_NUMPY[selection.dtype]
-        self._buffer = np.empty((buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in], stored dtype
-        # the same memory as a torch tensor: index_select gathers rows at twice numpy's fancy-indexing speed
-        self._buffer_t = torch.from_numpy(
-            self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
-        )
+        # mapped (uncompressed store, shuffled): the buffer is the slot table alone, rows are read in place from
+        # the memmaps when emitted (one copy per token, no buffer RAM); else a copy of the rows, [B, d_in] stored
+        self.mapped = mapped and shuffle
+        self._buffer = self._buffer_t = None
+        if not self.mapped:
+            self._buffer = np.empty((buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in], stored dtype
+            # the same memory as a torch tensor: index_select gathers rows at twice numpy's fancy-indexing speed
+            self._buffer_t = torch.from_numpy(
+                self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
+            )
         self._scratch: torch.Tensor | None = None  # [batch_size, d_in] stored dtype, for the CPU gather
         self._slot_ids = np.full(buffer_tokens, -1, np.int64)  # [B] canonical token id per slot, -1 = empty
         self._epoch = 0
@@ -75,6 +81,9 @@ class Mixer:
         """Factory for the prefetch thread: pieces (ids, acts) from (epoch, cursor) on, and a
         ``("end", epoch)`` marker after each epoch. Holds no reference to the reader."""
         sel, shuffle, last = self.selection, self.shuffle, self.epochs
+        read = (
+            sel.touch_chunk if self.mapped else sel.read_chunk
+        )  # mapped: page the span in, hand out ids only
 
         def produce():
             e, skip_tokens = epoch, cursor
@@ -85,7 +94,7 @@ class Mixer:
                 k = int(np.searchsorted(ends, skip_tokens, side="right"))
                 skip = skip_tokens - (int(ends[k - 1]) if k else 0)
                 for i in range(k, len(order)):
-                    yield sel.read_chunk(int(order[i]), skip)
+                    yield read(int(order[i]), skip)
                     skip = 0
                 yield ("end", e)
                 e, skip_tokens = e + 1, 0
@@ -121,7 +130,7 @@ class Mixer:
             self._piece_pos += m
             self._cursor += m
             n -= m
-            yield ids[a : a + m], acts[a : a + m]
+            yield ids[a : a + m], None if acts is None else acts[a : a + m]
 
     # -- the mixing buffer -------------------------------------------------------------------------
     def _fill(self, slots: np.ndarray) -> None:
@@ -129,7 +138,8 @@ class Mixer:
         done = 0
         for ids, rows in self._take(len(slots)):
             part = slots[done : done + len(ids)]
-            self._buffer[part] = rows
+            if self._buffer is not None:
+                self._buffer[part] = rows
             self._slot_ids[part] = ids
             self._delta.append((part, ids))
             done += len(ids)
@@ -175,22 +185,29 @@ class Mixer:
             self.selection.decode(rows, dst[start : start + len(rows)])
 
     def _gather(self, dst: torch.Tensor, start: int, slots: np.ndarray) -> None:
-        """Buffer rows ``slots`` into dst[start:] (decoded to float32 unless dst is a stored-dtype block).
-        torch does both steps: index_select (0.6 ms for 4096 x 576 bf16 here, numpy 1.2 ms) and the exact
-        bf16/fp16 -> float32 widening (0.65 ms, numpy's shift 1.2 ms)."""
-        idx = torch.from_numpy(slots)
+        """The rows of buffer ``slots`` into dst[start:], in canonical-id (store) order: from the memmaps (mapped) or
+        the buffer copy; decoded to float32 unless dst is a stored-dtype block. torch does both steps:
+        index_select (0.6 ms for 4096 x 576 bf16 here, numpy 1.2 ms) and the exact bf16/fp16 -> float32
+        widening (0.65 ms, numpy's shift 1.2 ms)."""
+        ids = self._slot_ids[slots]
+        order = np.argsort(ids, kind="stable")
         out = dst[start : start + len(slots)]
-        if self.stored or self._np_dtype is np.float32:
-            torch.index_select(self._buffer_t, 0, idx, out=out)
-            return
-        # into a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) is mmapped and page-faulted
-        # anew by glibc every batch, which made the gather 5x slower (3.5 ms instead of 0.7 here)
-        if self._scratch is None or self._scratch.shape[0] < len(slots):
-            self._scratch = torch.empty(
-                (max(len(slots), self.batch_size), self.d_model), dtype=self._buffer_t.dtype
-            )
-        rows = torch.index_select(self._buffer_t, 0, idx, out=self._scratch[: len(slots)])
-        out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
+        direct = self.stored or self._np_dtype is np.float32
+        if direct:
+            rows = out
+        else:
+            # a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) is mmapped and page-faulted anew by
+            # glibc every batch, which made the gather 5x slower (3.5 ms instead of 0.7 here)
+            if self._scratch is None or self._scratch.shape[0] < len(slots):
+                shape = (max(len(slots), self.batch_size), self.d_model)
+                self._scratch = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype])
+            rows = self._scratch[: len(slots)]
+        if self.mapped:
+            self.selection.gather_ids(ids[order], rows)
+        else:
+            torch.index_select(self._buffer_t, 0, torch.from_numpy(slots[order]), out=rows)
+        if not direct:
+            out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
 
     def _emit(self, dst: torch.Tensor, start: int) -> int:
         """Write up to len(dst) - start rows of the current round into dst; returns how many."""
@@ -288,8 +305,9 @@ class Mixer:
         self._finished, self.tokens_emitted = bool(state["finished"]), int(state["tokens_emitted"])
         self._slot_ids = np.asarray(state["slot_ids"], np.int64).copy()
         self._delta = []
-        full = np.flatnonzero(self._slot_ids >= 0)
-        self.selection.read_ids(self._slot_ids[full], self._buffer, full)
+        if self._buffer is not None:
+            full = np.flatnonzero(self._slot_ids >= 0)
+            self.selection.read_ids(self._slot_ids[full], self._buffer, full)
 
 
 class Position:

@@ -18,14 +18,19 @@ Order of tokens (``ActivationReader``, shuffled mode)
 Statistics: the buffer holds tokens from about ``buffer_tokens / chunk_tokens`` chunks (plus a
 geometric tail: a token survives k rounds with probability 2^-k), so a batch mixes ~B/C chunks.
 Defaults B = 2^19, C = 4096: ~128 chunks (each a few conversations) per batch. Rows inside a batch
-are in buffer-slot order (a batch is a random set; a monotone gather is faster).
+are in canonical-id (store) order: a batch is a random set, and a monotone read is the fastest.
 
-Memory: the buffer keeps the stored representation, B * d_model * itemsize bytes (bf16: 0.6 GB
-at B = 2^19, d_model = 576; fp32 stores: twice that); batches are decoded to float32 as they are
-emitted (on the GPU when ``device`` is CUDA: the stored dtype is uploaded from pinned memory).
-Chunks of uncompressed stores are zero-copy views of the memmap, paged in by the read-ahead
-thread; gathers (token-type filters) and compressed stores cost (prefetch + 2) chunks at most,
-and up to (prefetch + 2) batches are made ahead. Index metadata: 8 bytes per selected token.
+Memory, uncompressed stores (``zero_copy``, the default there): the buffer is its slot table alone
+(8 bytes a slot). The read-ahead thread pages each chunk's span of the memmap in; the rows stay in
+the page cache (file-backed, reclaimable, shared) and are read in place when emitted, straight into
+the batch: one copy per token, as a plain sequential read makes. If memory pressure evicts a page
+before its rows are emitted, they are read again from disk then (slower, never wrong).
+Compressed stores (or ``zero_copy=False``): the buffer keeps a copy of the rows in the stored
+representation, B * d_model * itemsize bytes (bf16: 0.6 GB at B = 2^19, d_model = 576).
+Either way batches are decoded to float32 as they are emitted (on the GPU when ``device`` is CUDA:
+the stored dtype is uploaded from pinned memory); gathers (token-type filters) and compressed
+stores cost (prefetch + 2) chunks at most, and up to (prefetch + 2) batches are made ahead.
+Index metadata: 8 bytes per selected token.
 
 Threads: a chunk thread reads ahead (page faults, gathers, decompression) and a batch thread
 runs the mixing and the float32 decode (``train/mixing.py``), ``prefetch`` items ahead each; both
@@ -34,7 +39,7 @@ release the GIL in numpy, so the training loop only takes ready batches (and upl
 Resume: ``state_dict()`` holds the position (epoch, round, slots still to emit this round,
 tokens consumed from the epoch's chunk stream) and the canonical id of the token in each buffer
 slot (8 bytes per slot instead of 4 * d_model). ``load_state_dict()`` re-reads exactly those rows
-(grouped by shard, sorted) and restarts the chunk stream at the saved position; all later random
+(grouped by shard, sorted; nothing to read with zero_copy) and restarts the chunk stream at the saved position; all later random
 draws are derived from (seed, epoch, round), so a resumed reader emits bit-identical batches.
 The batch thread runs ahead, so each batch comes with a snapshot of the state right after it
 (its scalars and the slot-id changes that batch made: ~16 bytes per emitted token, not a copy of
@@ -87,6 +92,8 @@ class ResumeMismatchError(ReaderError):
 class ActivationReader:
     """Iterator of float32 ``[batch_size, d_model]`` batches of ``layer`` from a store (see module doc);
     ``decode=False``: batches in the store's dtype (bfloat16, float16 or float32), as stored, not widened.
+    ``zero_copy``: None (auto) reads the rows in place from an uncompressed store's memmaps, True insists on it
+    (a compressed store is then an error), False copies them into the mixing buffer (see the module doc).
 
     ``iter(reader)`` is the reader itself: iteration continues where it stopped, and
     ``state_dict()`` taken between two ``next()`` calls resumes exactly there. Call ``close()``
@@ -111,6 +118,7 @@ class ActivationReader:
         device: torch.device | str | None = None,
         prefetch: int = 2,
         decode: bool = True,
+        zero_copy: bool | None = None,
     ):
         if isinstance(store, (str, Path)):
             store = open_store(store)
@@ -142,6 +150,11 @@ class ActivationReader:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         # the mixing buffer is never larger than an epoch
         self.buffer_tokens = min(buffer_tokens, self.tokens_per_epoch) if shuffle else 0
+        if zero_copy and not self.selection.mapped:
+            raise ReaderError(
+                f"zero_copy needs an uncompressed store; {store.path} layer {layer} is compressed"
+            )
+        self.zero_copy = bool(shuffle and self.selection.mapped and zero_copy is not False)
         self._mixer = Mixer(
             self.selection,
             batch_size=batch_size,
@@ -153,6 +166,7 @@ class ActivationReader:
             stored=not decode,
             pin=self.device.type == "cuda",
             prefetch=prefetch,
+            mapped=self.zero_copy,
         )
         self._position = Position(self._mixer.state_dict())  # right after the last batch handed out
         self._restore = False  # the mixer ran ahead of _position (batch thread stopped): rewind first
@@ -176,8 +190,10 @@ class ActivationReader:
 
     @property
     def buffer_bytes(self) -> int:
-        """RAM of the mixing buffer (stored dtype); add (prefetch + 2) batches and chunks at most."""
-        return self._mixer._buffer.nbytes
+        """RAM of the mixing buffer's copy of the rows (stored dtype; 0 with zero_copy, whose buffer is its slot
+        table, 8 bytes a slot); add (prefetch + 2) batches and chunks at most."""
+        buffer = self._mixer._buffer
+        return 0 if buffer is None else buffer.nbytes
 
     def iter_holdout(self, *, max_sequences: int | None = None, max_tokens: int | None = None, device=None):
         """Held-out sequences one by one (see ``train.holdout.iter_holdout``)."""

@@ -14,6 +14,8 @@ bytes per token in bf16, so this is < 1% of the store for d_model >= 576).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -158,6 +160,7 @@ class TokenSelection:
         )
         self.chunk_shard = np.repeat(np.arange(len(self.rows)), per_shard)  # [K]
         self._raw = [None] * len(self.rows)
+        self._maps: list[torch.Tensor | None] = [None] * len(self.rows)
         for i in range(len(self.rows)):  # open (and check) every shard's array now: errors before training
             self.raw(i)
 
@@ -212,6 +215,45 @@ class TokenSelection:
         lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
         base = int(self.shard_start[s])
         return np.arange(lo, hi, dtype=np.int64), self.read_raw(s, self.rows[s][lo - base : hi - base])
+
+    # -- rows read in place (uncompressed stores): the mixing buffer then holds canonical ids only ----------
+    @property
+    def mapped(self) -> bool:
+        """Whether every shard's activations are an np.memmap (uncompressed), readable in place."""
+        return all(isinstance(self.raw(s), np.memmap) for s in range(len(self.rows)))
+
+    def touch_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, None]:
+        """(canonical ids [n], None) of a chunk, from its ``skip``-th token on, after faulting the pages of its
+        span of the memmap in (what read_chunk does, without handing rows out: they are read by gather_ids)."""
+        s = int(self.chunk_shard[chunk])
+        lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
+        base = int(self.shard_start[s])
+        rows = self.rows[s][lo - base : hi - base]
+        if len(rows):
+            block = self.raw(s)[int(rows[0]) : int(rows[-1]) + 1].view(np.ndarray)
+            if block.size:
+                np.bitwise_or.reduce(block.reshape(-1).view(np.uint8)[::PAGE_BYTES])
+        return np.arange(lo, hi, dtype=np.int64), None
+
+    def _mapped_tensor(self, shard: int) -> torch.Tensor:
+        """The shard's memmap as a read-only torch tensor (bf16 bits as int16), made once."""
+        if self._maps[shard] is None:
+            arr = self.raw(shard).view(np.ndarray)
+            if arr.dtype == np.uint16:
+                arr = arr.view(np.int16)
+            with warnings.catch_warnings():  # read-only mapping: torch warns that it is not writable
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                self._maps[shard] = torch.from_numpy(arr)
+        return self._maps[shard]
+
+    def gather_ids(self, ids: np.ndarray, out: torch.Tensor) -> None:
+        """Stored rows of sorted canonical ``ids`` into ``out`` [len(ids), d_model] (stored dtype; bf16 as int16),
+        read in place from the memmaps: one monotone index_select per shard the ids fall in."""
+        bounds = np.searchsorted(ids, self.shard_start)  # [n_shards + 1]: where each shard's ids begin
+        for s in np.flatnonzero(bounds[1:] > bounds[:-1]):
+            a, b = int(bounds[s]), int(bounds[s + 1])
+            local = self.rows[s][ids[a:b] - self.shard_start[s]]
+            torch.index_select(self._mapped_tensor(int(s)), 0, torch.from_numpy(local), out=out[a:b])
 
     def read_ids(self, ids: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
         """Stored rows of canonical ``ids`` into rows ``dest`` of ``out`` (rebuilds a buffer on resume)."""
