@@ -216,7 +216,10 @@ class TrainConfig:
     )
     buffer_tokens: int = field(
         default=2**19,
-        metadata=_help("Tokens in the reader's mixing buffer (costs buffer_tokens × d × 4 bytes of RAM)."),
+        metadata=_help(
+            "Tokens in the reader's mixing buffer. Uncompressed store: 8 bytes of RAM each, the rows are read in"
+            " place from the page cache; compressed: a copy of the rows, buffer_tokens × d × 2 bytes in bf16."
+        ),
     )
     chunk_tokens: int = field(
         default=4096, metadata=_help("Tokens the reader reads contiguously from a shard before moving on.")
