@@ -192,7 +192,9 @@ class Mixer:
         ids = self._slot_ids[slots]
         order = np.argsort(ids, kind="stable")
         if len(ids) and ids[order[0]] < 0:  # an emitted slot is always full; cheap to check, fatal to miss
-            raise RuntimeError(f"mixing buffer: empty slot emitted (epoch {self._epoch}, round {self._round})")
+            raise RuntimeError(
+                f"mixing buffer: empty slot emitted (epoch {self._epoch}, round {self._round})"
+            )
         out = dst[start : start + len(slots)]
         direct = self.stored or self._np_dtype is np.float32
         if direct:
