@@ -95,7 +95,7 @@ def calibrate(sae: SparseAutoencoder, x: torch.Tensor, density: float | None) ->
 
 
 def fastsae_step(sae: SparseAutoencoder, x: torch.Tensor, lam: float):
-    opt = torch.optim.Adam(sae.parameters(), lr=LR)
+    opt = torch.optim.Adam(sae.parameters(), lr=LR, fused=True)  # as train/trainer.py
 
     def step():
         opt.zero_grad(set_to_none=True)

@@ -88,7 +88,9 @@ class SweepTrainer:
             ],
             lr=plan.points[0].lr,
             betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
-            fused=True if self.device.type == "cuda" else None,  # one kernel for all SAEs' params on GPU
+            # fused: one kernel for all SAEs' params on GPU; on CPU a 4-SAE d_in 128 sweep's step took 1.05 ms
+            # instead of 4.0 ms (torch's per-tensor loop)
+            fused=True if self.device.type in ("cuda", "cpu") else None,
         )
         n, dev = len(self.saes), self.device
         self.since_fired = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
