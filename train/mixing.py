@@ -81,9 +81,8 @@ class Mixer:
         """Factory for the prefetch thread: pieces (ids, acts) from (epoch, cursor) on, and a
         ``("end", epoch)`` marker after each epoch. Holds no reference to the reader."""
         sel, shuffle, last = self.selection, self.shuffle, self.epochs
-        read = (
-            sel.touch_chunk if self.mapped else sel.read_chunk
-        )  # mapped: page the span in, hand out ids only
+        # mapped: the chunk thread pages each chunk's span in and hands out its ids only
+        read = sel.touch_chunk if self.mapped else sel.read_chunk
 
         def produce():
             e, skip_tokens = epoch, cursor
