@@ -14,6 +14,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # On 2 shared cores, OpenMP's spinning threads slow torch down by an order of magnitude.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(params=["always", "never"])
+def sparse_mode(request, monkeypatch):
+    """Forces the kernels' sparse (gather) or dense path (FASTSAE_KERNELS_SPARSE, read at call time)."""
+    monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", request.param)
+    return request.param
