@@ -63,3 +63,16 @@ def test_cli_lists_every_stage_command():
     )
     for command in ("harvest", "inspect", "verify", "train"):
         assert command in out.stdout
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_benchmark_script_starts(script):
+    # benchmarks are run by hand, not by CI: at least their imports and argument parsing must not rot
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage:" in out.stdout

@@ -1,0 +1,238 @@
+"""FAST against block training (BT) on a real instruct model: the paper's comparison, at laptop scale.
+
+    python benchmarks/fast_vs_block.py [--train-conversations 600] [--eval-conversations 120]
+                                       [--arms fast,bt_f,bt_p] [--layer 9] [--expansion 8] [--sae-seeds 42,43]
+                                       [--work DIR]
+
+  1. Data: chats from ../shared/data/normalized (MT-Bench-101 and hh-rlhf, shuffled with --seed) split into
+     disjoint training and evaluation conversations; without that folder, the shipped demo chats, split the
+     same way. BT(P)'s plain text is ../shared/data/llamafactory/c4_demo.jsonl (the arm is left out without it).
+  2. Harvests (the fastsae CLI, cached in --work: rerunning resumes or reuses them):
+       fast   the training chats, one conversation at a time (--packing conversation)
+       bt_f   the same chats rendered with the chat template and concatenated into --context-size blocks
+       bt_p   plain pretraining-style text in --context-size blocks
+       eval   the evaluation chats, one conversation at a time: how an instruct model reads at use time
+  3. The same SAE (arch, expansion, lr, batch) is trained on each arm's store for the same number of tokens
+     (default: one epoch of the fast store), with no hold-out (evaluation uses the eval store), once per
+     --sae-seeds seed; ratios are taken between arms trained with the same seed.
+  4. Every SAE is evaluated on every eval conversation, as train.metrics computes held-out metrics: MSE (the
+     paper's per-sequence averaging), MSE_st (special tokens), explained variance, L0, plus the MSE of the
+     first token of each conversation (in BT it is rarely at a block start, where the attention sink forms)
+     and of the ordinary (non-special) tokens.
+
+Prints one row per arm and the ratios of each BT arm's MSE and MSE_st to FAST's (the paper reports BT
+worse on both, most on special tokens). Quality figures, not timings; the harvests take minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "data"
+CHATS = [
+    SHARED / "normalized" / "mtbench101_messages.jsonl",
+    SHARED / "normalized" / "hh_rlhf_harmless_test_chosen_messages.jsonl",
+]
+PLAIN = SHARED / "llamafactory" / "c4_demo.jsonl"
+DEMO = ROOT / "harvest" / "data" / "demo_chats.jsonl"
+
+
+def split_chats(work: Path, *, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
+    """Disjoint train/eval JSONL files of {"messages": [...]} records, shuffled with ``seed``."""
+    sources = [p for p in CHATS if p.is_file()] or [DEMO]
+    records = []
+    for path in sources:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if rec.get("messages"):
+                    records.append({"messages": rec["messages"]})
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_eval = min(n_eval, len(records) // 5)
+    n_train = min(n_train, len(records) - n_eval)
+    eval_recs = [records[i] for i in order[:n_eval]]
+    train_recs = [records[i] for i in order[n_eval : n_eval + n_train]]
+    out = []
+    for name, recs in (("train", train_recs), ("eval", eval_recs)):
+        path = work / f"{name}_chats.jsonl"
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        out.append(path)
+    print(
+        f"data: {', '.join(p.name for p in sources)}: {len(train_recs)} training, {len(eval_recs)} eval conversations"
+    )
+    return out[0], out[1]
+
+
+def fastsae(*args: str) -> None:
+    cmd = [sys.executable, "-m", "fastsae", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd[2:])} failed:\n{proc.stderr[-3000:]}")
+    lines = [
+        line
+        for line in proc.stdout.splitlines() + proc.stderr.splitlines()
+        if line.startswith(("harvested", "saved"))
+    ]
+    for line in lines[-1:]:
+        print(f"    {line}")
+
+
+def harvest(
+    out: Path, data: Path, *, layer: int, model: str, packing: str, context: int, limit: int | None
+) -> None:
+    args = ["harvest", "--model", model, "--data", str(data), "--layers", str(layer), "--out", str(out)]
+    args += ["--packing", packing, "--no-progress"]
+    if packing == "block":
+        args += ["--context-size", str(context)]
+    if limit:
+        args += ["--limit", str(limit)]
+    print(f"  harvest {out.name} ({packing})")
+    fastsae(*args)
+
+
+def train(store: Path, out: Path, a, *, tokens: int, seed: int) -> Path:
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["train", "--store", str(store), "--layer", str(a.layer), "--out", str(out)]
+    args += ["--arch", a.arch, "--expansion", str(a.expansion), "--batch-size", str(a.batch_size)]
+    args += ["--tokens", str(tokens), "--seed", str(seed), "--holdout", "0"]
+    args += ["--eval-every", "0", "--checkpoint-every", "0", "--no-progress"]
+    if a.sparsity_coef is not None:
+        args += ["--sparsity-coef", str(a.sparsity_coef)]
+    if a.normalize:
+        args += ["--normalize-activations"]
+    print(f"  train on {store.name}, seed {seed}: {tokens:,} tokens")
+    fastsae(*args)
+    (sae_dir,) = [p.parent for p in out.rglob("cfg.json")]
+    return sae_dir
+
+
+def evaluate(sae_dir: Path, eval_store, layer: int) -> dict:
+    import torch
+
+    from store import TokenType
+    from train.export import load_sae
+    from train.metrics import HeldOut, heldout_metrics
+
+    sae = load_sae(sae_dir)
+    seqs = [eval_store.sequence(i) for i in range(eval_store.num_sequences)]
+    held = HeldOut.from_sequences(((s.acts(layer), s.token_types) for s in seqs), device="cpu")
+    out = heldout_metrics(sae, held)
+    with torch.no_grad():  # [N] per-token MSE, in chunks: [chunk, d_sae] latents at a time
+        err = torch.cat([(sae(x) - x).pow(2).mean(-1) for x in held.x.split(8192)]).double()
+    starts = torch.as_tensor(np.cumsum([0] + [s.num_tokens for s in seqs[:-1]]))
+    out["mse_first"] = float(err[starts].mean())
+    special = torch.as_tensor(np.concatenate([s.token_types for s in seqs]) == TokenType.SPECIAL)
+    plain = ~special
+    per_seq = torch.zeros(len(seqs), dtype=torch.float64).index_add_(0, held.seq[plain], err[plain])
+    counts = torch.zeros(len(seqs), dtype=torch.float64).index_add_(
+        0, held.seq[plain], torch.ones_like(err[plain])
+    )
+    out["mse_plain"] = float((per_seq[counts > 0] / counts[counts > 0]).mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--work", default="/tmp/fastsae_fast_vs_block", help="Cache of the data split and harvests."
+    )
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--layer", type=int, default=9)
+    ap.add_argument("--train-conversations", type=int, default=600)
+    ap.add_argument("--eval-conversations", type=int, default=120)
+    ap.add_argument(
+        "--plain-documents", type=int, default=150, help="bt_p: documents of plain text harvested."
+    )
+    ap.add_argument(
+        "--context-size", type=int, default=2048, help="Block length of the BT arms (the paper: 2048)."
+    )
+    ap.add_argument("--arms", default="fast,bt_f,bt_p")
+    ap.add_argument("--arch", default="jumprelu")
+    ap.add_argument("--expansion", type=int, default=8)
+    ap.add_argument("--sparsity-coef", type=float, default=None)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument(
+        "--tokens", type=int, default=0, help="Training tokens per arm (0: one epoch of the fast store)."
+    )
+    ap.add_argument("--no-normalize", dest="normalize", action="store_false")
+    ap.add_argument("--seed", type=int, default=42, help="Seed of the train/eval split.")
+    ap.add_argument(
+        "--sae-seeds",
+        default="42,43",
+        help="SAE seeds (init and data order): each arm is trained once per seed.",
+    )
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from store import open_store
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+    if "bt_p" in arms and not PLAIN.is_file():
+        print(f"bt_p left out: {PLAIN} is missing")
+        arms.remove("bt_p")
+    bad = sorted(set(arms) - {"fast", "bt_f", "bt_p"})
+    if bad or "fast" not in arms:
+        sys.exit(f"--arms: the arms are fast (required), bt_f, bt_p; got {a.arms!r}")
+    train_chats, eval_chats = split_chats(
+        work, n_train=a.train_conversations, n_eval=a.eval_conversations, seed=a.seed
+    )
+    h = dict(layer=a.layer, model=a.model, context=a.context_size)
+    harvest(work / "eval", eval_chats, packing="conversation", limit=None, **h)
+    harvest(work / "fast", train_chats, packing="conversation", limit=None, **h)
+    if "bt_f" in arms:
+        harvest(work / "bt_f", train_chats, packing="block", limit=None, **h)
+    if "bt_p" in arms:
+        harvest(work / "bt_p", PLAIN, packing="block", limit=a.plain_documents, **h)
+    stores = {arm: open_store(work / arm) for arm in arms}
+    eval_store = open_store(work / "eval")
+    tokens = a.tokens or stores["fast"].num_tokens // a.batch_size * a.batch_size
+    for arm, s in stores.items():
+        print(
+            f"  {arm}: {s.num_sequences} sequences, {s.num_tokens:,} tokens ({tokens / s.num_tokens:.2f} epochs)"
+        )
+    seeds = [int(v) for v in a.sae_seeds.split(",")]
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}  # arm -> one metrics dict per seed
+    for seed in seeds:
+        for arm in arms:
+            sae_dir = train(work / arm, work / f"sae_{arm}_{seed}", a, tokens=tokens, seed=seed)
+            runs[arm].append(evaluate(sae_dir, eval_store, a.layer))
+    print(
+        f"\n{a.arch} x{a.expansion}, layer {a.layer}, {tokens:,} training tokens per arm, SAE seeds {seeds}; "
+        f"evaluated on {eval_store.num_sequences} held-out conversations ({eval_store.num_tokens:,} tokens), "
+        "raw units, mean over seeds"
+    )
+    cols = ["mse", "mse_st", "mse_first", "mse_plain", "explained_variance", "l0"]
+    print(f"  {'arm':6s}" + "".join(f"{c:>19s}" for c in cols))
+    for arm, rs in runs.items():
+        print(f"  {arm:6s}" + "".join(f"{np.mean([r[c] for r in rs]):19.4f}" for c in cols))
+    names = {"mse": "MSE", "mse_st": "MSE_st", "mse_first": "first token", "mse_plain": "non-special"}
+    for arm in arms[1:]:
+        parts = []
+        for key, name in names.items():
+            ratios = [r[key] / f[key] for r, f in zip(runs[arm], runs["fast"], strict=True)]
+            spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+            parts.append(f"{name} {np.mean(ratios):.2f}{spread}")
+        print(f"  {arm} / fast, same seed: " + ", ".join(parts))
+    (work / "results.json").write_text(
+        json.dumps({"args": vars(a), "tokens": tokens, "seeds": seeds, "runs": runs}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
