@@ -2,6 +2,7 @@
 
     python benchmarks/reader.py [--tokens 1048576] [--d-model 576] [--dtype bfloat16]
                                 [--buffer-tokens 262144] [--chunk-tokens 4096] [--batch-size 4096]
+                                [--rounds 3] [--no-reuse-host-memory]
 
 Builds (once, cached) a synthetic store larger than the buffer under /tmp with store.ShardWriter,
 then runs each measurement in a fresh subprocess (so peak RSS is per measurement):
@@ -17,9 +18,11 @@ then runs each measurement in a fresh subprocess (so peak RSS is per measurement
                  the like-for-like comparison with baseline_raw, which does not decode either
 
 Each runs "cold" (the shard files evicted from the page cache with posix_fadvise(DONTNEED)
-first) and "warm" (right after a read). Ratios: tokens/s of the reader ÷ tokens/s of the baseline
-in the same condition (goal >= 0.8), and peak anonymous RSS growth ÷ buffer bytes (goal <= 1.2;
-file-backed RSS of the memmap is page cache, reclaimable, and reported separately).
+first) and "warm" (right after a read), in --rounds rounds of every mode back to back. Ratios: tokens/s
+of the reader ÷ tokens/s of the baseline in the same condition and round, the median over rounds (goal
+>= 0.8), and peak anonymous RSS growth ÷ buffer bytes (goal <= 1.2; file-backed RSS of the memmap is
+page cache, reclaimable, and reported separately). Every worker, baselines included, runs with glibc
+keeping freed memory for reuse, as `fastsae train` on CPU does (--no-reuse-host-memory: glibc's defaults).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -122,6 +126,10 @@ def worker(args) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    if args.reuse_host_memory:  # as fastsae train does on CPU; for every mode, the baselines included
+        from train.host_memory import reuse_freed_host_memory
+
+        reuse_freed_host_memory()
     from store import open_store, to_float32
     from train.reader import ActivationReader
 
@@ -189,6 +197,21 @@ def worker(args) -> dict:
     }
 
 
+MODES = ("baseline_raw", "baseline_f32", "sequential", "shuffled", "shuffled_copy", "shuffled_stored")
+
+
+def run_worker(args, mode: str, *, cold: bool, step_ms: float = 0.0) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--root", str(args.root)]
+    cmd += ["--buffer-tokens", str(args.buffer_tokens), "--chunk-tokens", str(args.chunk_tokens)]
+    cmd += ["--batch-size", str(args.batch_size)] + (["--cold"] if cold else [])
+    cmd += [] if args.reuse_host_memory else ["--no-reuse-host-memory"]
+    cmd += ["--step-ms", f"{step_ms:.1f}"] if step_ms else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{mode} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="/tmp/fastsae_bench_reader_store")
@@ -199,7 +222,19 @@ def main() -> None:
     p.add_argument("--buffer-tokens", type=int, default=2**18)
     p.add_argument("--chunk-tokens", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--repeats", type=int, default=2, help="Runs per measurement; the best one is kept.")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Rounds per condition; a round runs every mode once, back to back (reversed order in odd rounds), "
+        "and each ratio is the median of its per-round ratios (a shared machine's load drifts between rounds).",
+    )
+    p.add_argument(
+        "--no-reuse-host-memory",
+        dest="reuse_host_memory",
+        action="store_false",
+        help="Leave glibc's defaults (fastsae train on CPU keeps freed memory for reuse: train/host_memory.py).",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--step-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -215,76 +250,56 @@ def main() -> None:
         f"store {root}: {args.tokens:,} tokens d={args.d_model} {args.dtype}, {size / 2**30:.2f} GiB "
         f"(ready in {time.perf_counter() - t0:.0f} s); buffer {args.buffer_tokens:,} tokens "
         f"= {args.buffer_tokens * args.d_model * 4 / 2**30:.2f} GiB fp32, chunk {args.chunk_tokens}, "
-        f"batch {args.batch_size}"
+        f"batch {args.batch_size}; host memory reuse {'on' if args.reuse_host_memory else 'off'}"
     )
-    results: dict[tuple[str, bool], dict] = {}
+    rounds: dict[bool, list[dict[str, dict]]] = {True: [], False: []}  # cold -> [{mode: result}] per round
     for cold in (True, False):
-        for mode in (
-            "baseline_raw",
-            "baseline_f32",
-            "sequential",
-            "shuffled",
-            "shuffled_copy",
-            "shuffled_stored",
-        ):
-            best = None
-            for _ in range(args.repeats):
-                cmd = [sys.executable, __file__, "--worker", mode, "--root", str(root)]
-                cmd += ["--buffer-tokens", str(args.buffer_tokens), "--chunk-tokens", str(args.chunk_tokens)]
-                cmd += ["--batch-size", str(args.batch_size)] + (["--cold"] if cold else [])
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode:
-                    sys.exit(f"{mode} worker failed:\n{proc.stderr[-3000:]}")
-                r = json.loads(proc.stdout)
-                if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
-                    best = r
-            results[(mode, cold)] = best
-            ram = f", anon RSS +{best['anon_growth'] / 2**20:.0f} MiB, file RSS {best['file_peak'] / 2**20:.0f} MiB"
+        for r in range(args.rounds):
+            order = MODES if r % 2 == 0 else MODES[::-1]
+            rounds[cold].append({mode: run_worker(args, mode, cold=cold) for mode in order})
+            c = "cold" if cold else "warm"
             print(
-                f"  {'cold' if cold else 'warm'} {mode:15s} {best['tokens_per_s'] / 1e6:7.2f} M tok/s "
-                f"({best['seconds']:.2f} s){ram}"
+                f"  {c} round {r}: "
+                + ", ".join(f"{m} {rounds[cold][-1][m]['tokens_per_s'] / 1e6:.2f}" for m in MODES)
+                + " M tok/s"
+            )
+
+    def med(cold: bool, mode: str, key: str) -> float:
+        return statistics.median(rd[mode][key] for rd in rounds[cold])
+
+    def ratio(cold: bool, mode: str, base: str) -> float:
+        return statistics.median(rd[mode]["tokens_per_s"] / rd[base]["tokens_per_s"] for rd in rounds[cold])
+
+    print(f"medians of {args.rounds} rounds:")
+    for cold in (True, False):
+        for mode in MODES:
+            print(
+                f"  {'cold' if cold else 'warm'} {mode:15s} {med(cold, mode, 'tokens_per_s') / 1e6:7.2f} M tok/s, "
+                f"anon RSS +{med(cold, mode, 'anon_growth') / 2**20:.0f} MiB, "
+                f"file RSS {med(cold, mode, 'file_peak') / 2**20:.0f} MiB"
             )
     # overlap: the consumer "trains" (sleeps) for about the reader's own time per batch
-    per_batch_ms = 1e3 * args.batch_size / results[("shuffled", False)]["tokens_per_s"]
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        "shuffled",
-        "--root",
-        str(root),
-        "--step-ms",
-        f"{per_batch_ms:.1f}",
-    ]
-    cmd += ["--buffer-tokens", str(args.buffer_tokens), "--chunk-tokens", str(args.chunk_tokens)]
-    cmd += ["--batch-size", str(args.batch_size)]
-    ov = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    alone = results[("shuffled", False)]
+    per_batch_ms = 1e3 * args.batch_size / med(False, "shuffled", "tokens_per_s")
+    ov = run_worker(args, "shuffled", cold=False, step_ms=per_batch_ms)
     print(
         f"  overlap: with a {per_batch_ms:.1f} ms step per batch the loop waits "
-        f"{ov['wait_ms_per_batch']:.1f} ms per batch in next() (alone: {alone['wait_ms_per_batch']:.1f} ms);"
-        f" first batch (waits for the buffer fill) {alone['first_batch_s']:.2f} s"
+        f"{ov['wait_ms_per_batch']:.1f} ms per batch in next() (alone: {med(False, 'shuffled', 'wait_ms_per_batch'):.1f} ms);"
+        f" first batch (waits for the buffer fill) {med(False, 'shuffled', 'first_batch_s'):.2f} s"
     )
-    print("ratios (goal: throughput >= 0.8, RAM <= 1.2):")
+    print("ratios, median of the per-round ratios (goal: throughput >= 0.8, RAM <= 1.2):")
     for cold in (True, False):
         c = "cold" if cold else "warm"
         for mode in ("shuffled", "shuffled_copy", "shuffled_stored", "sequential"):
-            r = results[(mode, cold)]
             for base in ("baseline_raw", "baseline_f32"):
-                ratio = r["tokens_per_s"] / results[(base, cold)]["tokens_per_s"]
-                print(f"  {c} {mode:15s} / {base}: {ratio:.2f}")
-        q = results[("sequential", cold)]
+                print(f"  {c} {mode:15s} / {base}: {ratio(cold, mode, base):.2f}")
         fp32 = args.buffer_tokens * args.d_model * 4
         for mode in ("shuffled", "shuffled_copy"):
-            r = results[(mode, cold)]
-            copy = (
-                f"{args.dtype} row copy {r['buffer_bytes'] / 2**20:.0f} MiB"
-                if r["buffer_bytes"]
-                else "no row copy"
-            )
+            buffer_bytes = rounds[cold][0][mode]["buffer_bytes"]
+            copy = f"{args.dtype} row copy {buffer_bytes / 2**20:.0f} MiB" if buffer_bytes else "no row copy"
             print(
-                f"  {c} {mode} peak anon RSS growth / (buffer_tokens*d*4): {r['anon_growth'] / fp32:.2f}"
-                f"  (buffer: {copy}; growth without a buffer, sequential mode: {q['anon_growth'] / 2**20:.0f} MiB)"
+                f"  {c} {mode} peak anon RSS growth / (buffer_tokens*d*4): {med(cold, mode, 'anon_growth') / fp32:.2f}"
+                f"  (buffer: {copy}; growth without a buffer, sequential mode: "
+                f"{med(cold, 'sequential', 'anon_growth') / 2**20:.0f} MiB)"
             )
 
 
