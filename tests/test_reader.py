@@ -6,6 +6,8 @@ columns 0-2 so that the tag is exact in bf16), so emitted batches can be mapped 
 
 from __future__ import annotations
 
+import collections
+import mmap
 import os
 import threading
 import time
@@ -422,6 +424,37 @@ def test_zero_copy_emits_what_the_buffer_copy_emits(store, token_types):
             resumed.load_state_dict(state)
             rest = list(resumed)
     assert torch.equal(torch.cat(rest), torch.cat(list(make(store, **kw))[6:]))
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_readahead_hints_cover_every_chunk_once_per_epoch(store, monkeypatch, zero_copy):
+    """The chunk thread asks for each chunk's span of the memmap (madvise WILLNEED, page-aligned) once per epoch,
+    before paging it in; the hints change no batch."""
+    kw = dict(epochs=2, drop_last=False, token_types="assistant", zero_copy=zero_copy)
+    plain = torch.cat(list(make(store, **kw)))
+    reader = make(store, **kw)
+    sel = reader.selection
+    calls = []
+
+    class Recorder:
+        def __init__(self, shard):
+            self.shard = shard
+
+        def madvise(self, option, start, length):
+            calls.append((self.shard, option, start, length))
+
+    for s in range(len(sel.rows)):
+        monkeypatch.setattr(sel.raw(s), "_mmap", Recorder(s))
+    assert torch.equal(torch.cat(list(reader)), plain)
+    want = collections.Counter()  # (shard, start, length) of each chunk's span, starting on a page boundary
+    for c in range(sel.num_chunks):
+        s, raw = int(sel.chunk_shard[c]), sel.raw(int(sel.chunk_shard[c]))
+        base = int(sel.shard_start[s])
+        local = sel.rows[s][int(sel.chunk_start[c]) - base : int(sel.chunk_stop[c]) - base]
+        lo, hi = int(local[0]) * raw.strides[0], (int(local[-1]) + 1) * raw.strides[0]
+        want[(s, lo - lo % mmap.PAGESIZE, hi - lo + lo % mmap.PAGESIZE)] += 2  # once per epoch
+    assert all(option == mmap.MADV_WILLNEED for _, option, _, _ in calls)
+    assert collections.Counter((s, start, length) for s, _, start, length in calls) == want
 
 
 def test_zero_copy_needs_an_uncompressed_store(tmp_path):

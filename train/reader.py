@@ -4,7 +4,8 @@ Order of tokens (``ActivationReader``, shuffled mode)
   1. The selected tokens (token-type filter, minus held-out sequences; see ``train/selection.py``)
      are cut into chunks of ``chunk_tokens`` consecutive tokens within a shard. Each epoch visits
      the chunks in a seeded permutation, reading each one as a single contiguous span of the
-     memmap (no random single-row reads across the store) in a background thread.
+     memmap (no random single-row reads across the store) in a background thread, which asks the
+     kernel for the next few chunks' spans ahead (madvise WILLNEED: their disk reads overlap).
   2. A mixing buffer of ``buffer_tokens`` rows is filled from that stream. Then, per round: a
      seeded random half of the buffer's slots is emitted (in random order) and each emitted slot
      is refilled from the stream right after it is emitted (so refills only take part from the

@@ -14,6 +14,7 @@ bytes per token in bf16, so this is < 1% of the store for d_model >= 576).
 
 from __future__ import annotations
 
+import mmap
 import warnings
 
 import numpy as np
@@ -221,6 +222,24 @@ class TokenSelection:
     def mapped(self) -> bool:
         """Whether every shard's activations are an np.memmap (uncompressed), readable in place."""
         return all(isinstance(self.raw(s), np.memmap) for s in range(len(self.rows)))
+
+    def advise_chunk(self, chunk: int) -> None:
+        """Ask the kernel to start reading a chunk's span of the memmap now (madvise WILLNEED: asynchronous
+        readahead into the page cache), so that faulting it in later waits for no disk. Without the hint a
+        cold chunk is read by its page faults, one 128 KB readahead window at a time, each a synchronous
+        disk round trip; the reader hints a few chunks ahead of the one it pages in. No-op when compressed."""
+        s = int(self.chunk_shard[chunk])
+        raw = self.raw(s)
+        mm = getattr(raw, "_mmap", None)  # np.memmap's mmap.mmap of the file (from offset 0 here)
+        if mm is None or not hasattr(mm, "madvise") or self.chunk_stop[chunk] <= self.chunk_start[chunk]:
+            return
+        base = int(self.shard_start[s])
+        rows = self.rows[s][int(self.chunk_start[chunk]) - base : int(self.chunk_stop[chunk]) - base]
+        row_bytes = raw.strides[0]
+        start = int(raw.offset) + int(rows[0]) * row_bytes
+        stop = int(raw.offset) + (int(rows[-1]) + 1) * row_bytes
+        start -= start % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_WILLNEED, start, stop - start)
 
     def touch_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, None]:
         """(canonical ids [n], None) of a chunk, from its ``skip``-th token on, after faulting the pages of its
