@@ -457,6 +457,29 @@ def test_readahead_hints_cover_every_chunk_once_per_epoch(store, monkeypatch, ze
     assert collections.Counter((s, start, length) for s, _, start, length in calls) == want
 
 
+@pytest.mark.parametrize("ahead", [16, 40])
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_small_batches_cut_from_rows_gathered_ahead_equal_direct_gathers(
+    store, monkeypatch, ahead, zero_copy
+):
+    """Batches under AHEAD_ROWS are cut from a block of the round's next rows gathered in one pass (a block smaller
+    than two batches, or several batches long); they equal per-batch gathers, through epochs, rounds and a resume."""
+    import train.mixing
+
+    kw = dict(epochs=2, batch_size=12, drop_last=False, token_types="-special", zero_copy=zero_copy)
+    monkeypatch.setattr(train.mixing, "AHEAD_ROWS", 1)  # batch_size >= 1: every batch gathered directly
+    direct = list(make(store, **kw))
+    monkeypatch.setattr(train.mixing, "AHEAD_ROWS", ahead)
+    reader = make(store, **kw)
+    got = [b for _, b in zip(range(9), reader, strict=False)]
+    resumed = make(store, **kw)
+    resumed.load_state_dict(reader.state_dict())
+    got += list(resumed)
+    assert len(got) == len(direct)
+    for i, (a, b) in enumerate(zip(got, direct, strict=True)):
+        assert torch.equal(a, b), i
+
+
 def test_zero_copy_needs_an_uncompressed_store(tmp_path):
     st = build_store(tmp_path, dtype="bfloat16", shards=1, compression="zstd")
     assert not make(st).zero_copy  # auto: the buffer copy
