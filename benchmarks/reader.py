@@ -16,6 +16,7 @@ then runs each measurement in a fresh subprocess (so peak RSS is per measurement
   shuffled_stored  shuffled with decode=False: batches in the stored dtype, the host side of the CUDA path
                  (which uploads the stored dtype from pinned memory and widens it on the device); this is
                  the like-for-like comparison with baseline_raw, which does not decode either
+  shuffled_cuda  (--cuda) the CUDA path itself: float32 batches on the GPU
 
 Each runs "cold" (the shard files evicted from the page cache with posix_fadvise(DONTNEED)
 first) and "warm" (right after a read), in --rounds rounds of every mode back to back. Ratios: tokens/s
@@ -161,6 +162,7 @@ def worker(args) -> dict:
             shuffle=args.worker.startswith("shuffled"),
             decode=args.worker != "shuffled_stored",
             zero_copy=args.worker != "shuffled_copy",
+            device="cuda" if args.worker == "shuffled_cuda" else None,
             epochs=1,
             drop_last=False,
             seed=0,
@@ -181,6 +183,8 @@ def worker(args) -> dict:
             if args.step_ms:  # a stand-in for a GPU training step (the host waits, GIL released)
                 time.sleep(args.step_ms / 1e3)
         assert tokens == reader.tokens_per_epoch
+        if args.worker == "shuffled_cuda":
+            torch.cuda.synchronize()  # the last uploads and widenings are done
     dt = time.perf_counter() - t0
     peak = mon.stop()
     return {
@@ -235,6 +239,12 @@ def main() -> None:
         action="store_false",
         help="Leave glibc's defaults (fastsae train on CPU keeps freed memory for reuse: train/host_memory.py).",
     )
+    p.add_argument(
+        "--cuda",
+        action="store_true",
+        help="Add shuffled_cuda: the reader with device='cuda' (pinned stored-dtype batches uploaded and widened"
+        " on the GPU, float32 there), synchronized at the end.",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--step-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -252,15 +262,16 @@ def main() -> None:
         f"= {args.buffer_tokens * args.d_model * 4 / 2**30:.2f} GiB fp32, chunk {args.chunk_tokens}, "
         f"batch {args.batch_size}; host memory reuse {'on' if args.reuse_host_memory else 'off'}"
     )
+    modes = MODES + (("shuffled_cuda",) if args.cuda else ())
     rounds: dict[bool, list[dict[str, dict]]] = {True: [], False: []}  # cold -> [{mode: result}] per round
     for cold in (True, False):
         for r in range(args.rounds):
-            order = MODES if r % 2 == 0 else MODES[::-1]
+            order = modes if r % 2 == 0 else modes[::-1]
             rounds[cold].append({mode: run_worker(args, mode, cold=cold) for mode in order})
             c = "cold" if cold else "warm"
             print(
                 f"  {c} round {r}: "
-                + ", ".join(f"{m} {rounds[cold][-1][m]['tokens_per_s'] / 1e6:.2f}" for m in MODES)
+                + ", ".join(f"{m} {rounds[cold][-1][m]['tokens_per_s'] / 1e6:.2f}" for m in modes)
                 + " M tok/s"
             )
 
@@ -272,7 +283,7 @@ def main() -> None:
 
     print(f"medians of {args.rounds} rounds:")
     for cold in (True, False):
-        for mode in MODES:
+        for mode in modes:
             print(
                 f"  {'cold' if cold else 'warm'} {mode:15s} {med(cold, mode, 'tokens_per_s') / 1e6:7.2f} M tok/s, "
                 f"anon RSS +{med(cold, mode, 'anon_growth') / 2**20:.0f} MiB, "
@@ -289,7 +300,7 @@ def main() -> None:
     print("ratios, median of the per-round ratios (goal: throughput >= 0.8, RAM <= 1.2):")
     for cold in (True, False):
         c = "cold" if cold else "warm"
-        for mode in ("shuffled", "shuffled_copy", "shuffled_stored", "sequential"):
+        for mode in ("shuffled", "shuffled_copy", "shuffled_stored", "sequential") + modes[len(MODES) :]:
             for base in ("baseline_raw", "baseline_f32"):
                 print(f"  {c} {mode:15s} / {base}: {ratio(cold, mode, base):.2f}")
         fp32 = args.buffer_tokens * args.d_model * 4

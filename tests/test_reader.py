@@ -388,6 +388,7 @@ def test_compressed_store(tmp_path):
     np.testing.assert_array_equal(np.sort(got), np.arange(st.num_tokens))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_batches_match_cpu(store):
     cpu = [b for _, b in zip(range(5), make(store), strict=False)]
