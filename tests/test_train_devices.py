@@ -10,6 +10,7 @@ import torch
 
 import train.trainer as trainer_mod
 from tests.test_train_store import make_store
+from tests.test_train_sweep import SMALL as SWEEP_SMALL
 from train.config import TrainConfig
 from train.export import load_sae
 from train.metrics import read_metrics
@@ -18,20 +19,8 @@ from train.trainer import train_saes
 needs_cuda = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 ARCHS = dict(arch=("jumprelu", "standard", "topk", "batchtopk"), expansion=(2,), k=(4,))
-SMALL = dict(
-    layer=3,
-    batch_size=64,
-    tokens=64 * 16,
-    lr=(1e-3,),
-    buffer_tokens=1024,
-    chunk_tokens=64,
-    holdout=0.1,
-    log_every=4,
-    eval_every=8,
-    checkpoint_every=6,
-    progress=False,
-    init_sample_tokens=512,
-)
+# the sweep tests' small run, with a checkpoint (step 6) to resume from and metrics lines on both sides of it
+SMALL = {**SWEEP_SMALL, "tokens": 64 * 16, "log_every": 4, "eval_every": 8, "checkpoint_every": 6}
 
 
 @pytest.fixture(scope="module")
