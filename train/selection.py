@@ -236,10 +236,15 @@ class TokenSelection:
         base = int(self.shard_start[s])
         rows = self.rows[s][int(self.chunk_start[chunk]) - base : int(self.chunk_stop[chunk]) - base]
         row_bytes = raw.strides[0]
-        start = int(raw.offset) + int(rows[0]) * row_bytes
-        stop = int(raw.offset) + (int(rows[-1]) + 1) * row_bytes
+        # np.memmap maps the file from offset - offset % ALLOCATIONGRANULARITY: the array starts this far into mm
+        base_in_mm = int(raw.offset) % mmap.ALLOCATIONGRANULARITY
+        start = base_in_mm + int(rows[0]) * row_bytes
+        stop = base_in_mm + (int(rows[-1]) + 1) * row_bytes
         start -= start % mmap.PAGESIZE
-        mm.madvise(mmap.MADV_WILLNEED, start, stop - start)
+        try:
+            mm.madvise(mmap.MADV_WILLNEED, start, stop - start)
+        except OSError:  # a hint: a file system that refuses it costs speed, never the run
+            pass
 
     def touch_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, None]:
         """(canonical ids [n], None) of a chunk, from its ``skip``-th token on, after faulting the pages of its
