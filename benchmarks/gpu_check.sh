@@ -16,6 +16,8 @@
 #             against the CPU float32 path (tokens/s of each, same store, same process)
 #
 # Each step's output also goes to $OUT/<step>.txt when $OUT is set (the device tool brings $OUT back).
+# Under a 10-minute limit per command, split the round: `run tests kernels`, then `run sweep`, then `run reader`
+# (the sweep and reader steps first build synthetic stores of 4.8 and 1.1 GB under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu-wheels
@@ -74,5 +76,5 @@ case "${1:-}" in
         [[ ${#steps[@]} -gt 0 ]] || steps=(tests kernels sweep reader)
         for s in "${steps[@]}"; do run_step "$s"; done
         ;;
-    *) sed -n '2,18p' "$0"; exit 2 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
