@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import train.trainer as trainer_mod
 from tests.test_train_store import make_store
 from train.config import TrainConfig, TrainConfigError
 from train.export import load_sae
-from train.metrics import HeldOut, heldout_metrics, read_metrics
+from train.metrics import TIMING_KEYS, HeldOut, heldout_metrics, read_metrics
 from train.trainer import NonFiniteError, train_saes
 
 SMALL = dict(
@@ -113,6 +114,7 @@ def test_sweep_trains_every_combination_in_one_pass(store, tmp_path, monkeypatch
         assert math.isclose(held[-1]["log2_mse"], math.log2(held[-1]["mse"]))
         for key in ("loss", "mse_loss", "sparsity_loss", "l0", "lr", "dead_frac"):
             assert key in train[-1]
+        assert all(0 <= r["data_wait_frac"] <= 1 for r in train)
         assert held[-1]["mse"] < held[0]["mse"]  # it learned something
 
 
@@ -150,9 +152,37 @@ def test_saes_stepped_on_parallel_threads_equal_the_sequential_sweep(store, tmp_
         a, b = load_sae(tmp_path / "seq" / name), load_sae(tmp_path / "par" / name)
         for key, t in a.state_dict().items():
             assert torch.equal(t, b.state_dict()[key]), (name, key)
-        ra = [r for r in read_metrics(tmp_path / "seq" / name / "metrics.jsonl") if r["split"] == "train"]
-        rb = [r for r in read_metrics(tmp_path / "par" / name / "metrics.jsonl") if r["split"] == "train"]
+        ra, rb = (
+            [
+                {k: v for k, v in r.items() if k not in TIMING_KEYS}
+                for r in read_metrics(tmp_path / run / name / "metrics.jsonl")
+                if r["split"] == "train"
+            ]
+            for run in ("seq", "par")
+        )
         assert ra == rb
+
+
+def test_a_slow_reader_shows_in_data_wait_frac(store, tmp_path, monkeypatch):
+    """A reader that takes 30 ms a batch, feeding a tiny SAE: the loop mostly waits, and the train lines say so."""
+    original = trainer_mod.make_reader
+
+    def slow_reader(plan, *, batch_size, device):
+        reader = original(plan, batch_size=batch_size, device=device)
+        real_next = type(reader).__next__
+
+        class Slow(type(reader)):
+            def __next__(self):
+                time.sleep(0.03)
+                return real_next(self)
+
+        reader.__class__ = Slow
+        return reader
+
+    monkeypatch.setattr(trainer_mod, "make_reader", slow_reader)
+    (p,) = train_saes(small_cfg(store, tmp_path / "slow", expansion=(2,), tokens=64 * 20, eval_every=0))
+    train = [r for r in read_metrics(p / "metrics.jsonl") if r["split"] == "train"]
+    assert train and all(r["data_wait_frac"] > 0.5 for r in train), [r["data_wait_frac"] for r in train]
 
 
 def test_rerun_of_a_finished_run_does_nothing_and_other_config_is_refused(store, tmp_path):

@@ -13,6 +13,9 @@ in the store's raw activation units (if inputs are normalised for training, x̂ 
 
 metrics.jsonl holds one JSON object per line; "split" is "train" (running means of the training scalars since
 the previous line) or "heldout". Every line has "step" (optimizer steps done) and "tokens" (training tokens seen).
+Train lines also carry "data_wait_frac": the share of the loop's wall time since the previous line spent waiting
+for the reader (near 0: the SAEs are the bottleneck; near 1: the data is). It is a timing (TIMING_KEYS), the only
+value that differs between a run and its rerun or resume.
 The training scalars are in the units the SAE trains on, x·activation_scale (mse_loss = Σ_d per token); held-out
 lines record "d_in" and "activation_scale" so that mse · d_in · activation_scale² compares with mse_loss.
 """
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 SPECIAL = 0  # store.TokenType.SPECIAL (kept as an int so this module needs no store import)
+TIMING_KEYS = ("data_wait_frac",)  # wall-clock measurements in metrics lines: not reproducible run to run
 
 
 @dataclass

@@ -62,7 +62,7 @@ class Mixer:
                 self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
             )
         self._scratch: torch.Tensor | None = None  # [batch_size, d_in] stored dtype, for the CPU gather
-        self._ahead: torch.Tensor | None = None  # [AHEAD_ROWS, d_in] stored rows gathered ahead for small batches
+        self._ahead: torch.Tensor | None = None  # [AHEAD_ROWS, d_in] stored rows gathered for small batches
         self._ahead_ids: np.ndarray | None = None  # their canonical ids, sorted
         self._slot_ids = np.full(buffer_tokens, -1, np.int64)  # [B] canonical token id per slot, -1 = empty
         self._epoch = 0

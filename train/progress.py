@@ -1,4 +1,5 @@
-"""The rich progress bar of a training run: tokens, tokens/s, loss and L0 of the last log line, ETA.
+"""The rich progress bar of a training run: tokens, tokens/s, loss and L0 of the last log line, the share of time
+spent waiting for data, ETA.
 
 It never reads a device value: loss/L0 come from the records the trainer already synced at its log steps."""
 
@@ -23,6 +24,7 @@ class ProgressBar:
                 TextColumn("{task.fields[tps]} tok/s"),
                 TextColumn("loss {task.fields[loss]}"),
                 TextColumn("L0 {task.fields[l0]}"),
+                TextColumn("data wait {task.fields[wait]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
@@ -42,6 +44,7 @@ class ProgressBar:
                 tps="-",
                 loss="-",
                 l0="-",
+                wait="-",
             )
         self.t0, self.s0 = time.perf_counter(), self.t.step
         return self
@@ -65,4 +68,10 @@ class ProgressBar:
             lo, hi = min(vals), max(vals)
             return format(lo, fmt) if lo == hi else f"{lo:{fmt}}–{hi:{fmt}}"
 
-        self.progress.update(self.task, tps=f"{tps:,.0f}", loss=rng("loss", ".4g"), l0=rng("l0", ".1f"))
+        self.progress.update(
+            self.task,
+            tps=f"{tps:,.0f}",
+            loss=rng("loss", ".4g"),
+            l0=rng("l0", ".1f"),
+            wait=f"{recs[0]['data_wait_frac']:.0%}",
+        )

@@ -15,6 +15,7 @@ writes nothing more, and the last checkpoint (taken after a clean check) stays t
 from __future__ import annotations
 
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -106,6 +107,8 @@ class SweepTrainer:
         self.reader = None
         self.logs: list[MetricsLog] = []
         self.batches_read = 0
+        self.data_wait = 0.0  # seconds the loop waited in next(reader) since the last train line
+        self._since = time.perf_counter()  # when the current train-line window started
         workers = self.cfg.sae_workers or min(n, torch.get_num_threads())
         self.workers = max(1, min(workers, n)) if self.device.type == "cpu" else 1
         self._pool: ThreadPoolExecutor | None = None
@@ -227,6 +230,9 @@ class SweepTrainer:
             [(s >= self.cfg.dead_feature_window).float().mean() for s in self.since_fired]
         ).cpu()
         means = hist.double().mean(0)  # [n_saes, 5]
+        now = time.perf_counter()
+        wait_frac = min(1.0, self.data_wait / max(now - self._since, 1e-9))
+        self.data_wait, self._since = 0.0, now
         recs = []
         for i, (log, p) in enumerate(zip(self.logs, self.plan.points, strict=True)):
             rec = {"split": "train", "step": self.step, "tokens": self.step * self.cfg.batch_size}
@@ -234,6 +240,7 @@ class SweepTrainer:
             rec["lr"] = p.lr * self.schedule.lr_factor(self.step - 1)
             rec["sparsity_coef"] = (p.sparsity_coef or 0.0) * self.schedule.sparsity_factor(self.step - 1)
             rec["dead_frac"] = float(dead[i])
+            rec["data_wait_frac"] = wait_frac  # share of the loop's time spent waiting for batches
             log.write(rec)
             log.flush()
             recs.append(rec)
@@ -332,8 +339,11 @@ class SweepTrainer:
         with bar:
             if self.step == 0 and c.eval_every and len(held):
                 self.evaluate(held)
+            self._since = time.perf_counter()
             while self.step < T:
-                x = next(self.reader)
+                w = time.perf_counter()
+                x = next(self.reader)  # blocks only when the reader is behind (host time, no device sync)
+                self.data_wait += time.perf_counter() - w
                 self.batches_read += 1
                 self.train_step(x)
                 s = self.step
