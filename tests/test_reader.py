@@ -1,13 +1,9 @@
-"""The mixing reader (train/reader.py) on small synthetic stores written with store.ShardWriter.
-
-Every token's activation is tagged with its global token index (split in base-128 digits over
-columns 0-2 so that the tag is exact in bf16), so emitted batches can be mapped back to tokens.
-"""
+"""The mixing reader (train/reader.py): token order, epochs, hold-out, resume, RAM bound, threads, bad input.
+The read paths (zero-copy or buffer copy, stored dtype, CUDA, readahead, small batches) are in test_reader_paths.py;
+the stores are tests/_reader_stores.py's."""
 
 from __future__ import annotations
 
-import collections
-import mmap
 import os
 import threading
 import time
@@ -17,87 +13,22 @@ import numpy as np
 import pytest
 import torch
 
-from store import ShardWriter, StoreNotFoundError, TokenType, open_store
+from store import StoreNotFoundError, TokenType, open_store
+from tests._reader_stores import D, all_tags, build_store, expected_tokens, make, tags
 from train.mixing import Mixer
 from train.reader import (
-    ActivationReader,
     EmptySelectionError,
     LayerNotFoundError,
-    ReaderError,
     ResumeMismatchError,
     TokenTypeSpecError,
     parse_token_types,
 )
 from train.selection import TokenSelection
 
-D = 8
-LAYERS = [1, 3]
-
-
-def build_store(root, *, dtype="float32", shards=3, seqs_per_shard=12, seed=0, compression=None):
-    """A store whose token g has acts[layer][g, :3] = base-128 digits of g and acts[:, 3] = layer."""
-    rng = np.random.default_rng(seed)
-    g = 0
-    first = 0
-    for k in range(shards):
-        with ShardWriter(
-            root,
-            writer=0,
-            seq=k,
-            first_sequence=first,
-            layers=LAYERS,
-            d_model=D,
-            dtype=dtype,
-            meta={"identity": {"test": 1}},
-            rows_per_chunk=16,
-            compression=compression,
-        ) as w:
-            for _ in range(seqs_per_shard):
-                n = int(rng.integers(3, 40))
-                idx = np.arange(g, g + n)
-                acts = {}
-                for layer in LAYERS:
-                    a = rng.standard_normal((n, D)).astype(np.float32)
-                    a[:, 0], a[:, 1], a[:, 2], a[:, 3] = idx % 128, (idx // 128) % 128, idx // 16384, layer
-                    acts[layer] = a
-                types = rng.integers(0, len(TokenType), n).astype(np.uint8)
-                w.append(token_ids=idx.astype(np.int32), token_types=types, acts=acts, source=(0, first))
-                g += n
-                first += 1
-    return open_store(root)
-
-
-def tags(batch: torch.Tensor) -> np.ndarray:
-    b = batch.numpy().astype(np.int64)
-    return b[:, 0] + 128 * b[:, 1] + 16384 * b[:, 2]
-
-
-def all_tags(reader, n_batches=None) -> np.ndarray:
-    out = []
-    for i, batch in enumerate(reader):
-        if n_batches is not None and i >= n_batches:
-            break
-        out.append(tags(batch))
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
-
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def store(request, tmp_path_factory):
     return build_store(tmp_path_factory.mktemp(f"store_{request.param}"), dtype=request.param)
-
-
-def expected_tokens(store, types=None, holdout=()) -> np.ndarray:
-    types_all = np.concatenate([np.asarray(sh.token_types) for sh in store.shards])
-    keep = np.ones(len(types_all), bool) if types is None else np.isin(types_all, [int(t) for t in types])
-    for i in holdout:
-        keep[store.seq_offsets[i] : store.seq_offsets[i + 1]] = False
-    return np.flatnonzero(keep)
-
-
-def make(store, **kw):
-    args = dict(layer=3, batch_size=16, buffer_tokens=64, chunk_tokens=8, seed=1)
-    args.update(kw)
-    return ActivationReader(store, **args)
 
 
 def test_exactly_once_per_epoch_with_carry(store):
@@ -380,109 +311,3 @@ def test_damaged_store_error_is_the_stores(tmp_path):
     with pytest.raises(StoreCorruptError, match="truncated"):
         make(open_store(tmp_path))
     make(open_store(tmp_path), layer=1).close()  # the other layer is intact
-
-
-def test_compressed_store(tmp_path):
-    st = build_store(tmp_path, dtype="bfloat16", shards=2, compression="zstd")
-    got = all_tags(make(st, epochs=1, drop_last=False))
-    np.testing.assert_array_equal(np.sort(got), np.arange(st.num_tokens))
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_batches_match_cpu(store):
-    cpu = [b for _, b in zip(range(5), make(store), strict=False)]
-    gpu = [b for _, b in zip(range(5), make(store, device="cuda"), strict=False)]
-    for a, b in zip(cpu, gpu, strict=True):
-        assert b.device.type == "cuda" and b.dtype == torch.float32 and torch.equal(a, b.cpu())
-
-
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_undecoded_batches_are_the_stored_values(store, shuffle):
-    decoded = make(store, epochs=1, drop_last=False, shuffle=shuffle)
-    stored = make(store, epochs=1, drop_last=False, shuffle=shuffle, decode=False)
-    want = {"float32": torch.float32, "bfloat16": torch.bfloat16}[store.dtype]
-    n = 0
-    for a, b in zip(decoded, stored, strict=True):
-        assert b.dtype == want and b.shape == a.shape
-        assert torch.equal(b.float(), a)  # same tokens, same order; widening is exact
-        n += len(b)
-    assert n == store.num_tokens
-
-
-@pytest.mark.parametrize("token_types", ["all", "assistant"])
-def test_zero_copy_emits_what_the_buffer_copy_emits(store, token_types):
-    """Rows read in place from the memmaps (the default for an uncompressed store) and rows copied into the
-    mixing buffer give the same batches, row for row, through epochs and a resume."""
-    kw = dict(epochs=2, batch_size=24, drop_last=False, token_types=token_types)
-    mapped, copied = make(store, **kw), make(store, zero_copy=False, **kw)
-    assert mapped.zero_copy and not copied.zero_copy
-    for i, (a, b) in enumerate(zip(mapped, copied, strict=True)):
-        assert torch.equal(a, b), i
-        if i == 5:
-            state = mapped.state_dict()
-            resumed = make(store, **kw)
-            resumed.load_state_dict(state)
-            rest = list(resumed)
-    assert torch.equal(torch.cat(rest), torch.cat(list(make(store, **kw))[6:]))
-
-
-@pytest.mark.parametrize("zero_copy", [True, False])
-def test_readahead_hints_cover_every_chunk_once_per_epoch(store, monkeypatch, zero_copy):
-    """The chunk thread asks for each chunk's span of the memmap (madvise WILLNEED, page-aligned) once per epoch,
-    before paging it in; the hints change no batch."""
-    kw = dict(epochs=2, drop_last=False, token_types="assistant", zero_copy=zero_copy)
-    plain = torch.cat(list(make(store, **kw)))
-    reader = make(store, **kw)
-    sel = reader.selection
-    calls = []
-
-    class Recorder:
-        def __init__(self, shard):
-            self.shard = shard
-
-        def madvise(self, option, start, length):
-            calls.append((self.shard, option, start, length))
-
-    for s in range(len(sel.rows)):
-        monkeypatch.setattr(sel.raw(s), "_mmap", Recorder(s))
-    assert torch.equal(torch.cat(list(reader)), plain)
-    want = collections.Counter()  # (shard, start, length) of each chunk's span, starting on a page boundary
-    for c in range(sel.num_chunks):
-        s, raw = int(sel.chunk_shard[c]), sel.raw(int(sel.chunk_shard[c]))
-        base = int(sel.shard_start[s])
-        local = sel.rows[s][int(sel.chunk_start[c]) - base : int(sel.chunk_stop[c]) - base]
-        lo, hi = int(local[0]) * raw.strides[0], (int(local[-1]) + 1) * raw.strides[0]
-        want[(s, lo - lo % mmap.PAGESIZE, hi - lo + lo % mmap.PAGESIZE)] += 2  # once per epoch
-    assert all(option == mmap.MADV_WILLNEED for _, option, _, _ in calls)
-    assert collections.Counter((s, start, length) for s, _, start, length in calls) == want
-
-
-@pytest.mark.parametrize("ahead", [16, 40])
-@pytest.mark.parametrize("zero_copy", [True, False])
-def test_small_batches_cut_from_rows_gathered_ahead_equal_direct_gathers(
-    store, monkeypatch, ahead, zero_copy
-):
-    """Batches under AHEAD_ROWS are cut from a block of the round's next rows gathered in one pass (a block smaller
-    than two batches, or several batches long); they equal per-batch gathers, through epochs, rounds and a resume."""
-    import train.mixing
-
-    kw = dict(epochs=2, batch_size=12, drop_last=False, token_types="-special", zero_copy=zero_copy)
-    monkeypatch.setattr(train.mixing, "AHEAD_ROWS", 1)  # batch_size >= 1: every batch gathered directly
-    direct = list(make(store, **kw))
-    monkeypatch.setattr(train.mixing, "AHEAD_ROWS", ahead)
-    reader = make(store, **kw)
-    got = [b for _, b in zip(range(9), reader, strict=False)]
-    resumed = make(store, **kw)
-    resumed.load_state_dict(reader.state_dict())
-    got += list(resumed)
-    assert len(got) == len(direct)
-    for i, (a, b) in enumerate(zip(got, direct, strict=True)):
-        assert torch.equal(a, b), i
-
-
-def test_zero_copy_needs_an_uncompressed_store(tmp_path):
-    st = build_store(tmp_path, dtype="bfloat16", shards=1, compression="zstd")
-    assert not make(st).zero_copy  # auto: the buffer copy
-    with pytest.raises(ReaderError, match="uncompressed"):
-        make(st, zero_copy=True)
