@@ -123,9 +123,9 @@ def train(store: Path, out: Path, a, *, tokens: int, seed: int) -> Path:
 def evaluate(sae_dir: Path, eval_store, layer: int) -> dict:
     import torch
 
-    from store import TokenType
-    from train.export import load_sae
-    from train.metrics import HeldOut, heldout_metrics
+    from fastsae.store import TokenType
+    from fastsae.train.export import load_sae
+    from fastsae.train.metrics import HeldOut, heldout_metrics
 
     sae = load_sae(sae_dir)
     seqs = [eval_store.sequence(i) for i in range(eval_store.num_sequences)]
@@ -178,7 +178,7 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from store import open_store
+    from fastsae.store import open_store
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

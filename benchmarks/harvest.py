@@ -67,13 +67,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
 
-    from harvest.batching import pad_right, plan_batches
-    from harvest.capture import LayerCapture
-    from harvest.config import HarvestConfig, parse_layers
-    from harvest.model import GGUF_ENV, load_model
-    from harvest.runner import pick_device, run_harvest, sequence_stream, set_threads
-    from harvest.sources import SkipLog
-    from store import open_store
+    from fastsae.harvest.batching import pad_right, plan_batches
+    from fastsae.harvest.capture import LayerCapture
+    from fastsae.harvest.config import HarvestConfig, parse_layers
+    from fastsae.harvest.model import GGUF_ENV, load_model
+    from fastsae.harvest.runner import pick_device, run_harvest, sequence_stream, set_threads
+    from fastsae.harvest.sources import SkipLog
+    from fastsae.store import open_store
 
     if not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file():
         os.environ[GGUF_ENV] = str(LOCAL_GGUF)

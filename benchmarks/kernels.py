@@ -61,8 +61,8 @@ def gpu_main(args) -> int:
         return 1
     from triton.testing import do_bench
 
-    from kernels import jumprelu_encode, sae_decode
-    from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+    from fastsae.kernels import jumprelu_encode, sae_decode
+    from fastsae.kernels.reference import jumprelu_encode_reference, sae_decode_reference
 
     os.environ["FASTSAE_KERNELS"] = "triton"
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp32 matmul precision "
@@ -117,8 +117,8 @@ def _best_time(fn, reps):
 
 
 def cpu_main(args) -> int:
-    from kernels import jumprelu_encode, sae_decode
-    from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+    from fastsae.kernels import jumprelu_encode, sae_decode
+    from fastsae.kernels.reference import jumprelu_encode_reference, sae_decode_reference
 
     os.environ["FASTSAE_KERNELS"] = "torch"
     torch.set_num_threads(args.threads)

@@ -76,7 +76,7 @@ class PeakRss:
 
 
 def build(root: Path, *, tokens: int, d_model: int, dtype: str, shards: int, seed: int = 0) -> None:
-    from store import ShardWriter, TokenType
+    from fastsae.store import ShardWriter, TokenType
 
     marker = root / "bench.json"
     spec = {"tokens": tokens, "d_model": d_model, "dtype": dtype, "shards": shards, "seed": seed}
@@ -128,11 +128,11 @@ def worker(args) -> dict:
 
     torch.set_num_threads(1)
     if args.reuse_host_memory:  # as fastsae train does on CPU; for every mode, the baselines included
-        from train.host_memory import reuse_freed_host_memory
+        from fastsae.train.host_memory import reuse_freed_host_memory
 
         reuse_freed_host_memory()
-    from store import open_store, to_float32
-    from train.reader import ActivationReader
+    from fastsae.store import open_store, to_float32
+    from fastsae.train.reader import ActivationReader
 
     store = open_store(args.root)
     if args.cold:

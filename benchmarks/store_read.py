@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store import ShardWriter, init_store, open_store, summarize_store
+from fastsae.store import ShardWriter, init_store, open_store, summarize_store
 
 
 def build(

@@ -30,7 +30,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 
 def build_store(root: Path, *, d: int, tokens: int, seed: int = 0) -> None:
-    from store import ShardWriter, TokenType
+    from fastsae.store import ShardWriter, TokenType
 
     rng = np.random.default_rng(seed)
     n_feat = 8 * d
@@ -62,7 +62,7 @@ def build_store(root: Path, *, d: int, tokens: int, seed: int = 0) -> None:
 
 def timed_run(cfg) -> tuple[float, float]:
     """(wall seconds, process CPU seconds incl. the reader thread) of one full run."""
-    from train.trainer import train_saes
+    from fastsae.train.trainer import train_saes
 
     t0, c0 = time.perf_counter(), time.process_time()
     train_saes(cfg)
@@ -73,8 +73,8 @@ def read_only(cfg) -> tuple[float, float]:
     """The data cost alone: the same reader, the same number of batches, no SAE."""
     import torch
 
-    from train.run import plan_run
-    from train.trainer import make_reader, pick_device
+    from fastsae.train.run import plan_run
+    from fastsae.train.trainer import make_reader, pick_device
 
     plan = plan_run(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -112,7 +112,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from train.config import TrainConfig
+    from fastsae.train.config import TrainConfig
 
     expansions = tuple(int(v) for v in a.expansion.split(","))
     coefs = tuple(float(v) for v in a.sparsity_coef.split(","))

@@ -6,9 +6,9 @@ cheap because the stages import torch/transformers inside the commands, not at m
 
 import typer
 
-from harvest.cli import harvest
-from store.cli import inspect, verify
-from train.cli import train
+from fastsae.harvest.cli import harvest
+from fastsae.store.cli import inspect, verify
+from fastsae.train.cli import train
 
 app = typer.Typer(
     name="fastsae",

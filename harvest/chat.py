@@ -27,8 +27,8 @@ import weakref
 
 import numpy as np
 
-from harvest.records import RecordError
-from store.token_types import TokenType
+from fastsae.harvest.records import RecordError
+from fastsae.store.token_types import TokenType
 
 ROLE_TYPES = {
     "system": TokenType.SYSTEM,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from harvest.config import HarvestConfig
+from fastsae.harvest.config import HarvestConfig
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HarvestConfig)}
 
@@ -81,10 +81,10 @@ def harvest(
     # Before torch is imported: idle OpenMP threads must sleep, not spin (shared CPUs slow down ~40x).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from harvest.config import HarvestError, parse_layers
-    from harvest.records import RecordError
-    from harvest.sources import SourceError
-    from store import StoreError
+    from fastsae.harvest.config import HarvestError, parse_layers
+    from fastsae.harvest.records import RecordError
+    from fastsae.harvest.sources import SourceError
+    from fastsae.store import StoreError
 
     try:
         cfg = HarvestConfig(
@@ -95,7 +95,7 @@ def harvest(
             num_writers=num_writers, sort_window=sort_window, threads=threads,
             attn_implementation=attn_implementation.value, progress=progress,
         )  # fmt: skip
-        from harvest.runner import run_harvest
+        from fastsae.harvest.runner import run_harvest
 
         result = run_harvest(cfg)
     except (HarvestError, StoreError, SourceError, RecordError) as e:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from store.token_types import TokenType
+from fastsae.store.token_types import TokenType
 
 CONTENT_TYPES = np.array(
     [TokenType.SYSTEM, TokenType.USER, TokenType.ASSISTANT, TokenType.TOOL, TokenType.TEXT], dtype=np.uint8

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harvest.config import HarvestConfig
+from fastsae.harvest.config import HarvestConfig
 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo_chats.jsonl"
 
@@ -24,8 +24,8 @@ _CONFIG_IDENTITY = (
 
 def resolve_data_specs(cfg: HarvestConfig) -> list[str]:
     """The --data specs, defaulting to the shipped demo chats; raises for a missing file (one line)."""
-    from harvest.config import HarvestConfigError
-    from harvest.sources import SourceError, parse_spec
+    from fastsae.harvest.config import HarvestConfigError
+    from fastsae.harvest.sources import SourceError, parse_spec
 
     specs = list(cfg.data) or [str(DEMO_DATA)]
     for spec in specs:
@@ -48,7 +48,7 @@ def _config_identity(cfg: HarvestConfig) -> dict:
 
 def check_early_identity(cfg: HarvestConfig, out: Path) -> None:
     """Compare the config-only part of an existing store's identity before any work."""
-    from store import StoreMismatchError
+    from fastsae.store import StoreMismatchError
 
     path = Path(out) / "store.json"
     if not path.is_file():
@@ -75,9 +75,9 @@ def _data_identity(d: dict) -> dict:
 
 def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str) -> dict:
     """Full store metadata (store.json) of this harvest."""
-    from harvest.chat import template_hash
-    from harvest.sources import describe_sources
-    from store import SCHEMA_VERSION
+    from fastsae.harvest.chat import template_hash
+    from fastsae.harvest.sources import describe_sources
+    from fastsae.store import SCHEMA_VERSION
 
     data = describe_sources(specs)
     tok = loaded.tokenizer

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
-from harvest.config import HarvestConfig, HarvestConfigError
-from harvest.meta import build_meta, check_early_identity, resolve_data_specs
+from fastsae.harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
+from fastsae.harvest.config import HarvestConfig, HarvestConfigError
+from fastsae.harvest.meta import build_meta, check_early_identity, resolve_data_specs
 
 KILL_ENV = "FASTSAE_TEST_KILL_AT"  # test hook: SIGKILL this process right after storing this sequence index
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
@@ -82,13 +82,13 @@ def set_threads(cfg: HarvestConfig, device: str) -> int:
 
 def sequence_stream(cfg: HarvestConfig, tokenizer, specs: list[str], skip_log) -> Iterator[SeqItem]:
     """The deterministic sequence stream (global indices from 0), without any forward pass."""
-    from harvest.chat import tokenize_conversation, tokenize_text
-    from harvest.sources import RecordError, iter_records
+    from fastsae.harvest.chat import tokenize_conversation, tokenize_text
+    from fastsae.harvest.sources import RecordError, iter_records
 
     block = cfg.packing == "block"
     dedup = None
     if cfg.dedup_ngram:
-        from harvest.dedup import NgramDedup
+        from fastsae.harvest.dedup import NgramDedup
 
         dedup = NgramDedup(cfg.dedup_ngram)
     records = iter_records(specs, text_mode=block, limit=cfg.limit, skip_log=skip_log, on_error=cfg.on_error)
@@ -141,13 +141,13 @@ def _estimate_total(cfg: HarvestConfig, specs: list[str], done: int) -> int | No
 
 def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int | None]:
     """-> (sequences committed by `writer`, next shard seq number, first committed sequence or None)."""
-    from store import open_store
+    from fastsae.store import open_store
 
     if num_writers == 1:
         shards = open_store(out).shards  # also checks the committed ranges have no gap
     else:  # other writers' slices may still have gaps: list shards without the global range check
-        from store.format import list_shards
-        from store.reader import Shard
+        from fastsae.store.format import list_shards
+        from fastsae.store.reader import Shard
 
         shards = [Shard.open(p) for p in list_shards(out)]
     done, next_seq, first = 0, 0, None
@@ -182,7 +182,7 @@ class _ShardSink:
         self.q.put(items)
 
     def _open(self, first_sequence: int):
-        from store import ShardWriter
+        from fastsae.store import ShardWriter
 
         self.writer = ShardWriter(
             self.out, writer=self.cfg.writer, seq=self.seq, first_sequence=first_sequence,
@@ -258,9 +258,9 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
     """Harvest `cfg`. `loaded` (harvest.model.LoadedModel) reuses an already loaded model."""
     import torch
 
-    from harvest.model import load_model, resolve_dtype
-    from harvest.sources import SkipLog
-    from store import clean_partial, init_store
+    from fastsae.harvest.model import load_model, resolve_dtype
+    from fastsae.harvest.sources import SkipLog
+    from fastsae.store import clean_partial, init_store
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
@@ -284,7 +284,7 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
         )
     tokenizer = loaded.tokenizer
     if cfg.packing == "conversation":
-        from harvest.chat import ChatTemplateError, check_chat_template
+        from fastsae.harvest.chat import ChatTemplateError, check_chat_template
 
         try:
             check_chat_template(tokenizer)
@@ -316,7 +316,7 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
     total = end - resume_at if end is not None else _estimate_total(cfg, specs, resume_at)
     progress = _Progress(cfg, total=total, console=console)
 
-    from harvest.capture import LayerCapture
+    from fastsae.harvest.capture import LayerCapture
 
     try:
         with torch.inference_mode(), LayerCapture(loaded.model, cfg.layers) as cap, progress:

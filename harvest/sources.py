@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from harvest.records import Record, RecordError, normalise_record
+from fastsae.harvest.records import Record, RecordError, normalise_record
 
 __all__ = [
     "Record",

@@ -1,6 +1,6 @@
 """Fused JumpReLU encoder and sparse-aware decoder for sparse autoencoders.
 
-    from kernels import jumprelu_encode, relu_encode, sae_decode
+    from fastsae.kernels import jumprelu_encode, relu_encode, sae_decode
     acts, l0 = jumprelu_encode(x, W_enc, b_enc, threshold, bandwidth=0.001)
     acts, l0, l1 = relu_encode(x, W_enc, b_enc, W_dec.norm(dim=1))   # Standard SAE: ReLU + weighted L1
     x_hat = sae_decode(acts, W_dec, b_dec)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from store import ShardWriter, TokenType, open_store
-from train.reader import ActivationReader
+from fastsae.store import ShardWriter, TokenType, open_store
+from fastsae.train.reader import ActivationReader
 
 D = 8
 LAYERS = [1, 3]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harvest.chat import (
+from fastsae.harvest.chat import (
     ROLE_TYPES,
     ChatTemplateError,
     check_chat_template,
@@ -18,9 +18,9 @@ from harvest.chat import (
     tokenize_conversation,
     tokenize_text,
 )
-from harvest.records import normalise_record
-from harvest.sources import RecordError, SkipLog, iter_records
-from store.token_types import TokenType
+from fastsae.harvest.records import normalise_record
+from fastsae.harvest.sources import RecordError, SkipLog, iter_records
+from fastsae.store.token_types import TokenType
 from tests._tiny_tokenizers import llama3_tokenizer, qwen2_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -36,7 +36,7 @@ def smollm2_tokenizer():
     """SmolLM2-135M-Instruct's tokenizer from its GGUF ($FASTSAE_SMOLLM2_GGUF, a local copy, or the fetcher)."""
     from transformers import AutoTokenizer
 
-    from harvest.model import GGUF_ENV, ModelLoadError, default_gguf_path
+    from fastsae.harvest.model import GGUF_ENV, ModelLoadError, default_gguf_path
 
     if not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file():
         gguf = LOCAL_GGUF

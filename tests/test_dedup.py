@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harvest.dedup import NgramDedup, ngram_hashes
-from store.token_types import TokenType
+from fastsae.harvest.dedup import NgramDedup, ngram_hashes
+from fastsae.store.token_types import TokenType
 
 T, U, A, S = TokenType.TEMPLATE, TokenType.USER, TokenType.ASSISTANT, TokenType.SPECIAL
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import train
-from train.export import SAEFormatError, SAENotFoundError, load_sae, save_sae
-from train.sae import Arch, SAESpec, SparseAutoencoder
+from fastsae import train
+from fastsae.train.export import SAEFormatError, SAENotFoundError, load_sae, save_sae
+from fastsae.train.sae import Arch, SAESpec, SparseAutoencoder
 
 HOOK = "blocks.9.hook_resid_post"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

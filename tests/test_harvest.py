@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from harvest.batching import pack_blocks, pad_right, plan_batches
-from harvest.capture import LayerCapture, decoder_blocks
-from harvest.config import HarvestConfig, HarvestConfigError, parse_layers
+from fastsae.harvest.batching import pack_blocks, pad_right, plan_batches
+from fastsae.harvest.capture import LayerCapture, decoder_blocks
+from fastsae.harvest.config import HarvestConfig, HarvestConfigError, parse_layers
 from tests._tiny_models import build_tiny_model
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from harvest.config import HarvestConfig
-from harvest.meta import DEMO_DATA
-from store import TokenType, open_store
+from fastsae.harvest.config import HarvestConfig
+from fastsae.harvest.meta import DEMO_DATA
+from fastsae.store import TokenType, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ MTBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "normalized"
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from harvest.model import GGUF_ENV, load_model
+    from fastsae.harvest.model import GGUF_ENV, load_model
 
     if not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file():
         os.environ[GGUF_ENV] = str(LOCAL_GGUF)
@@ -29,7 +29,7 @@ def smollm2():
 
 
 def test_smollm2_harvest_demo_chats(smollm2, tmp_path):
-    from harvest.runner import run_harvest
+    from fastsae.harvest.runner import run_harvest
 
     data = DEMO_DATA if DEMO_DATA.is_file() else MTBENCH
     if not data.is_file():

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from harvest.config import HarvestConfig, HarvestConfigError
-from harvest.runner import KILL_ENV, run_harvest
-from store import StoreMismatchError, open_store, to_float32
+from fastsae.harvest.config import HarvestConfig, HarvestConfigError
+from fastsae.harvest.runner import KILL_ENV, run_harvest
+from fastsae.store import StoreMismatchError, open_store, to_float32
 from tests._tiny_models import save_tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def assert_same_store(a: Path, b: Path, *, exact: bool = True) -> None:
 def test_batched_harvest_equals_batch_one(env, tmp_path, kind):
     from transformers import AutoModelForCausalLM
 
-    from harvest.chat import tokenize_conversation
+    from fastsae.harvest.chat import tokenize_conversation
 
     cfg = cfg_for(env, tmp_path / "s", kind)
     result = run_harvest(cfg)
@@ -132,7 +132,7 @@ def test_batched_harvest_equals_batch_one(env, tmp_path, kind):
 
 
 def test_block_mode_text_and_chats(env, tmp_path):
-    from harvest.chat import tokenize_conversation, tokenize_text
+    from fastsae.harvest.chat import tokenize_conversation, tokenize_text
 
     tok = tiny_tokenizer("llama")
     for data, kind in ((env["text"], "text"), (env["chats"], "chats")):
@@ -162,8 +162,8 @@ def test_block_mode_text_and_chats(env, tmp_path):
 
 _KILL_SCRIPT = """
 import sys, json
-from harvest.config import HarvestConfig
-from harvest.runner import run_harvest
+from fastsae.harvest.config import HarvestConfig
+from fastsae.harvest.runner import run_harvest
 run_harvest(HarvestConfig(**json.loads(sys.argv[1])))
 """
 
@@ -244,7 +244,7 @@ def test_local_model_folder_whose_weights_changed_is_refused(env, tmp_path):
 def _app():
     import typer
 
-    from harvest.cli import harvest
+    from fastsae.harvest.cli import harvest
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command("harvest")(harvest)
@@ -274,7 +274,7 @@ def test_cli_command(env, tmp_path):
 def test_cli_flags_mirror_config():
     import typer.main
 
-    from harvest.cli import harvest
+    from fastsae.harvest.cli import harvest
 
     cmd = typer.main.get_command_from_info(
         typer.models.CommandInfo(callback=harvest), pretty_exceptions_short=True, rich_markup_mode=None

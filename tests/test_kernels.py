@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-from kernels import jumprelu_encode, sae_decode
-from kernels.dispatch import interpreting
-from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+from fastsae import kernels
+from fastsae.kernels import jumprelu_encode, sae_decode
+from fastsae.kernels.dispatch import interpreting
+from fastsae.kernels.reference import jumprelu_encode_reference, sae_decode_reference
 
 KERNELS_DIR = Path(kernels.__file__).resolve().parent
 
@@ -322,8 +322,8 @@ def test_launchers_check_their_inputs():
     """The Triton launchers check on their own (they are callable without the public wrappers)."""
     if not interpreting():
         pytest.skip("needs TRITON_INTERPRET=1")
-    from kernels.decode import decode_forward
-    from kernels.encode import encode_forward
+    from fastsae.kernels.decode import decode_forward
+    from fastsae.kernels.encode import encode_forward
 
     x, W_enc, b_enc, threshold, W_dec, b_dec = (p.detach() for p in make_sae(5, 48, 96, density=0.1))
     with pytest.raises(kernels.KernelShapeError, match=r"b_enc has shape \(95,\)"):

@@ -22,7 +22,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import encode, sparse
+from fastsae.kernels import encode, sparse
 
 target = GPUTarget("cuda", 90, 32)
 out = []

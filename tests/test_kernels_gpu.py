@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import jumprelu_encode, sae_decode
-from kernels.reference import jumprelu_encode_reference, sae_decode_reference
+from fastsae.kernels import jumprelu_encode, sae_decode
+from fastsae.kernels.reference import jumprelu_encode_reference, sae_decode_reference
 from tests.test_kernels import NAMES  # the outputs and gradients compared, in order
 
 pytestmark = [
@@ -24,8 +24,8 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def compiled_triton(monkeypatch):
-    from kernels import encode
-    from kernels.dispatch import is_interpreted
+    from fastsae.kernels import encode
+    from fastsae.kernels.dispatch import is_interpreted
 
     if is_interpreted(encode._encode_fwd_kernel):
         pytest.skip("Triton was imported in interpreter mode: run with TRITON_INTERPRET=0")

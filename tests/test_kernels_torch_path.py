@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels import jumprelu_encode, sae_decode
-from kernels.reference import jumprelu_encode_reference, rect_band, sae_decode_reference
-from kernels.torch_plan import ActsPlan
+from fastsae import kernels
+from fastsae.kernels import jumprelu_encode, sae_decode
+from fastsae.kernels.reference import jumprelu_encode_reference, rect_band, sae_decode_reference
+from fastsae.kernels.torch_plan import ActsPlan
 from tests.test_kernels import assert_close_all, make_sae
 
 
@@ -76,8 +76,8 @@ def test_plan_dropped_after_inplace_change(monkeypatch):
 def test_relu_encode(sparse_mode, shape, terms, monkeypatch):
     """relu_encode + sae_decode (the Standard SAE) against plain autograd, forced sparse and dense: outputs,
     l0, l1 and every gradient (l1's weight included), whichever terms of the loss reach the op."""
-    from kernels import relu_encode
-    from kernels.relu_encode import relu_encode_reference
+    from fastsae.kernels import relu_encode
+    from fastsae.kernels.relu_encode import relu_encode_reference
 
     monkeypatch.setenv("FASTSAE_KERNELS", "torch")
     x, W_enc, b_enc, _, W_dec, b_dec = make_sae(*shape, density=0.05, seed=8)
@@ -108,7 +108,7 @@ def test_relu_encode(sparse_mode, shape, terms, monkeypatch):
 
 
 def test_relu_encode_checks_inputs():
-    from kernels import relu_encode
+    from fastsae.kernels import relu_encode
 
     with pytest.raises(kernels.KernelShapeError):
         relu_encode(torch.zeros(4, 8), torch.zeros(9, 16), torch.zeros(16), torch.zeros(16))
@@ -119,8 +119,8 @@ def test_relu_encode_checks_inputs():
 def test_encoder_epilogue_blocks(block_rows, dtype, sparse_mode, monkeypatch):
     """The row-blocked epilogue equals the whole-matrix definitions for any block size (edges included), and
     the sparse plan it collects on the way equals the nonzero pattern of the whole matrix."""
-    from kernels import torch_path
-    from kernels.reference import rect_band
+    from fastsae.kernels import torch_path
+    from fastsae.kernels.reference import rect_band
 
     n, d_sae, eps = 37, 130, 0.25
     g = torch.Generator().manual_seed(11)
@@ -152,7 +152,7 @@ def test_encoder_epilogue_blocks(block_rows, dtype, sparse_mode, monkeypatch):
 def test_encoder_epilogue_auto_choice(density, monkeypatch):
     """auto: the plan is collected exactly when the whole batch is at or below the CPU cut-off, including
     a batch whose first blocks are dense but whose total is sparse."""
-    from kernels import dispatch, torch_path
+    from fastsae.kernels import dispatch, torch_path
 
     monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", "auto")
     monkeypatch.setattr(torch_path, "EPILOGUE_BLOCK_BYTES", 4 * 64 * 4)
@@ -202,7 +202,7 @@ def test_grad_acts_is_sparse_at_the_pattern(extra, monkeypatch):
 
 def test_feature_counts(sparse_mode, monkeypatch):
     """Per-feature firing counts from the attached plan (sparse) or one dense pass, for any acts."""
-    from kernels import feature_counts
+    from fastsae.kernels import feature_counts
 
     monkeypatch.setenv("FASTSAE_KERNELS", "torch")
     x, W_enc, b_enc, threshold, _, _ = make_sae(37, 48, 384, density=0.05, seed=12)

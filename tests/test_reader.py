@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from store import StoreNotFoundError, TokenType, open_store
+from fastsae.store import StoreNotFoundError, TokenType, open_store
 from tests._reader_stores import D, all_tags, build_store, expected_tokens, make, tags
-from train.mixing import Mixer
-from train.reader import (
+from fastsae.train.mixing import Mixer
+from fastsae.train.reader import (
     EmptySelectionError,
     LayerNotFoundError,
     ResumeMismatchError,
     TokenTypeSpecError,
     parse_token_types,
 )
-from train.selection import TokenSelection
+from fastsae.train.selection import TokenSelection
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
@@ -151,7 +151,7 @@ def test_resume_equivalence(store, shuffle):
 def test_position_replays_the_mixer_state(store, shuffle):
     """The consumer-side Position, advanced by each batch's snapshot (slot-id changes only), equals the
     mixer's full state after every batch: epoch starts, refills, the drain at each epoch's end."""
-    from train.mixing import Position
+    from fastsae.train.mixing import Position
 
     r = make(store, epochs=3, batch_size=23, shuffle=shuffle, buffer_tokens=64, drop_last=False)
     mixer = r._mixer
@@ -302,8 +302,8 @@ def test_bad_input(tmp_path, store):
 
 
 def test_damaged_store_error_is_the_stores(tmp_path):
-    from store import StoreCorruptError
-    from store.format import act_shard_file
+    from fastsae.store import StoreCorruptError
+    from fastsae.store.format import act_shard_file
 
     st = build_store(tmp_path, dtype="bfloat16")
     f = act_shard_file(st.shards[1].path, 3)

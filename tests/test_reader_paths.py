@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests._reader_stores import all_tags, build_store, make
-from train.reader import ReaderError
+from fastsae.train.reader import ReaderError
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
@@ -103,12 +103,12 @@ def test_small_batches_cut_from_rows_gathered_ahead_equal_direct_gathers(
 ):
     """Batches under AHEAD_ROWS are cut from a block of the round's next rows gathered in one pass (a block smaller
     than two batches, or several batches long); they equal per-batch gathers, through epochs, rounds and a resume."""
-    import train.mixing
+    from fastsae.train import mixing as train_mixing
 
     kw = dict(epochs=2, batch_size=12, drop_last=False, token_types="-special", zero_copy=zero_copy)
-    monkeypatch.setattr(train.mixing, "AHEAD_ROWS", 1)  # batch_size >= 1: every batch gathered directly
+    monkeypatch.setattr(train_mixing, "AHEAD_ROWS", 1)  # batch_size >= 1: every batch gathered directly
     direct = list(make(store, **kw))
-    monkeypatch.setattr(train.mixing, "AHEAD_ROWS", ahead)
+    monkeypatch.setattr(train_mixing, "AHEAD_ROWS", ahead)
     reader = make(store, **kw)
     got = [b for _, b in zip(range(9), reader, strict=False)]
     resumed = make(store, **kw)

@@ -1,6 +1,7 @@
 """Repository-level contracts: stage boundaries, the CLI app, README ↔ CI, the `kernels` name."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -10,33 +11,56 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# stage -> top-level packages it must never import
+# The house rules (ARCHITECTURE.md): package -> the fastsae packages it must never import.
+# Arrows point down only: floor 3 (the CLI app) > stages (harvest, train) > floor 1 > ground.
+# A later analysis stage may import lm, saes and store (and nothing else of ours but errors).
 FORBIDDEN = {
-    "harvest": {"train", "kernels", "fastsae"},
-    "train": {"harvest", "fastsae"},
-    "store": {"harvest", "train", "kernels", "fastsae"},
-    "kernels": {"harvest", "train", "store", "fastsae"},
+    "harvest": {"train", "saes", "kernels", "cli"},
+    "train": {"harvest", "lm", "cli"},
+    "lm": {"harvest", "train", "saes", "kernels", "cli"},
+    "saes": {"harvest", "train", "lm", "store", "cli"},
+    "store": {"harvest", "train", "lm", "saes", "kernels", "cli"},
+    "kernels": {"harvest", "train", "lm", "saes", "store", "cli"},
 }
+# top-level names that must only ever be imported under the fastsae namespace
+OURS = {"harvest", "train", "store", "kernels", "lm", "saes"}
 
 
-def _imported_top_levels(path: Path) -> set[str]:
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """(fastsae sub-packages imported, bare top-level names imported) by one file."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    names = set()
+    modules = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            modules += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            if node.module == "fastsae":
+                modules += [f"fastsae.{alias.name}" for alias in node.names]
+            else:
+                modules.append(node.module)
+    ours = {m.split(".")[1] for m in modules if m.startswith("fastsae.")}
+    return ours, {m.split(".")[0] for m in modules}
 
 
-@pytest.mark.parametrize("stage", sorted(FORBIDDEN))
-def test_stage_boundaries(stage):
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_house_rules(package):
     offenders = []
-    for path in sorted((ROOT / stage).rglob("*.py")):
-        bad = _imported_top_levels(path) & FORBIDDEN[stage]
+    for path in sorted((ROOT / package).rglob("*.py")):
+        ours, top = _imports(path)
+        bad = ours & FORBIDDEN[package]
         if bad:
             offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert not offenders, "; ".join(offenders)
+
+
+def test_nothing_imports_a_stage_outside_the_namespace():
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if ".git" in path.parts or "demo" in path.parts:
+            continue
+        bare = _imports(path)[1] & OURS
+        if bare:
+            offenders.append(f"{path.relative_to(ROOT)} imports bare {sorted(bare)}")
     assert not offenders, "; ".join(offenders)
 
 
@@ -49,11 +73,23 @@ def test_readme_test_command_is_what_ci_runs():
     assert test_cmd in ci, f"README's test command {test_cmd!r} is not what .ci/run runs"
 
 
-def test_transformers_does_not_take_our_kernels_for_the_hub_package():
-    # transformers probes for a package importable as `kernels` (Hugging Face's kernel hub) and
-    # imports it when the version looks viable; ours must never pass for it.
-    code = "from transformers.utils.import_utils import is_kernels_available;print(is_kernels_available())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+def test_installed_names_are_namespaced_and_transformers_cannot_take_our_kernels(tmp_path):
+    # Outside the repo (no cwd shadowing): only `fastsae` is ours; `kernels`, `train`, `store` and
+    # `harvest` are not importable from us, so transformers' probe for Hugging Face's kernel hub
+    # (an importable `kernels` with a viable version) cannot find our code whatever our version.
+    code = (
+        "import importlib.util, fastsae.kernels, fastsae.train, fastsae.store, fastsae.harvest\n"
+        "from transformers.utils.import_utils import is_kernels_available\n"
+        "spec = importlib.util.find_spec('kernels')\n"
+        "assert spec is None or 'fastsae' not in str(spec.origin), spec\n"
+        "for name in ('train', 'store', 'harvest'):\n"
+        "    s = importlib.util.find_spec(name)\n"
+        "    assert s is None or 'fastsae' not in str(s.origin) and str(ROOT) not in str(s.origin), s\n"
+        "print(is_kernels_available())"
+    ).replace("ROOT", repr(str(ROOT)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
 
 

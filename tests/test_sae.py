@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from train.sae import Arch, SAESpec, SAESpecError, SparseAutoencoder, geometric_median
+from fastsae.train.sae import Arch, SAESpec, SAESpecError, SparseAutoencoder, geometric_median
 
 D_IN, D_SAE, N = 12, 48, 40
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harvest.records import normalise_record
-from harvest.sources import (
+from fastsae.harvest.records import normalise_record
+from fastsae.harvest.sources import (
     Record,
     RecordError,
     SkipLog,

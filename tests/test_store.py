@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from store import (
+from fastsae.store import (
     SCHEMA_VERSION,
     ShardWriter,
     StoreCorruptError,
@@ -28,8 +28,8 @@ from store import (
     to_float32,
     verify_store,
 )
-from store.dtypes import float32_to_bf16_bits
-from store.errors import StoreExistsError, StoreWriteError
+from fastsae.store.dtypes import float32_to_bf16_bits
+from fastsae.store.errors import StoreExistsError, StoreWriteError
 
 REPO = Path(__file__).resolve().parents[1]
 META = {"identity": {"model": "synthetic/tiny", "revision": "r0", "template_hash": "abc"}, "data": ["demo"]}
@@ -227,7 +227,7 @@ def test_kill_9_mid_write_leaves_only_partial(tmp_path):
     write_store(tmp_path, [[5]])
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from store import ShardWriter
+        from fastsae.store import ShardWriter
         w = ShardWriter({str(tmp_path)!r}, writer=7, seq=0, first_sequence=1, layers=[2, 5], d_model=24)
         for i in range(5):
             w.append(token_ids=np.arange(9), token_types=np.ones(9), acts={{2: np.ones((9, 24)), 5: np.ones((9, 24))}},
@@ -402,7 +402,7 @@ def test_two_processes_fill_one_directory_concurrently(tmp_path):
     """Two OS processes race on init_store and write interleaved shards into one directory."""
     script = textwrap.dedent("""
         import sys, numpy as np
-        from store import ShardWriter, init_store
+        from fastsae.store import ShardWriter, init_store
         root, writer = sys.argv[1], int(sys.argv[2])
         meta = init_store(root, meta={"identity": {"model": "m"}, "by": writer})
         for seq in range(3):
@@ -426,7 +426,7 @@ def test_two_processes_fill_one_directory_concurrently(tmp_path):
 
 
 def test_failed_write_leaves_no_partial(tmp_path, monkeypatch):
-    from store.writer import ShardWriter as SW
+    from fastsae.store.writer import ShardWriter as SW
 
     with pytest.raises(OSError, match="disk full"):
         with SW(tmp_path, writer=0, seq=0, first_sequence=0, layers=[0], d_model=4) as w:

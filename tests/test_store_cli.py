@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from store.cli import inspect, verify
+from fastsae.store.cli import inspect, verify
 from tests.test_store import META, _no_fsync, write_store  # noqa: F401  (autouse fixture)
 
 app = typer.Typer()
@@ -70,7 +70,7 @@ def test_missing_store(tmp_path):
 
 
 def test_inspect_harvest_style_meta(tmp_path):
-    from store import init_store
+    from fastsae.store import init_store
 
     meta = {
         "identity": META["identity"],

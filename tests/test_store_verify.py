@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from store import StoreCorruptError, open_store, verify_store
-from store.format import index_nbytes
+from fastsae.store import StoreCorruptError, open_store, verify_store
+from fastsae.store.format import index_nbytes
 from tests.test_store import _no_fsync, write_store  # noqa: F401  (autouse fixture)
 
 SHARD = "shard-00000-000000.zarr"

@@ -8,15 +8,15 @@ import math
 
 import pytest
 
-from train.cli import train as train_command
-from train.config import (
+from fastsae.train.cli import train as train_command
+from fastsae.train.config import (
     TrainConfig,
     TrainConfigError,
     resolve,
     sweep_points,
     total_steps,
 )
-from train.schedule import Schedule, lr_factor, sparsity_factor
+from fastsae.train.schedule import Schedule, lr_factor, sparsity_factor
 
 
 def cfg(**kw) -> TrainConfig:
@@ -154,8 +154,8 @@ def test_swept_values_that_would_share_a_folder_are_refused():
 
 
 def test_auxk_dead_latents_follow_the_dead_feature_window():
-    from train.config import TrainConfig, resolve, sweep_points
-    from train.run import make_spec
+    from fastsae.train.config import TrainConfig, resolve, sweep_points
+    from fastsae.train.run import make_spec
 
     cfg = resolve(
         TrainConfig(store="s", layer=0, out="o", arch=("topk",), k=(8,), batch_size=256, dead_feature_window=50,
@@ -172,8 +172,8 @@ def test_reuse_host_memory_is_operational_and_applies_on_glibc():
     """The allocator setting changes how a run is operated, not what it computes (a rerun may flip it)."""
     import platform
 
-    from train.config import OPERATIONAL_FIELDS
-    from train.host_memory import reuse_freed_host_memory
+    from fastsae.train.config import OPERATIONAL_FIELDS
+    from fastsae.train.host_memory import reuse_freed_host_memory
 
     assert "reuse_host_memory" in OPERATIONAL_FIELDS
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":

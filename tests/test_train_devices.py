@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-import train.trainer as trainer_mod
+import fastsae.train.trainer as trainer_mod
 from tests.test_train_store import make_store
 from tests.test_train_sweep import SMALL as SWEEP_SMALL
-from train.config import TrainConfig
-from train.export import load_sae
-from train.metrics import read_metrics
-from train.trainer import train_saes
+from fastsae.train.config import TrainConfig
+from fastsae.train.export import load_sae
+from fastsae.train.metrics import read_metrics
+from fastsae.train.trainer import train_saes
 
 needs_cuda = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from tests.test_train_store import make_store
-from train.cli import train
+from fastsae.train.cli import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_empty_store_folder(tmp_path):
 
 
 def test_store_without_shards(tmp_path):
-    from store import init_store
+    from fastsae.store import init_store
 
     init_store(tmp_path / "s", meta={"layers": [3], "d_model": 16, "dtype": "float32"})
     assert_one_line_error(invoke(*base(tmp_path / "s", tmp_path / "o")), "no committed shards")

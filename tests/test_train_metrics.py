@@ -7,9 +7,9 @@ import json
 import pytest
 
 from tests.test_train_store import make_store
-from train.config import TrainConfig
-from train.metrics import heldout_mse_in_train_units, read_metrics
-from train.trainer import train_saes
+from fastsae.train.config import TrainConfig
+from fastsae.train.metrics import heldout_mse_in_train_units, read_metrics
+from fastsae.train.trainer import train_saes
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from train.config import TrainConfig, resolve
-from train.metrics import read_metrics
-from train.trainer import train_saes
+from fastsae.train.config import TrainConfig, resolve
+from fastsae.train.metrics import read_metrics
+from fastsae.train.trainer import train_saes
 
 pytestmark = pytest.mark.slow
 

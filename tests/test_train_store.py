@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import ShardWriter, TokenType
+from fastsae.store import ShardWriter, TokenType
 
 
 def make_store(
@@ -62,7 +62,7 @@ def make_store(
 
 
 def test_synthetic_store_opens(tmp_path):
-    from store import open_store
+    from fastsae.store import open_store
 
     s = open_store(make_store(tmp_path / "s"))
     assert s.layers == [3] and s.d_model == 16 and s.num_sequences == 120

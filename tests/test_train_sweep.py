@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import train.trainer as trainer_mod
+import fastsae.train.trainer as trainer_mod
 from tests.test_train_store import make_store
-from train.config import TrainConfig, TrainConfigError
-from train.export import load_sae
-from train.metrics import TIMING_KEYS, HeldOut, heldout_metrics, read_metrics
-from train.trainer import NonFiniteError, train_saes
+from fastsae.train.config import TrainConfig, TrainConfigError
+from fastsae.train.export import load_sae
+from fastsae.train.metrics import TIMING_KEYS, HeldOut, heldout_metrics, read_metrics
+from fastsae.train.trainer import NonFiniteError, train_saes
 
 SMALL = dict(
     layer=3,
@@ -203,8 +203,8 @@ def test_normalize_activations_is_folded_into_saved_weights(store, tmp_path):
     assert extra["activation_scale"] != 1.0
     last = [r for r in read_metrics(p / "metrics.jsonl") if r["split"] == "heldout"][-1]
     sae = load_sae(p)  # takes raw activations: its held-out MSE equals the one logged in training
-    from store import open_store
-    from train.reader import ActivationReader
+    from fastsae.store import open_store
+    from fastsae.train.reader import ActivationReader
 
     reader = ActivationReader(
         open_store(store), layer=3, batch_size=64, holdout=0.1, seed=42, buffer_tokens=1024, chunk_tokens=64
@@ -223,7 +223,7 @@ def test_nan_in_a_batch_is_reported_with_its_step_and_the_checkpoint_before_stay
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteError, match="step 13"):
         train_saes(small_cfg(store, out, expansion=(2,), checkpoint_every=10, log_every=5))
-    from train.checkpoint import load_checkpoint
+    from fastsae.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(out / "checkpoint.safetensors")
     assert state["step"] == 10
@@ -232,7 +232,7 @@ def test_nan_in_a_batch_is_reported_with_its_step_and_the_checkpoint_before_stay
 
 
 def test_nan_loss_names_the_sae(store, tmp_path, monkeypatch):
-    from train.sae import SparseAutoencoder
+    from fastsae.train.sae import SparseAutoencoder
 
     real = SparseAutoencoder.training_forward
     calls = {"n": 0}

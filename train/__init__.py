@@ -9,7 +9,7 @@ __all__ = ["load_sae"]
 
 def __getattr__(name: str):
     if name == "load_sae":
-        from train.export import load_sae
+        from fastsae.train.export import load_sae
 
         return load_sae
     raise AttributeError(f"module 'train' has no attribute {name!r}")

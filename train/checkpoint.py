@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from train.config import TrainError
+from fastsae.train.config import TrainError
 
 STATE_KEY = "fastsae_state"
 FORMAT_VERSION = 1

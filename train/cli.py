@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from train.config import BDecInit, Recipe, TrainConfig, TrainConfigError
+from fastsae.train.config import BDecInit, Recipe, TrainConfig, TrainConfigError
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -83,7 +83,7 @@ def train(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.console import Console
 
-    from store import StoreError
+    from fastsae.store import StoreError
 
     err = Console(stderr=True)
     try:
@@ -104,10 +104,10 @@ def train(
 
 
 def _user_errors(store_error) -> tuple:
-    from train.config import TrainError
-    from train.export import ExportError
-    from train.reader import ReaderError
-    from train.sae import SAESpecError
+    from fastsae.train.config import TrainError
+    from fastsae.train.export import ExportError
+    from fastsae.train.reader import ReaderError
+    from fastsae.train.sae import SAESpecError
 
     return (TrainError, store_error, ReaderError, SAESpecError, ExportError)
 
@@ -117,14 +117,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def _run(cfg: TrainConfig, err) -> None:
-    from train.trainer import NonFiniteError, train_saes
+    from fastsae.train.trainer import NonFiniteError, train_saes
 
     try:
         paths = train_saes(cfg, console=err)
     except NonFiniteError as e:
         print(f"Error: {_one_line(e)}", file=sys.stderr)
         raise typer.Exit(1) from None
-    from train.metrics import read_metrics
+    from fastsae.train.metrics import read_metrics
 
     for p in paths:
         held = [r for r in read_metrics(p / "metrics.jsonl") if r.get("split") == "heldout"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from train.sae import Arch, SAESpec, SparseAutoencoder
+from fastsae.train.sae import Arch, SAESpec, SparseAutoencoder
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"

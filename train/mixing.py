@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from train.prefetch import Prefetcher
-from train.selection import STORED_NUMPY, TokenSelection
+from fastsae.train.prefetch import Prefetcher
+from fastsae.train.selection import STORED_NUMPY, TokenSelection
 
 ROUND_STREAM = 0x5EED
 AHEAD_ROWS = 4096  # batches smaller than this are cut from one gather of the round's next AHEAD_ROWS rows

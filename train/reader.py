@@ -57,10 +57,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from store import TokenType, open_store
-from train.mixing import Mixer, Position
-from train.prefetch import Prefetcher
-from train.selection import (
+from fastsae.store import TokenType, open_store
+from fastsae.train.mixing import Mixer, Position
+from fastsae.train.prefetch import Prefetcher
+from fastsae.train.selection import (
     EmptySelectionError,
     LayerNotFoundError,
     ReaderError,
@@ -199,7 +199,7 @@ class ActivationReader:
 
     def iter_holdout(self, *, max_sequences: int | None = None, max_tokens: int | None = None, device=None):
         """Held-out sequences one by one (see ``train.holdout.iter_holdout``)."""
-        from train.holdout import iter_holdout
+        from fastsae.train.holdout import iter_holdout
 
         return iter_holdout(self, max_sequences=max_sequences, max_tokens=max_tokens, device=device)
 

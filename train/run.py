@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.config import (
+from fastsae.train.config import (
     OPERATIONAL_FIELDS,
     SweepPoint,
     TrainConfig,
@@ -58,7 +58,7 @@ def _fail(msg: str):
 
 def open_checked_store(path: str, layer: int):
     """open_store plus the cheap integrity checks of the layer we train on (sizes, shard indices, offsets)."""
-    from store import StoreCorruptError, open_store
+    from fastsae.store import StoreCorruptError, open_store
 
     s = open_store(path)
     if not s.shards:
@@ -105,7 +105,7 @@ def model_name(meta: dict) -> str:
 
 
 def make_spec(point: SweepPoint, cfg: TrainConfig, d_in: int):
-    from train.sae import SAESpec, SAESpecError
+    from fastsae.train.sae import SAESpec, SAESpecError
 
     try:
         return SAESpec(
@@ -128,7 +128,7 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     """Resolve the config, check the store and the output folder; nothing is written."""
     cfg = resolve(cfg)
     points = sweep_points(cfg)
-    from train.reader import ReaderError, parse_token_types
+    from fastsae.train.reader import ReaderError, parse_token_types
 
     try:
         parse_token_types(cfg.token_types)

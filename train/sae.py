@@ -26,7 +26,7 @@ from enum import Enum
 import torch
 from torch import Tensor, nn
 
-from kernels import jumprelu_encode, relu_encode, sae_decode
+from fastsae.kernels import jumprelu_encode, relu_encode, sae_decode
 
 MIN_THRESHOLD = 1e-6  # JumpReLU θ is kept at or above this after each step (it must stay > 0)
 

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import torch
 
-from store import TokenType
+from fastsae.store import TokenType
 
 HOLDOUT_STREAM = 0x401D  # rng stream tags: seeds are [seed, tag, ...]
 CHUNK_ORDER_STREAM = 0xC4

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from kernels import feature_counts
-from train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
-from train.config import BDecInit, TrainError, to_json, total_steps
-from train.host_memory import reuse_freed_host_memory
-from train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
-from train.progress import ProgressBar
-from train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
-from train.schedule import Schedule
+from fastsae.kernels import feature_counts
+from fastsae.train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
+from fastsae.train.config import BDecInit, TrainError, to_json, total_steps
+from fastsae.train.host_memory import reuse_freed_host_memory
+from fastsae.train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
+from fastsae.train.progress import ProgressBar
+from fastsae.train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
+from fastsae.train.schedule import Schedule
 
 STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
 
@@ -44,7 +44,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_reader(plan: RunPlan, *, batch_size: int, device):
-    from train.reader import ActivationReader, ReaderError
+    from fastsae.train.reader import ActivationReader, ReaderError
 
     c = plan.cfg
     try:
@@ -67,7 +67,7 @@ class SweepTrainer:
     """Trains the SAEs of a RunPlan in one pass; see the module doc."""
 
     def __init__(self, plan: RunPlan, *, console=None):
-        from train.sae import SparseAutoencoder
+        from fastsae.train.sae import SparseAutoencoder
 
         self.plan, self.cfg = plan, plan.cfg
         self.console = console
@@ -116,7 +116,7 @@ class SweepTrainer:
     # ---------------------------------------------------------------- setup
     def init_fresh(self) -> None:
         """Sample-based init: activation scale and b_dec (geometric median), from the first tokens of the stream."""
-        from train.sae import geometric_median
+        from fastsae.train.sae import geometric_median
 
         c = self.cfg
         need = c.normalize_activations or c.b_dec_init != BDecInit.ZEROS
@@ -366,7 +366,7 @@ class SweepTrainer:
 
     def finish(self) -> list[Path]:
         """Save every SAE (activation scale folded in), plot its curves, mark the run complete."""
-        from train.export import save_sae
+        from fastsae.train.export import save_sae
 
         plan, c = self.plan, self.cfg
         hook = f"blocks.{c.layer}.hook_resid_post"
