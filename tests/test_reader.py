@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from fastsae.store import StoreNotFoundError, TokenType, open_store
-from tests._reader_stores import D, all_tags, build_store, expected_tokens, make, tags
 from fastsae.train.mixing import Mixer
 from fastsae.train.reader import (
     EmptySelectionError,
@@ -24,6 +23,7 @@ from fastsae.train.reader import (
     parse_token_types,
 )
 from fastsae.train.selection import TokenSelection
+from tests._reader_stores import D, all_tags, build_store, expected_tokens, make, tags
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests._reader_stores import all_tags, build_store, make
 from fastsae.train.reader import ReaderError
+from tests._reader_stores import all_tags, build_store, make
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])

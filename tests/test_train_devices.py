@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import fastsae.train.trainer as trainer_mod
-from tests.test_train_store import make_store
-from tests.test_train_sweep import SMALL as SWEEP_SMALL
 from fastsae.train.config import TrainConfig
 from fastsae.train.export import load_sae
 from fastsae.train.metrics import read_metrics
 from fastsae.train.trainer import train_saes
+from tests.test_train_store import make_store
+from tests.test_train_sweep import SMALL as SWEEP_SMALL
 
 needs_cuda = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]

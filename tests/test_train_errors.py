@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.test_train_store import make_store
 from fastsae.train.cli import train
+from tests.test_train_store import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

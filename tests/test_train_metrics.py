@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tests.test_train_store import make_store
 from fastsae.train.config import TrainConfig
 from fastsae.train.metrics import heldout_mse_in_train_units, read_metrics
 from fastsae.train.trainer import train_saes
+from tests.test_train_store import make_store
 
 
 @pytest.fixture(scope="module")

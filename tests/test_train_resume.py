@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_train_store import make_store
 from fastsae.train.export import load_sae
 from fastsae.train.metrics import TIMING_KEYS, read_metrics
+from tests.test_train_store import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

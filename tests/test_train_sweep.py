@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import fastsae.train.trainer as trainer_mod
-from tests.test_train_store import make_store
 from fastsae.train.config import TrainConfig, TrainConfigError
 from fastsae.train.export import load_sae
 from fastsae.train.metrics import TIMING_KEYS, HeldOut, heldout_metrics, read_metrics
 from fastsae.train.trainer import NonFiniteError, train_saes
+from tests.test_train_store import make_store
 
 SMALL = dict(
     layer=3,
