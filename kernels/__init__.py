@@ -5,8 +5,14 @@
     acts, l0, l1 = relu_encode(x, W_enc, b_enc, W_dec.norm(dim=1))   # Standard SAE: ReLU + weighted L1
     x_hat = sae_decode(acts, W_dec, b_dec)
 
-Both are differentiable in every tensor input. The backend (Triton or torch) is chosen per call, see
-kernels/dispatch.py; kernels/reference.py is the plain definition both backends are tested against.
+All are differentiable in every tensor input, with exact gradients at every entry (acts included). Training
+uses the fused ops of kernels/training.py instead, whose decoder computes grad_acts only where the encoder
+reads it (see there):
+
+    acts, l0, x_hat = jumprelu_autoencode(x, W_enc, b_enc, threshold, W_dec, b_dec, bandwidth=0.001)
+
+The backend (Triton or torch) is chosen per call, see kernels/dispatch.py; kernels/reference.py is the plain
+definition both backends are tested against.
 """
 
 from .checks import (
@@ -19,12 +25,15 @@ from .checks import (
 )
 from .ops import feature_counts, jumprelu_encode, sae_decode
 from .relu_encode import relu_encode
+from .training import jumprelu_autoencode, relu_autoencode
 
 __all__ = [
     "jumprelu_encode",
     "sae_decode",
     "relu_encode",
     "feature_counts",
+    "jumprelu_autoencode",
+    "relu_autoencode",
     "KernelError",
     "KernelShapeError",
     "KernelDtypeError",

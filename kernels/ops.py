@@ -20,8 +20,13 @@ def jumprelu_encode(
     """JumpReLU encoder: (acts [N, d_sae], l0 [N]) with straight-through threshold gradients.
 
     z = x @ W_enc + b_enc; acts = z·1[z > θ]; l0 = Σ_j 1[z > θ] (float, like x). All inputs share one
-    float dtype and device. Gradients: see kernels/reference.py.
+    float dtype and device. Gradients: those of kernels/reference.py, exact at every entry.
     """
+    return apply_jumprelu(x, W_enc, b_enc, threshold, bandwidth, share_plan=False)
+
+
+def apply_jumprelu(x, W_enc, b_enc, threshold, bandwidth: float, *, share_plan: bool):
+    """jumprelu_encode; share_plan (kernels/training.py only) attaches the torch path's plan to acts."""
     op = "jumprelu_encode"
     check_tensors(op, {"x": x, "W_enc": W_enc, "b_enc": b_enc, "threshold": threshold}, ENCODE_SHAPES)
     bw = check_bandwidth(op, bandwidth)
@@ -29,7 +34,7 @@ def jumprelu_encode(
         from .encode import JumpReLUTriton  # triton is imported only when used
 
         return JumpReLUTriton.apply(x, W_enc, b_enc, threshold, bw)
-    return JumpReLUTorch.apply(x, W_enc, b_enc, threshold, bw)
+    return JumpReLUTorch.apply(x, W_enc, b_enc, threshold, bw, share_plan)
 
 
 def sae_decode(
@@ -37,20 +42,27 @@ def sae_decode(
     W_dec: torch.Tensor,  # [d_sae, d_in]
     b_dec: torch.Tensor,  # [d_in]
 ) -> torch.Tensor:
-    """x_hat = acts @ W_dec + b_dec  [N, d_in]; reads only the active rows of W_dec when acts are sparse."""
+    """x_hat = acts @ W_dec + b_dec  [N, d_in]; reads only the active rows of W_dec when acts are sparse.
+    Its gradients are exact at every entry, grad_acts included (zero entries of acts too)."""
+    return apply_decode(acts, W_dec, b_dec, shared_plan=False)
+
+
+def apply_decode(acts, W_dec, b_dec, *, shared_plan: bool):
+    """sae_decode; shared_plan (kernels/training.py only) uses the plan an encoder attached to acts and then
+    computes grad_acts only where that encoder's backward reads it (kernels/torch_plan.py)."""
     op = "sae_decode"
     check_tensors(op, {"acts": acts, "W_dec": W_dec, "b_dec": b_dec}, DECODE_SHAPES)
     if backend_for(op, acts.device) == "triton":
         from .decode import DecodeTriton
 
         return DecodeTriton.apply(acts, W_dec, b_dec)
-    return DecodeTorch.apply(acts, W_dec, b_dec)
+    return DecodeTorch.apply(acts, W_dec, b_dec, shared_plan)
 
 
 def feature_counts(acts: torch.Tensor) -> torch.Tensor:
     """[d_sae] int64: in how many rows of acts [N, d_sae] each feature is nonzero (no gradient).
 
-    From the sparse plan the torch-path encoders attach (a bincount of its columns: 0.9 ms for 4096 x 4608
+    From the sparse plan the training op's encoders attach (a bincount of its columns: 0.9 ms for 4096 x 4608
     at 5% here), else one float pass (sign; 10 ms): `(acts > 0).sum(0)` materialises an int64 copy of the
     whole matrix on CPU (27 ms).
     """

@@ -10,8 +10,9 @@ The L1 term lives inside the op because written outside it (acts.sum(0) @ w) it 
 and its gradient joins the decoder's at those entries.
 
 On the torch path a sparse batch gets the same ActsPlan as jumprelu_encode's (kernels/torch_plan.py): the
-decoder reuses the nonzero pattern and computes grad_acts only at the active entries (ReLU's gradient is zero
-elsewhere), and the encoder's backward products are CSR products over the active entries only.
+encoder's backward products are CSR products over the active entries only, and inside the training op
+(kernels/training.py relu_autoencode) the decoder reuses the nonzero pattern and computes grad_acts only at
+the active entries (ReLU's gradient is zero elsewhere). The public relu_encode attaches no plan.
 On CUDA it is plain torch (addmm + relu, cuBLAS). relu_encode_reference is the definition.
 """
 
@@ -20,8 +21,7 @@ from __future__ import annotations
 import torch
 
 from .checks import check_tensors
-from .torch_path import encoder_epilogue, encoder_grads
-from .torch_plan import ActsPlan
+from .torch_path import attach_plan, encoder_epilogue, encoder_grads
 
 RELU_SHAPES = {"x": ("N", "d_in"), "W_enc": ("d_in", "d_sae"), "b_enc": ("d_sae",), "l1_weight": ("d_sae",)}
 
@@ -34,7 +34,7 @@ def relu_encode_reference(x, W_enc, b_enc, l1_weight):
 
 class ReLUEncodeTorch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, l1_weight):
+    def forward(ctx, x, W_enc, b_enc, l1_weight, share: bool):
         # [N, d_sae], [N]: relu in place, the sparse plan collected on the way when the batch is sparse
         acts, l0, _, _, plan = encoder_epilogue(torch.mm(x, W_enc), bias=b_enc)
         if plan is not None:
@@ -46,10 +46,8 @@ class ReLUEncodeTorch(torch.autograd.Function):
         ctx.mark_non_differentiable(l0)
         ctx.plan = plan
         ctx.save_for_backward(x, W_enc, acts, l1_weight)
-        if plan is not None:
-            plan.attach(acts)
-        else:
-            ActsPlan.mark_dense(acts)
+        if share:
+            attach_plan(acts, plan)
         return acts, l0, l1
 
     @staticmethod
@@ -64,7 +62,7 @@ class ReLUEncodeTorch(torch.autograd.Function):
                 grad_w = acts.t() @ grad_l1  # [d_sae]
         l1 = None if grad_l1 is None else (grad_l1, l1_weight)
         grads = encoder_grads(ctx, plan, acts, grad_acts, x, W_enc, l1=l1)[:3]
-        return *grads, grad_w
+        return *grads, grad_w, None
 
 
 def relu_encode(
@@ -74,14 +72,19 @@ def relu_encode(
     l1_weight: torch.Tensor,  # [d_sae], e.g. the decoder row norms
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(acts [N, d_sae], l0 [N], l1 [N]): acts = relu(x @ W_enc + b_enc), l0 its nonzeros per row (float, no
-    gradient), l1 = acts @ l1_weight. Differentiable in every tensor input."""
+    gradient), l1 = acts @ l1_weight. Differentiable in every tensor input, exact at every entry."""
+    return apply_relu(x, W_enc, b_enc, l1_weight, share_plan=False)
+
+
+def apply_relu(x, W_enc, b_enc, l1_weight, *, share_plan: bool):
+    """relu_encode; share_plan (kernels/training.py only) attaches the torch path's plan to acts."""
     check_tensors(
         "relu_encode", {"x": x, "W_enc": W_enc, "b_enc": b_enc, "l1_weight": l1_weight}, RELU_SHAPES
     )
     if x.device.type == "cuda":
         acts = torch.relu(torch.addmm(b_enc, x, W_enc))
         return acts, torch.count_nonzero(acts, dim=-1).to(x.dtype), acts @ l1_weight
-    return ReLUEncodeTorch.apply(x, W_enc, b_enc, l1_weight)
+    return ReLUEncodeTorch.apply(x, W_enc, b_enc, l1_weight, share_plan)
 
 
 __all__ = ["relu_encode", "relu_encode_reference"]

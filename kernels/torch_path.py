@@ -5,8 +5,10 @@ embedding_bag) when acts are sparse.
 Encoder forward keeps acts (the output, no copy) and the coordinates of the few near-threshold entries
 (|z-θ| < ε/2), never the full z: 1[z > θ] == (acts != 0) because θ > 0 (acts equals z there, in z's dtype).
 When the batch is sparse enough (kernels/dispatch.py) it also records the nonzero pattern of acts as an
-ActsPlan attached to acts (kernels/torch_plan.py): the decoder reuses it, and computes grad_acts only where
-the encoder's backward reads it (the active and band entries), so no backward product is dense.
+ActsPlan (kernels/torch_plan.py), which its own backward products use. In the training op only
+(kernels/training.py) the plan is attached to acts: the decoder reuses it and computes grad_acts only where
+the encoder's backward reads it (the active and band entries), so no backward product is dense. The public
+ops attach nothing, and their decoder's grad_acts is the full dense product.
 The encoder's epilogue (bias, mask, band, l0, pattern) runs over blocks of rows (see encoder_epilogue).
 """
 
@@ -160,19 +162,25 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
     return grad_x, grad_W_enc, grad_b_enc, band_vals
 
 
+def attach_plan(acts: torch.Tensor, plan: ActsPlan | None) -> None:
+    """Attach the encoder's plan (or its 'too dense' mark) to acts, for the training op's decoder only."""
+    if plan is not None:
+        plan.attach(acts)
+    else:
+        ActsPlan.mark_dense(acts)
+
+
 class JumpReLUTorch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, threshold, bandwidth: float):
+    def forward(ctx, x, W_enc, b_enc, threshold, bandwidth: float, share: bool):
         z = torch.mm(x, W_enc)  # [N, d_sae]; + b_enc in the epilogue
         # in place: the full z is not kept; acts != 0 exactly where z > θ (θ > 0)
         acts, l0, band_rows, band_cols, plan = encoder_epilogue(z, threshold, bandwidth, bias=b_enc)
         ctx.bandwidth = bandwidth
-        ctx.plan = plan
+        ctx.plan = plan  # the backward's own sparse products use it whether or not acts carries it
         ctx.save_for_backward(x, W_enc, threshold, acts, band_rows, band_cols)
-        if plan is not None:
-            plan.attach(acts)
-        else:
-            ActsPlan.mark_dense(acts)
+        if share:
+            attach_plan(acts, plan)
         return acts, l0
 
     @staticmethod
@@ -191,18 +199,20 @@ class JumpReLUTorch(torch.autograd.Function):
             grad_threshold = _grad_threshold(
                 threshold, band_vals, grad_l0, band_rows, band_cols, ctx.bandwidth
             )
-        return grad_x, grad_W_enc, grad_b_enc, grad_threshold, None
+        return grad_x, grad_W_enc, grad_b_enc, grad_threshold, None, None
 
 
 class DecodeTorch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, acts, W_dec, b_dec):
-        plan = ActsPlan.of(acts)  # set by the encoder that produced acts, if sparse
-        exact = plan is not None  # grad_acts is then needed only at its pattern and band
-        if plan is None and not ActsPlan.known_dense(acts):
+    def forward(ctx, acts, W_dec, b_dec, shared: bool):
+        # shared (the training op only): the plan the encoder attached to acts, if sparse; grad_acts is then
+        # computed only at its pattern and band. Otherwise acts' own pattern, and the full dense grad_acts.
+        plan = ActsPlan.of(acts) if shared else None
+        partial = plan is not None
+        if plan is None and not (shared and ActsPlan.known_dense(acts)):
             plan = sparse_plan(acts)
         ctx.sparse = plan is not None
-        ctx.exact, ctx.plan = exact, plan
+        ctx.partial, ctx.plan = partial, plan
         if plan is not None:
             vals = plan.values(acts)
             x_hat = plan.mm(vals, W_dec) + b_dec
@@ -218,7 +228,7 @@ class DecodeTorch(torch.autograd.Function):
         plan = ctx.plan
         grad_acts = None
         if ctx.needs_input_grad[0]:
-            if ctx.exact:  # only the entries the encoder's backward reads (see kernels/torch_plan.py)
+            if ctx.partial:  # only the entries the encoder's backward reads (see kernels/torch_plan.py)
                 gv = plan.sddmm(grad_xhat, W_dec)  # [nnz]
                 gb = plan.sddmm(grad_xhat, W_dec, band=True) if plan.band_rows is not None else None
                 grad_acts = plan.sparse_grad(acts, gv, gb)  # sparse COO [N, d_sae]: no dense zeros
@@ -232,4 +242,4 @@ class DecodeTorch(torch.autograd.Function):
             else:
                 grad_W_dec = acts.t() @ grad_xhat
         grad_b_dec = grad_xhat.sum(0) if ctx.needs_input_grad[2] else None
-        return grad_acts, grad_W_dec, grad_b_dec
+        return grad_acts, grad_W_dec, grad_b_dec, None

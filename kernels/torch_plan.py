@@ -1,14 +1,15 @@
 """Sparse bookkeeping of the torch path: one ActsPlan per sparse acts tensor, shared by encoder and decoder.
 
 The encoder's forward finds the nonzeros of acts once (row-major coordinates = a CSR pattern) and the few
-near-threshold "band" entries, and attaches that plan to the acts tensor it returns. sae_decode, given that
-same, unmodified tensor, reuses the pattern for its forward (CSR @ W_dec) and, in its backward, computes
-grad_acts = grad_xhat @ W_dec.T only at the entries the encoder's backward reads — the active ones and the
-band — with a sampled matmul (SDDMM, cost nnz·d_in instead of N·d_sae·d_in), and returns it as a sparse COO
-tensor holding exactly those entries: every gradient that reaches a leaf through the encoder is exact, but
-the gradient of x_hat with respect to acts itself (acts.retain_grad(), hooks on acts) is that sparse tensor,
-valid at those entries only. Pass acts.clone() (no plan) or set FASTSAE_KERNELS_SPARSE=never to get the full
-dense grad_acts. The CSR products are embedding_bag calls (see _bag_sum).
+near-threshold "band" entries. Inside the training-only op (kernels/training.py) it attaches that plan to the
+acts tensor it returns, and the op's decoder, given that same, unmodified tensor, reuses the pattern for its
+forward (CSR @ W_dec) and, in its backward, computes grad_acts = grad_xhat @ W_dec.T only at the entries the
+encoder's backward reads — the active ones and the band — with a sampled matmul (SDDMM, cost nnz·d_in
+instead of N·d_sae·d_in), and returns it as a sparse COO tensor holding exactly those entries: every gradient
+that reaches a leaf through the encoder is exact, but the gradient of x_hat with respect to acts itself
+(acts.retain_grad(), hooks on acts) is that sparse tensor, valid at those entries only. That is why only the
+training op does it: the public jumprelu_encode / relu_encode attach no plan and the public sae_decode never
+reads one, so their gradients are exact at every entry. The CSR products are embedding_bag calls (_bag_sum).
 """
 
 from __future__ import annotations

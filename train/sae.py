@@ -26,7 +26,7 @@ from enum import Enum
 import torch
 from torch import Tensor, nn
 
-from fastsae.kernels import jumprelu_encode, relu_encode, sae_decode
+from fastsae.kernels import jumprelu_autoencode, jumprelu_encode, relu_autoencode, sae_decode
 
 MIN_THRESHOLD = 1e-6  # JumpReLU θ is kept at or above this after each step (it must stay > 0)
 
@@ -230,17 +230,23 @@ class SparseAutoencoder(nn.Module):
         zero = x.new_zeros(())
         sparsity, aux = zero, zero
         if arch == Arch.JUMPRELU:
-            acts, l0_ste = jumprelu_encode(
-                x, self.W_enc, self.b_enc, self.threshold.to(x.dtype), bandwidth=self.spec.jumprelu_bandwidth
+            acts, l0_ste, x_hat = jumprelu_autoencode(
+                x,
+                self.W_enc,
+                self.b_enc,
+                self.threshold.to(x.dtype),
+                self.W_dec,
+                self.b_dec,
+                bandwidth=self.spec.jumprelu_bandwidth,
             )
-            x_hat = sae_decode(acts, self.W_dec, self.b_dec)
             sparsity = sparsity_coef * l0_ste.mean()
             l0 = l0_ste.detach()
         elif arch == Arch.STANDARD:
             # l1[n] = Σ_i f_ni·‖W_dec,i‖ summed inside the op, over the active entries only (on CPU the op
             # shares its sparse plan with the decoder; written outside, this term costs dense passes)
-            acts, l0, l1 = relu_encode(x, self.W_enc, self.b_enc, self.W_dec.norm(dim=1))
-            x_hat = sae_decode(acts, self.W_dec, self.b_dec)
+            acts, l0, l1, x_hat = relu_autoencode(
+                x, self.W_enc, self.b_enc, self.W_dec.norm(dim=1), self.W_dec, self.b_dec
+            )
             sparsity = sparsity_coef * l1.mean()
         else:
             z = self._pre(x)
