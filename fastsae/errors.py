@@ -7,7 +7,9 @@ This module imports nothing: every floor, the ground included, may raise these.
 
 
 class FastSAEError(Exception):
-    """Root of every fastsae error: the CLI prints `error: <message>` and exits 2."""
+    """Root of every fastsae error: the CLI prints `error: <message>` as one line and exits with exit_code."""
+
+    exit_code = 2  # bad input; a subclass for a run that failed on valid input may say otherwise
 
 
 class UsageError(FastSAEError, ValueError):
@@ -20,3 +22,8 @@ class InputError(FastSAEError, ValueError):
 
 class ResourceError(FastSAEError, OSError):
     """The machine cannot do it: no such device, not enough memory or disk."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (whitespace runs collapsed), or its class name when it has none."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from fastsae.errors import FastSAEError, UsageError
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # SmolLM2-135M has 30 decoder blocks. Block 9 (~1/3 depth) is past the token-level early layers,
 # holds rich features, and costs only 10 of 30 blocks to harvest (capture stops after it).
@@ -20,11 +22,11 @@ PACKINGS = ("conversation", "block")
 ON_ERROR = ("skip", "fail")
 
 
-class HarvestError(Exception):
+class HarvestError(FastSAEError):
     """Base class of harvest's own errors (the CLI prints them as one line, exit code 2)."""
 
 
-class HarvestConfigError(HarvestError, ValueError):
+class HarvestConfigError(HarvestError, UsageError):
     """A bad harvest argument, detected before any work."""
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fastsae.errors import InputError
+
 ROLES = ("system", "user", "assistant", "tool")
 
 ROLE_ALIASES = {
@@ -48,7 +50,7 @@ ROLE_ALIASES = {
 }
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """One input record cannot be used. ``reason`` is a short slug (``invalid_json``, ``empty_messages``, ...)."""
 
     def __init__(self, reason: str, detail: str = "", *, where: str | None = None):

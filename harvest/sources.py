@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from fastsae.errors import InputError
 from fastsae.harvest.records import Record, RecordError, normalise_record
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
 LOCAL_KINDS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "txt"}
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A --data spec cannot be read as a whole (missing file, hub unreachable, unsupported format)."""
 
 

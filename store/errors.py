@@ -1,7 +1,9 @@
 """Store exceptions: each also inherits the builtin a caller would naturally catch."""
 
+from fastsae.errors import FastSAEError
 
-class StoreError(Exception):
+
+class StoreError(FastSAEError):
     """Base class of every error raised by the store package."""
 
 

@@ -34,12 +34,14 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+from fastsae.errors import FastSAEError, UsageError
 
-class TrainError(Exception):
+
+class TrainError(FastSAEError):
     """Base class of train's own errors (the CLI prints them as one line, exit code 2)."""
 
 
-class TrainConfigError(TrainError, ValueError):
+class TrainConfigError(TrainError, UsageError):
     """A bad train argument, detected before any training step."""
 
 

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import torch
 
+from fastsae.errors import FastSAEError
 from fastsae.store import TokenType
 
 HOLDOUT_STREAM = 0x401D  # rng stream tags: seeds are [seed, tag, ...]
@@ -28,7 +29,7 @@ PAGE_BYTES = 4096
 STORED_NUMPY = {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32}
 
 
-class ReaderError(ValueError):
+class ReaderError(FastSAEError, ValueError):
     """Base class of the reader's own bad-input errors (also a ValueError)."""
 
 

@@ -36,6 +36,8 @@ STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
 class NonFiniteError(TrainError, FloatingPointError):
     """NaN/inf in a batch or a loss; the message names the step (and the SAE)."""
 
+    exit_code = 1  # a run that failed on input that passed every check: not a usage error
+
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
