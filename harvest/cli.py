@@ -1,104 +1,87 @@
-"""`fastsae harvest`: typer command whose options mirror HarvestConfig 1:1 (help = field help)."""
+"""`fastsae harvest`: typer command whose options mirror HarvestConfig 1:1 (help = the field's doc, default =
+the field's default; tests/test_cli_options.py checks both). Count flags take 1e6, 1_000_000, 256k, 1M, ...
+
+Bad input raises (HarvestError, SourceError, StoreError, ...: all FastSAEError); fastsae/cli.py prints it
+as one line."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from enum import Enum
 from typing import Annotated
 
 import typer
 
-from fastsae.harvest.config import HarvestConfig
+from fastsae.harvest.config import (
+    ATTENTION,
+    DTYPES,
+    MODEL_DTYPES,
+    ON_ERROR,
+    PACKINGS,
+    HarvestConfig,
+    parse_layers,
+)
+from fastsae.options import ConfigFields
 
-_FIELDS = {f.name: f for f in dataclasses.fields(HarvestConfig)}
-
-
-def _h(name: str) -> str:
-    return _FIELDS[name].metadata["help"]
-
-
-def _d(name: str):
-    f = _FIELDS[name]
-    return f.default
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
+F = ConfigFields(HarvestConfig)
+_o, _c, _d = F.option, F.count, F.default
 
 
-class ModelDType(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A typer choice type from the config's own list (typer reads choices from an Enum)."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
-class Packing(str, Enum):
-    conversation = "conversation"
-    block = "block"
+DType = _choices("DType", DTYPES)
+ModelDType = _choices("ModelDType", MODEL_DTYPES)
+Packing = _choices("Packing", PACKINGS)
+OnError = _choices("OnError", ON_ERROR)
+Attention = _choices("Attention", ATTENTION)
 
 
-class OnError(str, Enum):
-    skip = "skip"
-    fail = "fail"
+def _value(v):
+    return v.value if isinstance(v, Enum) else v
 
 
-class Attention(str, Enum):
-    sdpa = "sdpa"
-    eager = "eager"
+def to_config(values: dict) -> HarvestConfig:
+    """The command's option values (as typer passes them, or click's raw defaults) -> a validated HarvestConfig."""
+    kw = {name: _value(values[name]) for name in F.by_name}
+    kw["data"] = tuple(kw["data"] or ())
+    kw["layers"] = parse_layers(kw["layers"])
+    return HarvestConfig(**kw)
 
 
 def harvest(
-    out: Annotated[str, typer.Option(help=_h("out"))],
-    model: Annotated[str, typer.Option(help=_h("model"))] = _d("model"),
-    data: Annotated[list[str] | None, typer.Option(help=_h("data"))] = None,
-    layers: Annotated[str, typer.Option(help=_h("layers"))] = ",".join(map(str, _d("layers"))),
-    max_tokens: Annotated[int, typer.Option(help=_h("max_tokens"))] = _d("max_tokens"),
-    dtype: Annotated[DType, typer.Option(help=_h("dtype"))] = DType(_d("dtype")),
-    packing: Annotated[Packing, typer.Option(help=_h("packing"))] = Packing(_d("packing")),
-    context_size: Annotated[int, typer.Option(help=_h("context_size"))] = _d("context_size"),
-    batch_tokens: Annotated[int, typer.Option(help=_h("batch_tokens"))] = _d("batch_tokens"),
-    shard_tokens: Annotated[int, typer.Option(help=_h("shard_tokens"))] = _d("shard_tokens"),
-    dedup_ngram: Annotated[int, typer.Option(help=_h("dedup_ngram"))] = _d("dedup_ngram"),
-    limit: Annotated[int | None, typer.Option(help=_h("limit"))] = _d("limit"),
-    on_error: Annotated[OnError, typer.Option(help=_h("on_error"))] = OnError(_d("on_error")),
-    device: Annotated[str, typer.Option(help=_h("device"))] = _d("device"),
-    model_dtype: Annotated[ModelDType, typer.Option(help=_h("model_dtype"))] = ModelDType(_d("model_dtype")),
-    revision: Annotated[str | None, typer.Option(help=_h("revision"))] = _d("revision"),
-    writer: Annotated[int, typer.Option(help=_h("writer"))] = _d("writer"),
-    num_writers: Annotated[int, typer.Option(help=_h("num_writers"))] = _d("num_writers"),
-    sort_window: Annotated[int, typer.Option(help=_h("sort_window"))] = _d("sort_window"),
-    threads: Annotated[int, typer.Option(help=_h("threads"))] = _d("threads"),
-    attn_implementation: Annotated[Attention, typer.Option(help=_h("attn_implementation"))] = Attention(
+    out: Annotated[str, _o("out")],
+    model: Annotated[str, _o("model")] = _d("model"),
+    data: Annotated[list[str] | None, _o("data")] = None,
+    layers: Annotated[str, _o("layers")] = ",".join(map(str, _d("layers"))),
+    max_tokens: Annotated[int, _c("max_tokens")] = _d("max_tokens"),
+    dtype: Annotated[DType, _o("dtype")] = DType(_d("dtype")),
+    packing: Annotated[Packing, _o("packing")] = Packing(_d("packing")),
+    context_size: Annotated[int, _c("context_size")] = _d("context_size"),
+    batch_tokens: Annotated[int, _c("batch_tokens")] = _d("batch_tokens"),
+    shard_tokens: Annotated[int, _c("shard_tokens")] = _d("shard_tokens"),
+    dedup_ngram: Annotated[int, _c("dedup_ngram")] = _d("dedup_ngram"),
+    limit: Annotated[int | None, _c("limit")] = _d("limit"),
+    on_error: Annotated[OnError, _o("on_error")] = OnError(_d("on_error")),
+    device: Annotated[str, _o("device")] = _d("device"),
+    model_dtype: Annotated[ModelDType, _o("model_dtype")] = ModelDType(_d("model_dtype")),
+    revision: Annotated[str | None, _o("revision")] = _d("revision"),
+    writer: Annotated[int, _o("writer")] = _d("writer"),
+    num_writers: Annotated[int, _c("num_writers")] = _d("num_writers"),
+    sort_window: Annotated[int, _c("sort_window")] = _d("sort_window"),
+    threads: Annotated[int, _c("threads")] = _d("threads"),
+    attn_implementation: Annotated[Attention, _o("attn_implementation")] = Attention(
         _d("attn_implementation")
     ),
-    progress: Annotated[bool, typer.Option(help=_h("progress"))] = _d("progress"),
+    progress: Annotated[bool, _o("progress")] = _d("progress"),
 ) -> None:
     """Run an instruct model over chat data, one conversation at a time, and store residual activations."""
+    cfg = to_config(locals())
     # Before torch is imported: idle OpenMP threads must sleep, not spin (shared CPUs slow down ~40x).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from fastsae.harvest.config import HarvestError, parse_layers
-    from fastsae.harvest.records import RecordError
-    from fastsae.harvest.sources import SourceError
-    from fastsae.store import StoreError
+    from fastsae.harvest.runner import run_harvest
 
-    try:
-        cfg = HarvestConfig(
-            out=out, model=model, data=tuple(data or ()), layers=parse_layers(layers), max_tokens=max_tokens,
-            dtype=dtype.value, packing=packing.value, context_size=context_size, batch_tokens=batch_tokens,
-            shard_tokens=shard_tokens, dedup_ngram=dedup_ngram, limit=limit, on_error=on_error.value,
-            device=device, model_dtype=model_dtype.value, revision=revision, writer=writer,
-            num_writers=num_writers, sort_window=sort_window, threads=threads,
-            attn_implementation=attn_implementation.value, progress=progress,
-        )  # fmt: skip
-        from fastsae.harvest.runner import run_harvest
-
-        result = run_harvest(cfg)
-    except (HarvestError, StoreError, SourceError, RecordError) as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(result.summary())
+    typer.echo(run_harvest(cfg).summary())

@@ -20,6 +20,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 MODEL_DTYPES = ("auto", *DTYPES)
 PACKINGS = ("conversation", "block")
 ON_ERROR = ("skip", "fail")
+ATTENTION = ("sdpa", "eager")
 
 
 class HarvestError(FastSAEError):
@@ -159,7 +160,7 @@ class HarvestConfig:
             raise bad(
                 f"--writer {self.writer} is outside 0..{self.num_writers - 1} (--num-writers {self.num_writers})"
             )
-        if self.attn_implementation not in ("sdpa", "eager"):
+        if self.attn_implementation not in ATTENTION:
             raise bad(f"unknown --attn-implementation {self.attn_implementation!r}; choose sdpa or eager")
 
     def batch_budget(self, device: str) -> int:

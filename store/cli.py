@@ -1,19 +1,20 @@
-"""`fastsae inspect` and `fastsae verify`: plain typer command functions, registered by fastsae/cli.py."""
+"""`fastsae inspect` and `fastsae verify`: plain typer command functions, registered by fastsae/cli.py.
+
+Bad input raises (StoreError: a FastSAEError); fastsae/cli.py prints it as one line. Damage that verify
+finds is its report: one `error:` line per finding, exit 2."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .errors import StoreCorruptError, StoreError
+from .errors import StoreCorruptError
 
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(2)
+log = logging.getLogger(__name__)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -33,10 +34,7 @@ def inspect(
     """Summarise a store: model, layers, sizes, bytes/token, token types, data provenance, skipped rows."""
     from .verify import summarize_store
 
-    try:
-        info = summarize_store(store)
-    except StoreError as e:
-        raise _fail(str(e)) from None
+    info = summarize_store(store)
     if json_output:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
         return
@@ -84,19 +82,17 @@ def verify(
     ] = False,
 ) -> None:
     """Full integrity check of every shard (metadata, shapes, offsets, shard index crc32c, file sizes, finite
-    activations, contiguous sequence ranges). Exits 2 with one 'Error:' line per problem on any damage."""
+    activations, contiguous sequence ranges). Exits 2 with one 'error:' line per problem on any damage."""
     from .verify import verify_store
 
     try:
         report = verify_store(store, check_values=not quick)
-    except StoreCorruptError as e:
+    except StoreCorruptError as e:  # the findings are verify's report, one line each (the handler prints one)
         for problem in e.problems:
-            typer.echo(f"Error: {problem}", err=True)
-        raise typer.Exit(2) from None
-    except StoreError as e:
-        raise _fail(str(e)) from None
+            typer.echo(f"error: {' '.join(problem.split())}", err=True)
+        raise typer.Exit(e.exit_code) from None
     for w in report["warnings"]:
-        typer.echo(f"Warning: {w}", err=True)
+        log.warning(w)
     typer.echo(
         f"OK: {report['shards']} shards, {report['sequences']:,} sequences, {report['tokens']:,} tokens"
     )

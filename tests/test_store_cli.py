@@ -1,4 +1,4 @@
-"""store.cli inspect/verify through typer's CliRunner, registered on a small app as the lead does."""
+"""store.cli inspect/verify through typer's CliRunner and the real app (its one handler prints errors)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ import json
 import os
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from fastsae.store.cli import inspect, verify
+from fastsae.cli import app
 from tests.test_store import META, _no_fsync, write_store  # noqa: F401  (autouse fixture)
 
-app = typer.Typer()
-app.command()(inspect)
-app.command()(verify)
 runner = CliRunner()
 
 
@@ -58,7 +54,7 @@ def test_verify_ok_and_damaged(store):
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "Error: shard shard-00000-000000.zarr array acts/layer_5"
+        "error: shard shard-00000-000000.zarr array acts/layer_5"
     ), lines
     assert "Traceback" not in r.output
 
@@ -66,7 +62,8 @@ def test_verify_ok_and_damaged(store):
 def test_missing_store(tmp_path):
     for cmd in ("inspect", "verify"):
         r = runner.invoke(app, [cmd, str(tmp_path / "nope")])
-        assert r.exit_code == 2 and r.stderr.startswith("Error: store not found"), r.output
+        assert r.exit_code == 2 and r.stderr.startswith("error: store not found"), r.output
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_inspect_harvest_style_meta(tmp_path):

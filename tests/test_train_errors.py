@@ -1,5 +1,5 @@
-"""Bad input to `fastsae train`: one clear line on stderr ("Error: ..."), exit code 2, no traceback,
-before any training (nothing written to --out)."""
+"""Bad input to `fastsae train`: one clear line on stderr ("error: ..."), exit code 2, no traceback,
+before any training (nothing written to --out). Through the real app, whose one handler prints it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from fastsae.train.cli import train
+from fastsae.cli import app
 from tests.test_train_store import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +23,6 @@ def store(tmp_path_factory):
 
 
 def invoke(*args: str):
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.command()(train)
-    app.command("noop")(lambda: None)  # keep `train` a named sub-command, as in fastsae
     return CliRunner().invoke(app, ["train", *args])
 
 
@@ -38,7 +34,7 @@ def base(store, out, *extra):
 def assert_one_line_error(result, needle: str):
     assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert needle in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -50,7 +46,7 @@ def test_missing_store(tmp_path):
 
 def test_empty_store_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(invoke(*base(tmp_path / "empty", tmp_path / "o")), "Error")
+    assert_one_line_error(invoke(*base(tmp_path / "empty", tmp_path / "o")), "error")
 
 
 def test_store_without_shards(tmp_path):
@@ -116,5 +112,5 @@ def test_real_cli_exit_code_and_stderr(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.startswith("Error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr

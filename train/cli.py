@@ -1,23 +1,26 @@
-"""`fastsae train`: the typer command. Its options mirror TrainConfig field for field (a test checks it);
-the help strings are the config's field docs. Comma-separated values of --arch, --expansion, --sparsity-coef,
---k and --lr make a sweep trained in one pass over the data (see train/config.py)."""
+"""`fastsae train`: the typer command. Its options mirror TrainConfig field for field: each help is the
+field's doc and each default the field's default (tests/test_cli_options.py checks both). Comma-separated
+values of --arch, --expansion, --sparsity-coef, --k and --lr make a sweep trained in one pass over the data
+(see train/config.py). Count flags take the usual spellings: 1e6, 1_000_000, 1,000,000, 256k, 1M.
+
+Bad input raises (TrainError, StoreError, ...: all FastSAEError); fastsae/cli.py prints it as one line."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sys
 from typing import Annotated
 
-import typer
-
+from fastsae.options import ConfigFields, parse_count
 from fastsae.train.config import BDecInit, Recipe, TrainConfig, TrainConfigError
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+F = ConfigFields(TrainConfig)
+_o, _c, _d = F.option, F.count, F.default
+# the sweep axes: comma-separated on the command line, tuples in the config
+_SWEEP = {"arch": str, "expansion": parse_count, "sparsity_coef": float, "k": parse_count, "lr": float}
 
 
-def _h(name: str) -> str:
-    return _FIELDS[name].metadata["help"]
+def _joined(values: tuple | None) -> str | None:
+    return None if values is None else ",".join(map(str, values))
 
 
 def _split(text: str | None, kind, flag: str):
@@ -26,104 +29,85 @@ def _split(text: str | None, kind, flag: str):
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
         raise TrainConfigError(f"--{flag} is empty")
+    if kind is str:
+        return tuple(t.lower() for t in items)
     try:
-        return tuple(kind(t.replace("_", "")) if kind is not str else t.lower() for t in items)
-    except ValueError:
-        raise TrainConfigError(
-            f"--{flag}: cannot read {text!r} as comma-separated {kind.__name__} values"
-        ) from None
+        return tuple(kind(t.replace("_", "")) if kind is float else kind(t) for t in items)
+    except ValueError as e:
+        detail = str(e) if kind is parse_count else f"cannot read {text!r} as comma-separated numbers"
+        raise TrainConfigError(f"--{flag}: {detail}") from None
+
+
+def to_config(values: dict) -> TrainConfig:
+    """The command's option values (as typer passes them, or click's raw defaults) -> a validated TrainConfig."""
+    kw = {name: values[name] for name in F.by_name}
+    for name, kind in _SWEEP.items():
+        kw[name] = _split(kw[name], kind, name.replace("_", "-"))
+    kw["recipe"] = Recipe(kw["recipe"])
+    kw["b_dec_init"] = BDecInit(kw["b_dec_init"])
+    return TrainConfig(**kw)
 
 
 def train(
-    store: Annotated[str, typer.Option(help=_h("store"))],
-    layer: Annotated[int, typer.Option(help=_h("layer"))],
-    out: Annotated[str, typer.Option(help=_h("out"))],
-    recipe: Annotated[Recipe, typer.Option(help=_h("recipe"))] = Recipe.DEFAULT,
-    arch: Annotated[str, typer.Option(help=_h("arch"))] = "jumprelu",
-    expansion: Annotated[str, typer.Option(help=_h("expansion"))] = "16",
-    sparsity_coef: Annotated[str | None, typer.Option(help=_h("sparsity_coef"))] = None,
-    k: Annotated[str | None, typer.Option(help=_h("k"))] = None,
-    lr: Annotated[str | None, typer.Option(help=_h("lr"))] = None,
-    lr_end_ratio: Annotated[float | None, typer.Option(help=_h("lr_end_ratio"))] = None,
-    lr_warmup_steps: Annotated[int | None, typer.Option(help=_h("lr_warmup_steps"))] = None,
-    lr_decay_steps: Annotated[int | None, typer.Option(help=_h("lr_decay_steps"))] = None,
-    sparsity_warmup_steps: Annotated[int | None, typer.Option(help=_h("sparsity_warmup_steps"))] = None,
-    tokens: Annotated[str | None, typer.Option(help=_h("tokens"))] = None,
-    batch_size: Annotated[int | None, typer.Option(help=_h("batch_size"))] = None,
-    adam_beta1: Annotated[float, typer.Option(help=_h("adam_beta1"))] = 0.9,
-    adam_beta2: Annotated[float, typer.Option(help=_h("adam_beta2"))] = 0.999,
-    grad_clip: Annotated[float, typer.Option(help=_h("grad_clip"))] = 1.0,
-    seed: Annotated[int, typer.Option(help=_h("seed"))] = 42,
-    b_dec_init: Annotated[BDecInit, typer.Option(help=_h("b_dec_init"))] = BDecInit.GEOMETRIC_MEDIAN,
-    init_sample_tokens: Annotated[int, typer.Option(help=_h("init_sample_tokens"))] = 16_384,
-    normalize_activations: Annotated[bool, typer.Option(help=_h("normalize_activations"))] = False,
-    jumprelu_bandwidth: Annotated[float | None, typer.Option(help=_h("jumprelu_bandwidth"))] = None,
-    jumprelu_init_threshold: Annotated[float | None, typer.Option(help=_h("jumprelu_init_threshold"))] = None,
-    jumprelu_log_threshold: Annotated[bool | None, typer.Option(help=_h("jumprelu_log_threshold"))] = None,
-    dead_feature_threshold: Annotated[float, typer.Option(help=_h("dead_feature_threshold"))] = 1e-8,
-    dead_feature_window: Annotated[int, typer.Option(help=_h("dead_feature_window"))] = 1000,
-    feature_sampling_window: Annotated[int, typer.Option(help=_h("feature_sampling_window"))] = 2000,
-    aux_k_coef: Annotated[float, typer.Option(help=_h("aux_k_coef"))] = 1 / 32,
-    token_types: Annotated[str, typer.Option(help=_h("token_types"))] = "all",
-    holdout: Annotated[float, typer.Option(help=_h("holdout"))] = 0.02,
-    eval_tokens: Annotated[int, typer.Option(help=_h("eval_tokens"))] = 65_536,
-    buffer_tokens: Annotated[int, typer.Option(help=_h("buffer_tokens"))] = 2**19,
-    chunk_tokens: Annotated[int, typer.Option(help=_h("chunk_tokens"))] = 4096,
-    log_every: Annotated[int, typer.Option(help=_h("log_every"))] = 100,
-    eval_every: Annotated[int, typer.Option(help=_h("eval_every"))] = 1000,
-    checkpoint_every: Annotated[int, typer.Option(help=_h("checkpoint_every"))] = 1000,
-    device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
-    progress: Annotated[bool, typer.Option(help=_h("progress"))] = True,
-    sae_workers: Annotated[int, typer.Option(help=_h("sae_workers"))] = 0,
-    reuse_host_memory: Annotated[bool, typer.Option(help=_h("reuse_host_memory"))] = True,
+    store: Annotated[str, _o("store")],
+    layer: Annotated[int, _o("layer")],
+    out: Annotated[str, _o("out")],
+    recipe: Annotated[Recipe, _o("recipe")] = _d("recipe"),
+    arch: Annotated[str, _o("arch")] = _joined(_d("arch")),
+    expansion: Annotated[str, _o("expansion")] = _joined(_d("expansion")),
+    sparsity_coef: Annotated[str | None, _o("sparsity_coef")] = _joined(_d("sparsity_coef")),
+    k: Annotated[str | None, _o("k")] = _joined(_d("k")),
+    lr: Annotated[str | None, _o("lr")] = _joined(_d("lr")),
+    lr_end_ratio: Annotated[float | None, _o("lr_end_ratio")] = _d("lr_end_ratio"),
+    lr_warmup_steps: Annotated[int | None, _c("lr_warmup_steps")] = _d("lr_warmup_steps"),
+    lr_decay_steps: Annotated[int | None, _c("lr_decay_steps")] = _d("lr_decay_steps"),
+    sparsity_warmup_steps: Annotated[int | None, _c("sparsity_warmup_steps")] = _d("sparsity_warmup_steps"),
+    tokens: Annotated[int | None, _c("tokens")] = _d("tokens"),
+    batch_size: Annotated[int | None, _c("batch_size")] = _d("batch_size"),
+    adam_beta1: Annotated[float, _o("adam_beta1")] = _d("adam_beta1"),
+    adam_beta2: Annotated[float, _o("adam_beta2")] = _d("adam_beta2"),
+    grad_clip: Annotated[float, _o("grad_clip")] = _d("grad_clip"),
+    seed: Annotated[int, _o("seed")] = _d("seed"),
+    b_dec_init: Annotated[BDecInit, _o("b_dec_init")] = _d("b_dec_init"),
+    init_sample_tokens: Annotated[int, _c("init_sample_tokens")] = _d("init_sample_tokens"),
+    normalize_activations: Annotated[bool, _o("normalize_activations")] = _d("normalize_activations"),
+    jumprelu_bandwidth: Annotated[float | None, _o("jumprelu_bandwidth")] = _d("jumprelu_bandwidth"),
+    jumprelu_init_threshold: Annotated[float | None, _o("jumprelu_init_threshold")] = _d(
+        "jumprelu_init_threshold"
+    ),
+    jumprelu_log_threshold: Annotated[bool | None, _o("jumprelu_log_threshold")] = _d(
+        "jumprelu_log_threshold"
+    ),
+    dead_feature_threshold: Annotated[float, _o("dead_feature_threshold")] = _d("dead_feature_threshold"),
+    dead_feature_window: Annotated[int, _c("dead_feature_window")] = _d("dead_feature_window"),
+    feature_sampling_window: Annotated[int, _c("feature_sampling_window")] = _d("feature_sampling_window"),
+    aux_k_coef: Annotated[float, _o("aux_k_coef")] = _d("aux_k_coef"),
+    token_types: Annotated[str, _o("token_types")] = _d("token_types"),
+    holdout: Annotated[float, _o("holdout")] = _d("holdout"),
+    eval_tokens: Annotated[int, _c("eval_tokens")] = _d("eval_tokens"),
+    buffer_tokens: Annotated[int, _c("buffer_tokens")] = _d("buffer_tokens"),
+    chunk_tokens: Annotated[int, _c("chunk_tokens")] = _d("chunk_tokens"),
+    log_every: Annotated[int, _c("log_every")] = _d("log_every"),
+    eval_every: Annotated[int | None, _c("eval_every")] = _d("eval_every"),
+    checkpoint_every: Annotated[int, _c("checkpoint_every")] = _d("checkpoint_every"),
+    device: Annotated[str, _o("device")] = _d("device"),
+    progress: Annotated[bool, _o("progress")] = _d("progress"),
+    sae_workers: Annotated[int, _c("sae_workers")] = _d("sae_workers"),
+    reuse_host_memory: Annotated[bool, _o("reuse_host_memory")] = _d("reuse_host_memory"),
 ) -> None:
     """Train sparse autoencoders on a layer of an activation store (a sweep: every combination in one pass)."""
-    kw = {name: value for name, value in locals().items() if name in _FIELDS}
+    cfg = to_config(locals())
     # Before torch is imported: idle OpenMP threads must sleep, not spin (the reader's threads share the cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.console import Console
 
-    from fastsae.store import StoreError
-
-    err = Console(stderr=True)
-    try:
-        kw["arch"] = _split(arch, str, "arch")
-        kw["expansion"] = _split(expansion, int, "expansion")
-        kw["sparsity_coef"] = _split(sparsity_coef, float, "sparsity-coef")
-        kw["k"] = _split(k, int, "k")
-        kw["lr"] = _split(lr, float, "lr")
-        tok = _split(tokens, int, "tokens")
-        if tok is not None and len(tok) != 1:
-            raise TrainConfigError("--tokens takes one value")
-        kw["tokens"] = tok[0] if tok else None
-        cfg = TrainConfig(**kw)
-        _run(cfg, err)
-    except _user_errors(StoreError) as e:
-        print(f"Error: {_one_line(e)}", file=sys.stderr)
-        raise typer.Exit(2) from None
-
-
-def _user_errors(store_error) -> tuple:
-    from fastsae.train.config import TrainError
-    from fastsae.train.export import ExportError
-    from fastsae.train.reader import ReaderError
-    from fastsae.train.sae import SAESpecError
-
-    return (TrainError, store_error, ReaderError, SAESpecError, ExportError)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    _run(cfg, Console(stderr=True))
 
 
 def _run(cfg: TrainConfig, err) -> None:
-    from fastsae.train.trainer import NonFiniteError, train_saes
+    from fastsae.train.trainer import train_saes
 
-    try:
-        paths = train_saes(cfg, console=err)
-    except NonFiniteError as e:
-        print(f"Error: {_one_line(e)}", file=sys.stderr)
-        raise typer.Exit(1) from None
+    paths = train_saes(cfg, console=err)
     from fastsae.train.metrics import read_metrics
 
     for p in paths:

@@ -15,6 +15,7 @@ writes nothing more, and the last checkpoint (taken after a clean check) stays t
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,8 @@ from fastsae.train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_cur
 from fastsae.train.progress import ProgressBar
 from fastsae.train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
 from fastsae.train.schedule import Schedule
+
+logger = logging.getLogger(__name__)
 
 STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
 
@@ -299,8 +302,7 @@ class SweepTrainer:
         resumed = plan.status == "resume" and ckpt.exists()
         if resumed:
             self.load_state(load_checkpoint(ckpt, device="cpu"))
-            if self.console is not None:
-                self.console.print(f"resuming {plan.out} from step {self.step} of {self.total_steps}")
+            logger.info(f"resuming {plan.out} from step {self.step} of {self.total_steps}")
         else:
             self.init_fresh()
         for p in plan.points:
@@ -397,7 +399,6 @@ def train_saes(cfg, *, console=None) -> list[Path]:
     """Plan (all input checks), then train every SAE of the sweep in one pass; returns the SAE folders."""
     plan = plan_run(cfg)
     if plan.status == "complete":
-        if console is not None:
-            console.print(f"{plan.out}: already trained ({len(plan.points)} SAEs); nothing to do")
+        logger.info(f"{plan.out}: already trained ({len(plan.points)} SAEs); nothing to do")
         return [plan.sae_dir(p) for p in plan.points]
     return SweepTrainer(plan, console=console).run()
