@@ -75,8 +75,8 @@ def _data_identity(d: dict) -> dict:
 
 def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str) -> dict:
     """Full store metadata (store.json) of this harvest."""
-    from fastsae.harvest.chat import template_hash
     from fastsae.harvest.sources import describe_sources
+    from fastsae.lm.chat import template_hash
     from fastsae.store import SCHEMA_VERSION
 
     data = describe_sources(specs)

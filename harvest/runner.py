@@ -10,13 +10,11 @@ and written back in input order.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
-import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +23,8 @@ import numpy as np
 from fastsae.harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError
 from fastsae.harvest.meta import build_meta, check_early_identity, resolve_data_specs
+from fastsae.lm.devices import pick_device, set_threads
 
-KILL_ENV = "FASTSAE_TEST_KILL_AT"  # test hook: SIGKILL this process right after storing this sequence index
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
 
 
@@ -60,30 +58,11 @@ class HarvestResult:
         )
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def set_threads(cfg: HarvestConfig, device: str) -> int:
-    import torch
-
-    if not device.startswith("cpu"):
-        return torch.get_num_threads()
-    n = cfg.threads
-    if not n:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
-    return n
-
-
 def sequence_stream(cfg: HarvestConfig, tokenizer, specs: list[str], skip_log) -> Iterator[SeqItem]:
     """The deterministic sequence stream (global indices from 0), without any forward pass."""
-    from fastsae.harvest.chat import tokenize_conversation, tokenize_text
     from fastsae.harvest.sources import RecordError, iter_records
+    from fastsae.lm.chat import tokenize_conversation, tokenize_text
+    from fastsae.lm.errors import TemplateRejectedError
 
     block = cfg.packing == "block"
     dedup = None
@@ -96,12 +75,15 @@ def sequence_stream(cfg: HarvestConfig, tokenizer, specs: list[str], skip_log) -
     def docs() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
         for rec in records:
             try:
-                if rec.messages is not None:
-                    ids, types = tokenize_conversation(
-                        tokenizer, list(rec.messages), max_tokens=cfg.max_tokens
-                    )
-                else:
-                    ids, types = tokenize_text(tokenizer, rec.text)  # documents are not truncated
+                try:
+                    if rec.messages is not None:
+                        ids, types = tokenize_conversation(
+                            tokenizer, list(rec.messages), max_tokens=cfg.max_tokens
+                        )
+                    else:
+                        ids, types = tokenize_text(tokenizer, rec.text)  # documents are not truncated
+                except TemplateRejectedError as e:  # lm's own error, as one of harvest's bad records
+                    raise RecordError(e.reason, e.detail) from None
             except RecordError as e:
                 if cfg.on_error == "fail":
                     raise
@@ -165,13 +147,15 @@ class _ShardSink:
     """Background writer: appends windows of sequences in order; commits a shard at the first window end
     after `shard_tokens` tokens."""
 
-    def __init__(self, cfg: HarvestConfig, out: Path, meta: dict, *, d_model: int, next_seq: int):
+    def __init__(
+        self, cfg: HarvestConfig, out: Path, meta: dict, *, d_model: int, next_seq: int, on_stored=None
+    ):
         self.cfg, self.out, self.meta, self.d_model = cfg, out, meta, d_model
         self.seq = next_seq
         self.writer = None
         self.shards = 0
         self.error: BaseException | None = None
-        self.kill_at = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
+        self.on_stored = on_stored
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.thread = threading.Thread(target=self._run, name="fastsae-shard-writer", daemon=True)
         self.thread.start()
@@ -199,8 +183,8 @@ class _ShardSink:
                         token_ids=item.token_ids, token_types=item.token_types, acts=acts, source=item.source,
                         doc_starts=item.doc_starts, doc_sources=item.doc_sources,
                     )  # fmt: skip
-                    if self.kill_at is not None and item.index >= self.kill_at:
-                        os.kill(os.getpid(), signal.SIGKILL)
+                    if self.on_stored is not None:
+                        self.on_stored(item.index)
                 # Shards end at window ends: a resumed run then forms the same windows and batches, so its
                 # values are bit-identical to an uninterrupted run's.
                 if self.writer is not None and self.writer.num_tokens >= self.cfg.shard_tokens:
@@ -232,17 +216,17 @@ class _ShardSink:
             raise self.error
 
 
-def _forward_window(cap, window: list[SeqItem], cfg: HarvestConfig, device: str, pad_id: int, store_dtype):
+def _forward_window(hooks, window: list[SeqItem], cfg: HarvestConfig, device, pad_id: int, store_dtype):
     """Forward one window (sorted into batches), -> per item {layer: tensor [T, d]} in window order."""
     import torch
 
     results: list[dict | None] = [None] * len(window)
-    # Rows are at most 12.5% padding (plan_batches' default). Measured on SmolLM2, 2 CPU cores, bare forward
-    # through 10 blocks: batch-1 1163 tok/s, <=2% padding 1253, <=12.5% padding 1337.
+    # Rows are at most 12.5% padding (plan_batches' default): more padding bought more speed than it cost
+    # (benchmarks/harvest.py measures both).
     for batch in plan_batches([len(item) for item in window], cfg.batch_budget(device)):
         ids, lengths = pad_right([window[i].token_ids for i in batch], pad_id)
         input_ids = torch.from_numpy(ids).to(device)
-        hidden = cap(input_ids)  # {layer: [B, T_max, d]}
+        hidden = hooks(input_ids).captured  # {layer: [B, T_max, d]}
         mask = torch.from_numpy(np.arange(ids.shape[1])[None, :] < lengths[:, None]).to(device)
         split = lengths.tolist()
         per_layer = {
@@ -254,12 +238,20 @@ def _forward_window(cap, window: list[SeqItem], cfg: HarvestConfig, device: str,
     return results
 
 
-def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResult:
-    """Harvest `cfg`. `loaded` (harvest.model.LoadedModel) reuses an already loaded model."""
+def run_harvest(
+    cfg: HarvestConfig,
+    *,
+    loaded=None,
+    console=None,
+    on_sequence_stored: Callable[[int], None] | None = None,
+) -> HarvestResult:
+    """Harvest `cfg`. `loaded` (fastsae.lm.LoadedModel) reuses an already loaded model.
+    `on_sequence_stored(index)` is called in the writer thread after each sequence is appended to its
+    (not yet committed) shard: the crash-resume tests kill the process there."""
     import torch
 
-    from fastsae.harvest.model import load_model, resolve_dtype
     from fastsae.harvest.sources import SkipLog
+    from fastsae.lm.load import load_model, resolve_dtype
     from fastsae.store import clean_partial, init_store
 
     t0 = time.perf_counter()
@@ -267,12 +259,12 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
     specs = resolve_data_specs(cfg)
     check_early_identity(cfg, out)  # one-line StoreMismatchError before loading anything
     device = pick_device(cfg.device)
-    set_threads(cfg, device)
+    set_threads(cfg.threads, device)
     model_dtype = resolve_dtype(cfg.model_dtype, device)
     if loaded is None:
         loaded = load_model(
             cfg.model, revision=cfg.revision, dtype=model_dtype, device=device,
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=cfg.attn_implementation, progress=cfg.progress,
         )  # fmt: skip
     else:
         loaded.model.to(device=device, dtype=model_dtype)
@@ -284,7 +276,8 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
         )
     tokenizer = loaded.tokenizer
     if cfg.packing == "conversation":
-        from fastsae.harvest.chat import ChatTemplateError, check_chat_template
+        from fastsae.lm.chat import check_chat_template
+        from fastsae.lm.errors import ChatTemplateError
 
         try:
             check_chat_template(tokenizer)
@@ -309,17 +302,21 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     store_dtype = getattr(torch, cfg.dtype)
-    sink = _ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq)
+    sink = _ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq, on_stored=on_sequence_stored)
     window_tokens = max(8 * cfg.batch_budget(device), cfg.max_tokens, 16384)
     n_seq = n_tok = 0
     fwd_seconds = 0.0
     total = end - resume_at if end is not None else _estimate_total(cfg, specs, resume_at)
     progress = _Progress(cfg, total=total, console=console)
 
-    from fastsae.harvest.capture import LayerCapture
+    from fastsae.lm.hooks import ResidualHooks
 
     try:
-        with torch.inference_mode(), LayerCapture(loaded.model, cfg.layers) as cap, progress:
+        with (
+            torch.inference_mode(),
+            ResidualHooks(loaded.model, capture=cfg.layers, stop=True) as hooks,
+            progress,
+        ):
             window: list[SeqItem] = []
             window_len = 0
 
@@ -328,7 +325,7 @@ def run_harvest(cfg: HarvestConfig, *, loaded=None, console=None) -> HarvestResu
                 if not window:
                     return
                 t = time.perf_counter()
-                acts = _forward_window(cap, window, cfg, device, pad_id, store_dtype)
+                acts = _forward_window(hooks, window, cfg, device, pad_id, store_dtype)
                 fwd_seconds += time.perf_counter() - t
                 sink.put(list(zip(window, acts, strict=True)))
                 n_seq += len(window)

@@ -1,4 +1,4 @@
-"""harvest.chat: templated token ids and per-token types on tiny Llama-3/Qwen2 tokenizers and real SmolLM2."""
+"""fastsae.lm.chat: templated token ids and per-token types on tiny Llama-3/Qwen2 tokenizers and real SmolLM2."""
 
 import copy
 import os
@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsae.harvest.chat import (
+from fastsae.errors import FastSAEError
+from fastsae.harvest.records import normalise_record
+from fastsae.harvest.sources import SkipLog, iter_records
+from fastsae.lm.chat import (
     ROLE_TYPES,
-    ChatTemplateError,
     check_chat_template,
     special_ids,
     template_hash,
     tokenize_conversation,
     tokenize_text,
 )
-from fastsae.harvest.records import normalise_record
-from fastsae.harvest.sources import RecordError, SkipLog, iter_records
+from fastsae.lm.errors import ChatTemplateError, TemplateRejectedError
 from fastsae.store.token_types import TokenType
 from tests._tiny_tokenizers import llama3_tokenizer, qwen2_tokenizer
 
@@ -33,19 +34,15 @@ LOCAL_GGUF = Path("/tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf")  # a developer co
 
 @lru_cache(maxsize=1)
 def smollm2_tokenizer():
-    """SmolLM2-135M-Instruct's tokenizer from its GGUF ($FASTSAE_SMOLLM2_GGUF, a local copy, or the fetcher)."""
-    from transformers import AutoTokenizer
+    """SmolLM2-135M-Instruct's tokenizer as harvest loads it ($FASTSAE_SMOLLM2_GGUF, a local copy, or the
+    fetched default; from the dequantised copy in the cache when there is one)."""
+    from fastsae.lm import DEFAULT_MODEL, GGUF_ENV, ModelLoadError, load_tokenizer
 
-    from fastsae.harvest.model import GGUF_ENV, ModelLoadError, default_gguf_path
-
-    if not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file():
-        gguf = LOCAL_GGUF
-    else:
-        try:
-            gguf = default_gguf_path()
-        except ModelLoadError as e:
-            pytest.skip(f"SmolLM2 GGUF not available: {e}")
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    local = not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file()
+    try:
+        return load_tokenizer(str(LOCAL_GGUF) if local else DEFAULT_MODEL, progress=False)
+    except ModelLoadError as e:
+        pytest.skip(f"SmolLM2 GGUF not available: {e}")
 
 
 TOKENIZERS = {"llama3": llama3_tokenizer, "qwen2": qwen2_tokenizer, "smollm2": smollm2_tokenizer}
@@ -196,7 +193,7 @@ def test_template_that_rewrites_content():
 
 def test_template_rejection_and_missing_template():
     tok = llama3_tokenizer()
-    with pytest.raises(RecordError) as e:
+    with pytest.raises(TemplateRejectedError) as e:
         tokenize_conversation(tok, [{"role": "narrator", "content": "Once upon a time"}], max_tokens=64)
     assert e.value.reason == "template_rejected" and "narrator" in str(e.value)
     check_chat_template(tok)
@@ -204,7 +201,8 @@ def test_template_rejection_and_missing_template():
     bare.chat_template = None
     with pytest.raises(ChatTemplateError, match="no chat template"):
         check_chat_template(bare)
-    assert isinstance(ChatTemplateError("x"), ValueError)
+    for error in (ChatTemplateError("x"), e.value):
+        assert isinstance(error, ValueError) and isinstance(error, FastSAEError)
 
 
 def test_template_hash():

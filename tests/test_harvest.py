@@ -1,4 +1,5 @@
-"""Harvest units: config, capture (== hidden_states[L+1], stops early), batching, block packing."""
+"""Harvest units: config, batching (right-padded batches == batch-1), block packing. The capture itself
+is tested with the other residual hooks in test_lm_hooks.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from fastsae.harvest.batching import pack_blocks, pad_right, plan_batches
-from fastsae.harvest.capture import LayerCapture, decoder_blocks
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError, parse_layers
+from fastsae.lm import ResidualHooks
 from tests._tiny_models import build_tiny_model
 
 
@@ -38,50 +39,14 @@ def test_config_defaults_and_validation():
     assert all("help" in f.metadata for f in dataclasses.fields(HarvestConfig))
 
 
-def test_capture_equals_hidden_states_and_stops_early(tiny):
-    ids = torch.randint(0, tiny.config.vocab_size, (2, 23))
-    blocks = decoder_blocks(tiny)
-    with torch.inference_mode():
-        tiny(ids[:, :2], output_hidden_states=True)  # transformers installs its own hooks on first use
-    n_hooks = [len(b._forward_hooks) for b in blocks]
-    ran = []
-    hooks = [b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(blocks)]
-    norm_calls = []
-    hooks.append(tiny.base_model.norm.register_forward_hook(lambda *a: norm_calls.append(1)))
-    try:
-        with torch.inference_mode():
-            hidden = tiny(ids, output_hidden_states=True).hidden_states  # runs all 4 blocks
-            ran.clear()
-            norm_calls.clear()
-            with LayerCapture(tiny, [0, 2]) as cap:
-                out = cap(ids)
-            assert ran == [0, 1, 2], "capture must stop after the deepest asked block"
-            assert not norm_calls, "capture must not run the final norm"
-            for layer in (0, 2):
-                torch.testing.assert_close(out[layer], hidden[layer + 1], rtol=0, atol=1e-6)
-            # the last block: HF's hidden_states[-1] is after the final norm; we store the block output
-            with LayerCapture(tiny, [3]) as cap:
-                last = cap(ids)[3]
-            torch.testing.assert_close(tiny.base_model.norm(last), hidden[4], rtol=0, atol=1e-5)
-    finally:
-        for h in hooks:
-            h.remove()
-    assert [len(b._forward_hooks) for b in blocks] == n_hooks, "LayerCapture must remove its hooks"
-
-
-def test_capture_rejects_out_of_range_layers(tiny):
-    with pytest.raises(ValueError, match="4 decoder blocks"):
-        LayerCapture(tiny, [4])
-
-
 def test_right_padded_batches_equal_batch_one(tiny):
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, tiny.config.vocab_size, int(n)).astype(np.int32) for n in rng.integers(1, 60, 10)]
-    with torch.inference_mode(), LayerCapture(tiny, [1, 2]) as cap:
-        alone = [cap(torch.from_numpy(s[None].astype(np.int64))) for s in seqs]
+    with torch.inference_mode(), ResidualHooks(tiny, capture=[1, 2], stop=True) as hooks:
+        alone = [hooks(torch.from_numpy(s[None].astype(np.int64))).captured for s in seqs]
         for batch in plan_batches([len(s) for s in seqs], 150):
             ids, lengths = pad_right([seqs[i] for i in batch], pad_id=0)
-            out = cap(torch.from_numpy(ids))
+            out = hooks(torch.from_numpy(ids)).captured
             for row, i in enumerate(batch):
                 for layer in (1, 2):
                     diff = (out[layer][row, : lengths[row]] - alone[i][layer][0]).abs().max().item()

@@ -21,7 +21,7 @@ MTBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "normalized"
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from fastsae.harvest.model import GGUF_ENV, load_model
+    from fastsae.lm import GGUF_ENV, load_model
 
     if not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file():
         os.environ[GGUF_ENV] = str(LOCAL_GGUF)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError
-from fastsae.harvest.runner import KILL_ENV, run_harvest
+from fastsae.harvest.runner import run_harvest
 from fastsae.store import StoreMismatchError, open_store, to_float32
 from tests._tiny_models import save_tiny_model, tiny_tokenizer
 
@@ -99,7 +99,7 @@ def assert_same_store(a: Path, b: Path, *, exact: bool = True) -> None:
 def test_batched_harvest_equals_batch_one(env, tmp_path, kind):
     from transformers import AutoModelForCausalLM
 
-    from fastsae.harvest.chat import tokenize_conversation
+    from fastsae.lm.chat import tokenize_conversation
 
     cfg = cfg_for(env, tmp_path / "s", kind)
     result = run_harvest(cfg)
@@ -132,7 +132,7 @@ def test_batched_harvest_equals_batch_one(env, tmp_path, kind):
 
 
 def test_block_mode_text_and_chats(env, tmp_path):
-    from fastsae.harvest.chat import tokenize_conversation, tokenize_text
+    from fastsae.lm.chat import tokenize_conversation, tokenize_text
 
     tok = tiny_tokenizer("llama")
     for data, kind in ((env["text"], "text"), (env["chats"], "chats")):
@@ -161,10 +161,15 @@ def test_block_mode_text_and_chats(env, tmp_path):
 
 
 _KILL_SCRIPT = """
-import sys, json
+import json, os, signal, sys
 from fastsae.harvest.config import HarvestConfig
 from fastsae.harvest.runner import run_harvest
-run_harvest(HarvestConfig(**json.loads(sys.argv[1])))
+
+def kill_at(index):  # SIGKILL right after storing this sequence: a crash in the middle of a shard
+    if index >= int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_harvest(HarvestConfig(**json.loads(sys.argv[1])), on_sequence_stored=kill_at)
 """
 
 
@@ -176,9 +181,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(env, tmp_path):
     assert n_shards >= 4
     killed = dataclasses.replace(ref, out=str(tmp_path / "killed"))
     kw = {**dataclasses.asdict(killed), "data": list(killed.data), "layers": list(killed.layers)}
-    proc_env = {**os.environ, KILL_ENV: "13", "PYTHONPATH": str(ROOT)}
+    proc_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", _KILL_SCRIPT, json.dumps(kw)],
+        [sys.executable, "-c", _KILL_SCRIPT, json.dumps(kw), "13"],
         env=proc_env,
         cwd=ROOT,
         capture_output=True,

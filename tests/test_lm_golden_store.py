@@ -1,13 +1,14 @@
 """A store harvested today is byte-identical to one harvested before harvest moved onto fastsae.lm.
 
-tests/data/harvest_golden.json holds the sha256 of every file of two small tiny-model stores (a
-conversation store and a block store), harvested on CPU with one thread. Data files are hashed as
-they are; JSON files (store.json, zarr.json) after dropping what may change from run to run (the
-`created` timestamps), writing the temporary root as `<ROOT>`, and dropping the keys that were added
-to store.json on purpose after the golden was made (ADDED_KEYS). The golden records the library
-versions and CPU it was made with: float bytes are only comparable there, so elsewhere the test skips
-and says how to regenerate it (`python -m tests.test_lm_golden_store --write`, on the commit before
-a change that is meant to keep results).
+tests/data/harvest_golden.json describes every file of two small tiny-model stores (a conversation
+store and a block store), harvested on CPU with one thread: the sha256 of each data file (bytes as
+they are) and array zarr.json (its JSON, keys sorted), which must be identical, and the content of the files that carry the store's metadata
+(store.json, each shard's group zarr.json), with the temporary root written as `<ROOT>`. Every value
+the golden holds must be the same, except the timestamps and the format's schema_version; keys added
+since (what lets the tokenizer load back, the store's own checksums) are allowed. The golden records
+the library versions and CPU it was made with: float bytes are only comparable there, so elsewhere the
+test skips and says how to regenerate it (`python -m tests.test_lm_golden_store --write`, on the
+commit before a change that is meant to keep results).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "harvest_golden.json"
 WORDS = "the quick brown fox jumps over lazy dog hello how can I help you today paris river sea".split()
-VOLATILE_KEYS = {"created"}
-# keys added to store.json after the golden (what lets the tokenizer load back; see fastsae.lm)
-ADDED_KEYS: set[str] = set()
+VOLATILE_KEYS = {"created", "schema_version"}  # when it was written; the store format's own version
 
 
 def _chats(path: Path, n: int = 20, seed: int = 3) -> Path:
@@ -34,7 +33,9 @@ def _chats(path: Path, n: int = 20, seed: int = 3) -> Path:
         msgs = [{"role": "system", "content": " ".join(rng.choice(WORDS, 6))}] if i % 4 == 0 else []
         for _ in range(int(rng.integers(1, 4))):
             for role, most in (("user", 30), ("assistant", 60)):
-                msgs.append({"role": role, "content": " ".join(rng.choice(WORDS, int(rng.integers(2, most))))})
+                msgs.append(
+                    {"role": role, "content": " ".join(rng.choice(WORDS, int(rng.integers(2, most))))}
+                )
         lines.append(json.dumps({"messages": msgs}))
         if i == 5:
             lines.append("{not json")
@@ -48,7 +49,9 @@ def _stores(root: Path) -> dict[str, dict]:
 
     models = {kind: save_tiny_model(kind, root / kind, tiny_tokenizer(kind)) for kind in ("llama", "qwen2")}
     chats = _chats(root / "chats.jsonl")
-    common = dict(data=(str(chats),), progress=False, device="cpu", threads=1, batch_tokens=512, sort_window=8)
+    common = dict(
+        data=(str(chats),), progress=False, device="cpu", threads=1, batch_tokens=512, sort_window=8
+    )
     return {
         "chat": dict(
             common, out=str(root / "chat"), model=str(models["llama"]), layers=(1, 2), dtype="bfloat16",
@@ -63,9 +66,7 @@ def _stores(root: Path) -> dict[str, dict]:
 
 def _normalise(obj, root: str):
     if isinstance(obj, dict):
-        return {
-            k: _normalise(v, root) for k, v in obj.items() if k not in VOLATILE_KEYS and k not in ADDED_KEYS
-        }
+        return {k: _normalise(v, root) for k, v in obj.items() if k not in VOLATILE_KEYS}
     if isinstance(obj, list):
         return [_normalise(v, root) for v in obj]
     if isinstance(obj, str):
@@ -73,17 +74,39 @@ def _normalise(obj, root: str):
     return obj
 
 
-def store_digest(store: Path, root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file of `store` (JSON normalised, see the module doc)."""
-    out = {}
+def _is_meta_file(rel: str) -> bool:
+    return rel == "store.json" or (rel.count("/") == 1 and rel.endswith(".zarr/zarr.json"))
+
+
+def store_digest(store: Path, root: Path) -> dict:
+    """Relative path -> sha256 of each file, or the normalised content of a metadata file."""
+    out: dict = {}
     for path in sorted(p for p in store.rglob("*") if p.is_file()):
+        rel = path.relative_to(store).as_posix()
         data = path.read_bytes()
+        if _is_meta_file(rel):
+            out[rel] = _normalise(json.loads(data), str(root))
+            continue
         if path.suffix == ".json":
             data = json.dumps(_normalise(json.loads(data), str(root)), sort_keys=True).encode()
         elif path.suffix == ".jsonl":
             data = data.replace(str(root).encode(), b"<ROOT>")
-        out[path.relative_to(store).as_posix()] = hashlib.sha256(data).hexdigest()
+        out[rel] = hashlib.sha256(data).hexdigest()
     return out
+
+
+def changed(want, got, where: str = "") -> list[str]:
+    """Dotted paths of the values in `want` that `got` lacks or holds otherwise (extra keys are allowed)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        return [p for k, v in want.items() for p in changed(v, got.get(k, _MISSING), f"{where}{k}.")]
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        return [
+            p for i, (a, b) in enumerate(zip(want, got, strict=True)) for p in changed(a, b, f"{where}{i}.")
+        ]
+    return [] if want == got else [where.rstrip(".")]
+
+
+_MISSING = object()
 
 
 def environment() -> dict:
@@ -117,13 +140,15 @@ def test_store_is_byte_identical_to_the_golden(tmp_path):
     golden = json.loads(GOLDEN.read_text())
     env = environment()
     if env != golden["environment"]:
-        pytest.skip(f"golden made with {golden['environment']}, this is {env}; regenerate it: {golden['made_by']}")
+        pytest.skip(
+            f"golden made with {golden['environment']}, this is {env}; regenerate it: {golden['made_by']}"
+        )
     digests = harvest_digests(tmp_path)
     for name, want in golden["stores"].items():
         got = digests[name]
         assert sorted(got) == sorted(want), f"{name}: other files"
-        differ = [f for f in want if got[f] != want[f]]
-        assert not differ, f"{name}: {len(differ)} files differ from the golden, e.g. {differ[:4]}"
+        differ = [f"{f}: {p}" for f in want for p in changed(want[f], got[f])]
+        assert not differ, f"{name}: {len(differ)} values differ from the golden, e.g. {differ[:4]}"
     assert len(golden["stores"]["chat"]) > 20  # several shards, each with its arrays
 
 

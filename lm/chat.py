@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from fastsae.harvest.records import RecordError
+from fastsae.lm.errors import ChatTemplateError, TemplateRejectedError
 from fastsae.store.token_types import TokenType
 
 ROLE_TYPES = {
@@ -39,10 +39,6 @@ ROLE_TYPES = {
 
 _SENTINEL = "FASTSAE{}SENTINEL{}"  # letters and digits only: survives trim, capitalisation filters aside
 _SENTINEL_RE = re.compile(r"FASTSAE(\d+)SENTINEL(\d+)")
-
-
-class ChatTemplateError(ValueError):
-    """The tokenizer cannot be used for conversation mode (no chat template, no offset mapping)."""
 
 
 def _name(tokenizer) -> str:
@@ -90,7 +86,8 @@ def special_ids(tokenizer) -> np.ndarray:
 
 
 def render(tokenizer, messages) -> str:
-    """The chat template's rendering of ``messages`` (no generation prompt); RecordError if it rejects them."""
+    """The chat template's rendering of ``messages`` (no generation prompt); TemplateRejectedError if it
+    rejects them."""
     import jinja2
 
     try:
@@ -99,7 +96,7 @@ def render(tokenizer, messages) -> str:
         )
     except (jinja2.TemplateError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RecordError("template_rejected", first[:200]) from None
+        raise TemplateRejectedError(first[:200]) from None
 
 
 def _find_content(rendered: str, content: str, start: int) -> tuple[int, int] | None:
@@ -123,7 +120,7 @@ def content_spans(tokenizer, messages, rendered: str) -> list[tuple[int, int, st
         occ = [o for o in occ if o[2] < len(messages)]
         if len({o[2] for o in occ}) != len(occ):
             occ = []  # a template that repeats content: do not trust the pieces
-    except RecordError:
+    except TemplateRejectedError:
         sentinel_text = ""
     bounds = [0] + [b for o in occ for b in o[:2]] + [len(sentinel_text)]
     pieces = [sentinel_text[bounds[j] : bounds[j + 1]] for j in range(0, len(bounds), 2)]
@@ -177,7 +174,7 @@ def tokenize_conversation(tokenizer, messages, *, max_tokens: int) -> tuple[np.n
     """``(ids int32 [T], types uint8 [T])`` of a templated conversation, truncated to ``max_tokens``.
 
     ``messages``: ``[{"role": "system|user|assistant|tool", "content": str}]``. Raises
-    ``RecordError("template_rejected", ...)`` when the chat template rejects the conversation.
+    ``TemplateRejectedError`` when the chat template rejects the conversation.
     """
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be > 0, not {max_tokens}")
