@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from fastsae.errors import FastSAEError, UsageError
+from fastsae.lm.embedded import DEFAULT_MODEL  # the embedded default's name lives with its fetcher
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 # SmolLM2-135M has 30 decoder blocks. Block 9 (~1/3 depth) is past the token-level early layers,
 # holds rich features, and costs only 10 of 30 blocks to harvest (capture stops after it).
 DEFAULT_LAYERS = (9,)
