@@ -52,3 +52,30 @@ def test_smollm2_harvest_demo_chats(smollm2, tmp_path):
         hidden = smollm2.model(ids, output_hidden_states=True).hidden_states
     ref = hidden[10][0].float().numpy()
     np.testing.assert_allclose(seq.acts(9), ref, rtol=2**-7, atol=1e-3 * np.abs(ref).max())
+
+
+def test_smollm2_store_tokenizer_loads_back(smollm2, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from fastsae.harvest.runner import run_harvest
+    from fastsae.lm import GGUF_ENV, default_gguf_path, load_store_tokenizer, template_hash
+
+    data = DEMO_DATA if DEMO_DATA.is_file() else MTBENCH
+    cfg = HarvestConfig(out=str(tmp_path / "s"), data=(str(data),), limit=2, layers=(0,), progress=False)
+    run_harvest(cfg, loaded=smollm2)
+    meta = open_store(cfg.out).meta
+    assert meta["model"]["source"]["kind"] == "gguf" and Path(meta["model"]["source"]["path"]).is_file()
+    want = meta["tokenizer"]["template_hash"]
+    assert template_hash(load_store_tokenizer(cfg.out)) == want
+    # a store written before model.source existed, on a machine without the dequantised copy: from the GGUF
+    old = tmp_path / "old"
+    shutil.copytree(cfg.out, old)
+    meta["model"].pop("source")
+    (old / "store.json").write_text(json.dumps(meta))
+    monkeypatch.setenv(GGUF_ENV, str(default_gguf_path()))
+    monkeypatch.setenv("FASTSAE_CACHE", str(tmp_path / "empty-cache"))
+    tok = load_store_tokenizer(old)
+    assert template_hash(tok) == want
+    seq = open_store(old).sequence(0)
+    assert tok.decode(seq.token_ids[:8]) == smollm2.tokenizer.decode(seq.token_ids[:8])
