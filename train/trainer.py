@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fastsae.kernels import feature_counts
+from fastsae.lm.devices import pick_device  # one device policy (torchrun's LOCAL_RANK, clear errors)
 from fastsae.train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
 from fastsae.train.config import BDecInit, TrainError, to_json, total_steps
 from fastsae.train.host_memory import reuse_freed_host_memory
@@ -40,12 +41,6 @@ class NonFiniteError(TrainError, FloatingPointError):
     """NaN/inf in a batch or a loss; the message names the step (and the SAE)."""
 
     exit_code = 1  # a run that failed on input that passed every check: not a usage error
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_reader(plan: RunPlan, *, batch_size: int, device):
