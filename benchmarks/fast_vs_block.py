@@ -123,9 +123,8 @@ def train(store: Path, out: Path, a, *, tokens: int, seed: int) -> Path:
 def evaluate(sae_dir: Path, eval_store, layer: int) -> dict:
     import torch
 
+    from fastsae.saes import HeldOut, heldout_metrics, load_sae
     from fastsae.store import TokenType
-    from fastsae.train.export import load_sae
-    from fastsae.train.metrics import HeldOut, heldout_metrics
 
     sae = load_sae(sae_dir)
     seqs = [eval_store.sequence(i) for i in range(eval_store.num_sequences)]

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from fastsae.saes import Arch, SAESpec, SparseAutoencoder  # noqa: E402
 from fastsae.train.host_memory import reuse_freed_host_memory  # noqa: E402
-from fastsae.train.sae import Arch, SAESpec, SparseAutoencoder  # noqa: E402
 
 LR, EPS = 5e-5, 0.05
 

@@ -6,9 +6,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fastsae import train
-from fastsae.train.export import SAEFormatError, SAENotFoundError, load_sae, save_sae
-from fastsae.train.sae import Arch, SAESpec, SparseAutoencoder
+from fastsae.errors import FastSAEError
+from fastsae.saes import (
+    Arch,
+    SAEFormatError,
+    SAENotFoundError,
+    SAESpec,
+    SparseAutoencoder,
+    load_sae,
+    read_sae_info,
+    save_sae,
+)
 
 HOOK = "blocks.9.hook_resid_post"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -43,7 +51,7 @@ CASES = [
 def test_round_trip_is_exact(tmp_path, arch, log_threshold, dtype):
     sae = _trained_like(arch, log_threshold=log_threshold, dtype=dtype)
     save_sae(sae, tmp_path / "sae", hook_name=HOOK, model_name=MODEL, extra={"lr": 1e-4, "store": "abc"})
-    back = train.load_sae(tmp_path / "sae")
+    back = load_sae(tmp_path / "sae")
     assert back.spec == sae.spec
     a, b = sae.state_dict(), back.state_dict()
     assert a.keys() == b.keys()
@@ -106,6 +114,8 @@ def test_loads_a_plain_saelens_directory_with_b_dec_applied_to_input(tmp_path):
 
 
 def test_load_errors_are_clear(tmp_path):
+    assert issubclass(SAENotFoundError, FastSAEError) and issubclass(SAEFormatError, FastSAEError)
+    assert issubclass(SAEFormatError, ValueError)
     with pytest.raises(SAENotFoundError, match="not a directory"):
         load_sae(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="cfg.json is missing"):
@@ -116,3 +126,38 @@ def test_load_errors_are_clear(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "gated"}))
     with pytest.raises(SAEFormatError, match="architecture 'gated'"):
         load_sae(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("cfg.json", "cfg.json is not valid JSON"),
+        ("fastsae.json", "fastsae.json is not valid JSON"),
+        ("sae_weights.safetensors", "not a readable safetensors file"),
+        ("fastsae_state.safetensors", "not a readable safetensors file"),
+        ("threshold", "has no tensor 'threshold'"),
+    ],
+)
+def test_damaged_folders_raise_one_format_error_naming_the_file(tmp_path, damage, message):
+    save_sae(_trained_like(Arch.JUMPRELU), tmp_path, hook_name=HOOK, model_name=MODEL, extra={})
+    if damage == "threshold":
+        w = load_file(str(tmp_path / "sae_weights.safetensors"))
+        del w["threshold"]
+        save_file(w, str(tmp_path / "sae_weights.safetensors"))
+    else:
+        (tmp_path / damage).write_bytes((tmp_path / damage).read_bytes()[:20])  # torn
+    with pytest.raises(SAEFormatError, match=message) as info:
+        load_sae(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_read_sae_info_without_weights(tmp_path):
+    sae = _trained_like(Arch.TOPK)
+    save_sae(sae, tmp_path, hook_name=HOOK, model_name=MODEL, extra={"activation_scale": 0.5})
+    info = read_sae_info(tmp_path)
+    assert info.spec == sae.spec and (info.hook_name, info.model_name) == (HOOK, MODEL)
+    assert info.extra == {"activation_scale": 0.5}
+    (tmp_path / "fastsae.json").unlink()  # as an SAELens folder: the spec comes from cfg.json
+    info = read_sae_info(tmp_path)
+    assert (info.spec.arch, info.spec.d_in, info.spec.d_sae, info.spec.k) == (Arch.TOPK, 16, 64, 4)
+    assert info.extra == {} and info.hook_name == HOOK

@@ -10,8 +10,7 @@ import os
 import pytest
 import torch
 
-from fastsae.train.export import save_sae
-from fastsae.train.sae import Arch, SAESpec, SparseAutoencoder
+from fastsae.saes import Arch, SAESpec, SparseAutoencoder, save_sae
 
 # CI sets FASTSAE_REQUIRE_SAELENS=1 in its SAELens venv, where a missing sae_lens must fail, not skip.
 if os.environ.get("FASTSAE_REQUIRE_SAELENS") == "1":

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fastsae.train.sae import Arch, SAESpec, SAESpecError, SparseAutoencoder, geometric_median
+from fastsae.errors import FastSAEError
+from fastsae.saes import Arch, SAESpec, SAESpecError, SparseAutoencoder, geometric_median
 
 D_IN, D_SAE, N = 12, 48, 40
 
@@ -239,7 +240,7 @@ def test_fold_activation_norm_gives_identical_outputs_on_raw_inputs(arch):
 def test_bad_specs_raise_one_line_value_error_naming_the_field(kwargs, field):
     with pytest.raises(ValueError) as info:
         SAESpec(**kwargs)
-    assert isinstance(info.value, SAESpecError)
+    assert isinstance(info.value, SAESpecError) and isinstance(info.value, FastSAEError)
     msg = str(info.value)
     assert "\n" not in msg and f"SAESpec.{field}" in msg
 
@@ -255,3 +256,16 @@ def test_encode_decode_accept_leading_dims():
     x = _x().reshape(4, 10, D_IN)
     assert sae.encode(x).shape == (4, 10, D_SAE)
     torch.testing.assert_close(sae(x), sae(x.reshape(-1, D_IN)).reshape(4, 10, D_IN))
+
+
+@pytest.mark.parametrize("arch", [Arch.STANDARD, Arch.JUMPRELU])
+def test_training_keeps_the_sparse_plan_and_inference_has_none(arch, monkeypatch):
+    """training_forward shares the encoder's sparse plan with the decoder (the training-only op); the public
+    encode's acts carry none, so decode's gradient with respect to them is exact at every entry."""
+    from fastsae.kernels.torch_plan import ActsPlan
+
+    monkeypatch.setenv("FASTSAE_KERNELS", "torch")
+    monkeypatch.setenv("FASTSAE_KERNELS_SPARSE", "always")
+    sae, x = _sae(arch), _x()
+    assert ActsPlan.of(sae.training_forward(x, sparsity_coef=0.1).acts) is not None
+    assert ActsPlan.of(sae.encode(x)) is None

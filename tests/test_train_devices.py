@@ -10,7 +10,7 @@ import torch
 
 import fastsae.train.trainer as trainer_mod
 from fastsae.train.config import TrainConfig
-from fastsae.train.export import load_sae
+from fastsae.saes import load_sae
 from fastsae.train.metrics import read_metrics
 from fastsae.train.trainer import train_saes
 from tests.test_train_store import make_store

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsae.train.export import load_sae
+from fastsae.saes import load_sae
 from fastsae.train.metrics import TIMING_KEYS, read_metrics
 from tests.test_train_store import make_store
 

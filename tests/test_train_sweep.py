@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import fastsae.train.trainer as trainer_mod
+from fastsae.saes import HeldOut, heldout_metrics, load_sae
 from fastsae.train.config import TrainConfig, TrainConfigError
-from fastsae.train.export import load_sae
-from fastsae.train.metrics import TIMING_KEYS, HeldOut, heldout_metrics, read_metrics
+from fastsae.train.metrics import TIMING_KEYS, read_metrics
 from fastsae.train.trainer import NonFiniteError, train_saes
 from tests.test_train_store import make_store
 
@@ -232,7 +232,7 @@ def test_nan_in_a_batch_is_reported_with_its_step_and_the_checkpoint_before_stay
 
 
 def test_nan_loss_names_the_sae(store, tmp_path, monkeypatch):
-    from fastsae.train.sae import SparseAutoencoder
+    from fastsae.saes import SparseAutoencoder
 
     real = SparseAutoencoder.training_forward
     calls = {"n": 0}

@@ -1,7 +1,8 @@
 """Held-out metrics, the per-SAE metrics.jsonl, and the training-curve PNG.
 
 Held-out metrics are computed on whole held-out sequences (every token, whatever --token-types trains on),
-in the store's raw activation units (if inputs are normalised for training, x̂ is scaled back):
+in the store's raw activation units (if inputs are normalised for training, x̂ is scaled back), by
+fastsae.saes.metrics (HeldOut and heldout_metrics are re-exported here), the code eval reports with too:
 
     err_t   = mean_d (x̂_t,d − x_t,d)²                      per token t
     MSE     = mean over sequences s of ( mean over t ∈ s of err_t )          (the paper's averaging)
@@ -25,98 +26,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+from fastsae.saes.metrics import HeldOut, heldout_metrics  # noqa: F401 - re-exported: what train logs
 
-SPECIAL = 0  # store.TokenType.SPECIAL (kept as an int so this module needs no store import)
 TIMING_KEYS = ("data_wait_frac",)  # wall-clock measurements in metrics lines: not reproducible run to run
-
-
-@dataclass
-class HeldOut:
-    """All held-out tokens in one matrix, with their sequence index and whether each is a special token."""
-
-    x: torch.Tensor  # [N, d] float32, raw units
-    seq: torch.Tensor  # [N] int64, 0..S-1
-    special: torch.Tensor  # [N] bool
-    num_sequences: int
-
-    @classmethod
-    def from_sequences(cls, sequences, *, device) -> HeldOut:
-        """`sequences`: iterable of (acts [T, d] float32 array/tensor, token_types [T] uint8)."""
-        xs, seqs, specials = [], [], []
-        for i, (acts, types) in enumerate(sequences):
-            acts = torch.as_tensor(np.asarray(acts, dtype=np.float32))
-            xs.append(acts)
-            seqs.append(torch.full((acts.shape[0],), i, dtype=torch.int64))
-            specials.append(torch.as_tensor(np.asarray(types) == SPECIAL))
-        if not xs:
-            return cls(
-                x=torch.zeros(0, 0),
-                seq=torch.zeros(0, dtype=torch.int64),
-                special=torch.zeros(0, dtype=torch.bool),
-                num_sequences=0,
-            )
-        return cls(
-            x=torch.cat(xs).to(device),
-            seq=torch.cat(seqs).to(device),
-            special=torch.cat(specials).to(device),
-            num_sequences=len(xs),
-        )
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-
-def _per_sequence_mean(
-    values: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor, num_sequences: int
-) -> float:
-    """mean over sequences having ≥1 masked token of (mean of `values` over the sequence's masked tokens)."""
-    v = values.double() * mask
-    sums = torch.zeros(num_sequences, dtype=torch.float64, device=values.device).index_add_(0, seq, v)
-    counts = torch.zeros(num_sequences, dtype=torch.float64, device=values.device).index_add_(
-        0, seq, mask.double()
-    )
-    has = counts > 0
-    if not bool(has.any()):
-        return float("nan")
-    return float((sums[has] / counts[has]).mean())
-
-
-@torch.no_grad()
-def heldout_metrics(sae, held: HeldOut, *, scale: float = 1.0, chunk: int = 8192) -> dict:
-    """The held-out metrics above for one SAE trained on x·scale."""
-    if len(held) == 0:
-        return {}
-    err, l0 = [], []
-    for a in range(0, len(held), chunk):
-        x = held.x[a : a + chunk]
-        acts = sae.encode(x * scale)
-        x_hat = sae.decode(acts) / scale
-        err.append((x_hat.float() - x).pow(2).mean(-1))  # [n]
-        l0.append((acts > 0).sum(-1).float())
-    err = torch.cat(err)  # [N]
-    d = held.x.shape[1]
-    all_tokens = torch.ones_like(held.special)
-    mse = _per_sequence_mean(err, held.seq, all_tokens, held.num_sequences)
-    mse_st = _per_sequence_mean(err, held.seq, held.special, held.num_sequences)
-    total_var = (held.x.double() - held.x.double().mean(0)).pow(2).sum()
-    ev = 1.0 - float(err.double().sum() * d / total_var) if total_var > 0 else float("nan")
-    return {
-        "mse": mse,
-        "mse_st": mse_st,
-        "log2_mse": _log2(mse),
-        "log2_mse_st": _log2(mse_st),
-        "explained_variance": ev,
-        "l0": float(torch.cat(l0).mean()),
-    }
-
-
-def _log2(v: float) -> float:
-    return math.log2(v) if v > 0 and math.isfinite(v) else float("nan")
 
 
 class MetricsLog:

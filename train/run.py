@@ -105,7 +105,7 @@ def model_name(meta: dict) -> str:
 
 
 def make_spec(point: SweepPoint, cfg: TrainConfig, d_in: int):
-    from fastsae.train.sae import SAESpec, SAESpecError
+    from fastsae.saes import SAESpec, SAESpecError
 
     try:
         return SAESpec(

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fastsae.train.sae import Arch, SAESpec, SparseAutoencoder
+from fastsae.saes.sae import Arch, SAEError, SAESpec, SparseAutoencoder
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -40,15 +42,11 @@ _DTYPE_NAMES = {
 }
 
 
-class ExportError(Exception):
-    """Base class of save/load errors."""
-
-
-class SAENotFoundError(ExportError, FileNotFoundError):
+class SAENotFoundError(SAEError, FileNotFoundError):
     """The SAE directory or one of its files is missing."""
 
 
-class SAEFormatError(ExportError, ValueError):
+class SAEFormatError(SAEError, ValueError):
     """The files exist but do not describe an SAE we can load."""
 
 
@@ -121,24 +119,55 @@ def save_sae(
     _write_json(out / META_FILENAME, {"format": 1, "spec": sae.spec.to_dict(), "extra": extra})
 
 
-def load_sae(path: str | os.PathLike, *, device: torch.device | str | None = None) -> SparseAutoencoder:
-    """Load an SAE saved by ``save_sae`` (exactly), or an SAELens v6 standard/jumprelu/topk SAE directory."""
+@dataclass(frozen=True)
+class SAEInfo:
+    """What an SAE folder says about its SAE, read without its weights."""
+
+    spec: SAESpec
+    hook_name: str | None  # cfg.json metadata.hook_name: where the SAE reads (e.g. blocks.9.hook_resid_post)
+    model_name: str | None  # cfg.json metadata.model_name
+    extra: dict  # fastsae.json "extra" (the run's config, store identity, ...); {} for an SAELens folder
+
+
+def read_sae_info(path: str | os.PathLike) -> SAEInfo:
+    """The SAEInfo of a folder ``load_sae`` can load (same checks, same errors)."""
+    src = _sae_dir(path)
+    cfg, meta, spec = _read_folder(src)
+    md = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    return SAEInfo(spec=spec, hook_name=md.get("hook_name"), model_name=md.get("model_name"), extra=extra)
+
+
+def _sae_dir(path: str | os.PathLike) -> Path:
     src = Path(path)
     if not src.is_dir():
         raise SAENotFoundError(f"load_sae: {src} is not a directory")
     for name in (CFG_FILENAME, WEIGHTS_FILENAME):
         if not (src / name).is_file():
             raise SAENotFoundError(f"load_sae: {src / name} is missing")
-    try:
-        cfg = json.loads((src / CFG_FILENAME).read_text())
-    except json.JSONDecodeError as e:
-        raise SAEFormatError(f"load_sae: {src / CFG_FILENAME} is not valid JSON ({e})") from None
-    weights = load_file(str(src / WEIGHTS_FILENAME))
-    if (src / META_FILENAME).is_file():
-        spec = SAESpec.from_dict(json.loads((src / META_FILENAME).read_text())["spec"])
-    else:
-        spec = _spec_from_saelens_cfg(cfg, src)
-    for key in ("W_enc", "b_enc", "W_dec", "b_dec"):
+    return src
+
+
+def _read_folder(src: Path) -> tuple[dict, dict, SAESpec]:
+    """(cfg.json, fastsae.json or {}, the spec) of an SAE folder."""
+    cfg = _read_json(src / CFG_FILENAME)
+    if not (src / META_FILENAME).is_file():
+        return cfg, {}, _spec_from_saelens_cfg(cfg, src)
+    meta = _read_json(src / META_FILENAME)
+    if not isinstance(meta.get("spec"), dict):
+        raise SAEFormatError(f"load_sae: {src / META_FILENAME} has no 'spec' object")
+    return cfg, meta, SAESpec.from_dict(meta["spec"])
+
+
+def load_sae(path: str | os.PathLike, *, device: torch.device | str | None = None) -> SparseAutoencoder:
+    """Load an SAE saved by ``save_sae`` (exactly), or an SAELens v6 standard/jumprelu/topk SAE directory."""
+    src = _sae_dir(path)
+    cfg, meta, spec = _read_folder(src)
+    weights = _read_tensors(src / WEIGHTS_FILENAME)
+    needed = ("W_enc", "b_enc", "W_dec", "b_dec")
+    if spec.arch in (Arch.JUMPRELU, Arch.BATCHTOPK):
+        needed += ("threshold",)
+    for key in needed:
         if key not in weights:
             raise SAEFormatError(f"load_sae: {src / WEIGHTS_FILENAME} has no tensor {key!r}")
     dtype = weights["W_enc"].dtype
@@ -152,10 +181,10 @@ def load_sae(path: str | os.PathLike, *, device: torch.device | str | None = Non
                     f"expected {tuple(param.shape)}"
                 )
             param.copy_(weights[key])
-        if not (src / META_FILENAME).is_file() and cfg.get("apply_b_dec_to_input", True):
+        if not meta and cfg.get("apply_b_dec_to_input", True):
             # SAELens computes (x − b_dec) W_enc + b_enc; fold the shift into b_enc
             sae.b_enc.sub_(sae.b_dec @ sae.W_enc)
-        own = load_file(str(src / STATE_FILENAME)) if (src / STATE_FILENAME).is_file() else {}
+        own = _read_tensors(src / STATE_FILENAME) if (src / STATE_FILENAME).is_file() else {}
         if spec.arch == Arch.JUMPRELU:
             if spec.log_threshold:
                 sae.log_threshold.copy_(
@@ -169,6 +198,23 @@ def load_sae(path: str | os.PathLike, *, device: torch.device | str | None = Non
             elif name == "topk_threshold":
                 buf.copy_(weights["threshold"][0])
     return sae.to(device) if device is not None else sae
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SAEFormatError(f"load_sae: {path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise SAEFormatError(f"load_sae: {path} does not hold a JSON object")
+    return obj
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:  # a torn or foreign file
+        raise SAEFormatError(f"load_sae: {path} is not a readable safetensors file ({e})") from None
 
 
 def _spec_from_saelens_cfg(cfg: dict, src: Path) -> SAESpec:

@@ -12,6 +12,11 @@ Conventions (SAELens's, which the JumpReLU paper's λ values assume):
 - Every decode goes through ``kernels.sae_decode`` (which may take a sparse path).
 - The input is never shifted by b_dec (SAELens's ``apply_b_dec_to_input=False``).
 
+Gradients: ``encode`` and ``decode`` (the public inference API: attribution and steering differentiate them)
+use the public kernels ops, exact with respect to every input at every entry — d/dacts of decode at zero
+activations too — and to every parameter (θ through the STE above). ``training_forward`` alone uses the
+training-only ops (kernels/training.py), whose grad_acts is computed only where the encoder reads it.
+
 Initialisation (JumpReLU paper, Appendix C): W_dec Kaiming-uniform then rows normalised to unit norm; W_enc = W_dec.T
 (the paper's and SAELens's choice: every feature starts as a matched filter for its own decoder direction); b_enc = 0;
 b_dec = 0 until ``init_b_dec_`` sets it to the geometric median of a sample.
@@ -26,12 +31,17 @@ from enum import Enum
 import torch
 from torch import Tensor, nn
 
+from fastsae.errors import FastSAEError
 from fastsae.kernels import jumprelu_autoencode, jumprelu_encode, relu_autoencode, sae_decode
 
 MIN_THRESHOLD = 1e-6  # JumpReLU θ is kept at or above this after each step (it must stay > 0)
 
 
-class SAESpecError(ValueError):
+class SAEError(FastSAEError):
+    """Root of the errors of fastsae.saes (specs, saving and loading)."""
+
+
+class SAESpecError(SAEError, ValueError):
     """An SAESpec field has an invalid value (the message names the field)."""
 
 
