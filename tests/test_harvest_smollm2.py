@@ -11,6 +11,7 @@ import torch
 
 from fastsae.harvest.config import HarvestConfig
 from fastsae.harvest.meta import DEMO_DATA
+from fastsae.lm import hidden_states_index
 from fastsae.store import TokenType, open_store
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,7 @@ def test_smollm2_harvest_demo_chats(smollm2, tmp_path):
     with torch.inference_mode():
         ids = torch.from_numpy(seq.token_ids[None].astype(np.int64))
         hidden = smollm2.model(ids, output_hidden_states=True).hidden_states
-    ref = hidden[10][0].float().numpy()
+    ref = hidden[hidden_states_index(9)][0].float().numpy()
     np.testing.assert_allclose(seq.acts(9), ref, rtol=2**-7, atol=1e-3 * np.abs(ref).max())
 
 

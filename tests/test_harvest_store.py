@@ -18,6 +18,7 @@ import torch
 
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError
 from fastsae.harvest.runner import run_harvest
+from fastsae.lm import hidden_states_index
 from fastsae.store import StoreMismatchError, open_store, to_float32
 from tests._tiny_models import save_tiny_model, tiny_tokenizer
 
@@ -125,7 +126,9 @@ def test_batched_harvest_equals_batch_one(env, tmp_path, kind):
                 torch.from_numpy(ids[None].astype(np.int64)), output_hidden_states=True
             ).hidden_states
         for layer in cfg.layers:
-            worst = max(worst, float(np.abs(seq.acts(layer) - hidden[layer + 1][0].numpy()).max()))
+            worst = max(
+                worst, float(np.abs(seq.acts(layer) - hidden[hidden_states_index(layer)][0].numpy()).max())
+            )
     assert worst <= 1e-4
     sources = np.concatenate([s.sources for s in store.shards])
     assert (np.diff(sources[:, 1]) > 0).all()
