@@ -15,6 +15,7 @@ writes nothing more, and the last checkpoint (taken after a clean check) stays t
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fastsae.kernels import feature_counts
+from fastsae.lm.devices import pick_device  # one device policy (torchrun's LOCAL_RANK, clear errors)
 from fastsae.train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
 from fastsae.train.config import BDecInit, TrainError, to_json, total_steps
 from fastsae.train.host_memory import reuse_freed_host_memory
@@ -30,17 +32,15 @@ from fastsae.train.progress import ProgressBar
 from fastsae.train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
 from fastsae.train.schedule import Schedule
 
+logger = logging.getLogger(__name__)
+
 STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
 
 
 class NonFiniteError(TrainError, FloatingPointError):
     """NaN/inf in a batch or a loss; the message names the step (and the SAE)."""
 
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    exit_code = 1  # a run that failed on input that passed every check: not a usage error
 
 
 def make_reader(plan: RunPlan, *, batch_size: int, device):
@@ -297,8 +297,7 @@ class SweepTrainer:
         resumed = plan.status == "resume" and ckpt.exists()
         if resumed:
             self.load_state(load_checkpoint(ckpt, device="cpu"))
-            if self.console is not None:
-                self.console.print(f"resuming {plan.out} from step {self.step} of {self.total_steps}")
+            logger.info(f"resuming {plan.out} from step {self.step} of {self.total_steps}")
         else:
             self.init_fresh()
         for p in plan.points:
@@ -395,7 +394,6 @@ def train_saes(cfg, *, console=None) -> list[Path]:
     """Plan (all input checks), then train every SAE of the sweep in one pass; returns the SAE folders."""
     plan = plan_run(cfg)
     if plan.status == "complete":
-        if console is not None:
-            console.print(f"{plan.out}: already trained ({len(plan.points)} SAEs); nothing to do")
+        logger.info(f"{plan.out}: already trained ({len(plan.points)} SAEs); nothing to do")
         return [plan.sae_dir(p) for p in plan.points]
     return SweepTrainer(plan, console=console).run()
