@@ -1,8 +1,8 @@
 """Benchmark kernels/: the fused path against torch eager, in the same run.
 
-GPU (default; needs CUDA): forward+backward of jumprelu_encode + sae_decode on the Triton path vs the plain torch
-reference (kernels/reference.py), batch 4096 tokens, d_in 2048/4096, expansion 8/16, L0 ~50/~500, bf16/fp32,
-timed with triton.testing.do_bench. Also the fused encoder forward alone. Throughput is dense-equivalent
+GPU (default; needs CUDA): forward+backward of jumprelu_autoencode (the training op) on the Triton path vs the
+plain torch reference (kernels/reference.py), batch 4096 tokens, d_in 2048/4096, expansion 8/16, L0 ~50/~500,
+bf16/fp32, timed with triton.testing.do_bench. Also the fused encoder forward alone. Throughput is dense-equivalent
 TFLOP/s (the 6 SAE matmuls: 12·N·d_in·d_sae for fwd+bwd, 2·N·d_in·d_sae for the encoder forward) against the
 dense matmul x @ W_enc of the same shape measured here: "% mm" is that ratio (sparse paths can pass 100%).
 
@@ -38,12 +38,16 @@ def make_params(n, d_in, d_sae, *, l0, dtype, device, seed=0):
 
 
 def step_fn(encode, decode, params, bandwidth=0.001):
-    """One SAE training step's kernels: forward, loss, backward to every input."""
+    """One SAE training step's kernels: forward, loss, backward to every input. decode None: encode is a
+    training op giving (acts, l0, x_hat), kernels.jumprelu_autoencode (what training_forward runs)."""
 
     def step():
         x, W_enc, b_enc, threshold, W_dec, b_dec = params
-        acts, l0 = encode(x, W_enc, b_enc, threshold, bandwidth)
-        x_hat = decode(acts, W_dec, b_dec)
+        if decode is None:
+            acts, l0, x_hat = encode(x, W_enc, b_enc, threshold, W_dec, b_dec, bandwidth)
+        else:
+            acts, l0 = encode(x, W_enc, b_enc, threshold, bandwidth)
+            x_hat = decode(acts, W_dec, b_dec)
         loss = (x_hat - x).float().square().sum() + 1e-3 * l0.float().sum()
         return torch.autograd.grad(loss, params)
 
@@ -61,7 +65,7 @@ def gpu_main(args) -> int:
         return 1
     from triton.testing import do_bench
 
-    from fastsae.kernels import jumprelu_encode, sae_decode
+    from fastsae.kernels import jumprelu_autoencode, jumprelu_encode
     from fastsae.kernels.reference import jumprelu_encode_reference, sae_decode_reference
 
     os.environ["FASTSAE_KERNELS"] = "triton"
@@ -79,7 +83,7 @@ def gpu_main(args) -> int:
                     x, W_enc, b_enc, threshold = (p.detach() for p in params[:4])
                     t_mm = do_bench(lambda x=x, W=W_enc: x @ W)
                     mm_tflops = 2 * n * d_in * d_sae / t_mm * 1e-9
-                    t_fused = do_bench(step_fn(jumprelu_encode, sae_decode, params))
+                    t_fused = do_bench(step_fn(jumprelu_autoencode, None, params))
                     t_eager = do_bench(step_fn(jumprelu_encode_reference, sae_decode_reference, params))
                     tflops = 12 * n * d_in * d_sae / t_fused * 1e-9
                     with torch.no_grad():
@@ -117,7 +121,7 @@ def _best_time(fn, reps):
 
 
 def cpu_main(args) -> int:
-    from fastsae.kernels import jumprelu_encode, sae_decode
+    from fastsae.kernels import jumprelu_autoencode, sae_decode
     from fastsae.kernels.reference import jumprelu_encode_reference, sae_decode_reference
 
     os.environ["FASTSAE_KERNELS"] = "torch"
@@ -129,7 +133,7 @@ def cpu_main(args) -> int:
     for d_in, exp in ((576, 8), (576, 16)):
         for l0 in (50, 500):
             params = make_params(n, d_in, d_in * exp, l0=l0, dtype=torch.float32, device="cpu")
-            t_fast = _best_time(step_fn(jumprelu_encode, sae_decode, params), args.reps)
+            t_fast = _best_time(step_fn(jumprelu_autoencode, None, params), args.reps)
             t_ref = _best_time(step_fn(jumprelu_encode_reference, sae_decode_reference, params), args.reps)
             print(f"{n:5d} {d_in:5d} {d_in * exp:6d} {l0:4d} | {1e3 * t_fast:12.1f} {1e3 * t_ref:9.1f}"
                   f" {t_ref / t_fast:7.2f}x")  # fmt: skip
