@@ -139,7 +139,8 @@ class ResidualHooks:
         return hook
 
     def __call__(self, input_ids, *, attention_mask=None, position_ids=None, **kwargs) -> HookedOutput:
-        """One forward with the hooks: the decoder stack alone when stopping, else the whole model."""
+        """One forward with the hooks: the decoder stack alone when stopping, else the whole model (no KV
+        cache unless `use_cache=True` is passed; other keyword arguments go to the model)."""
         if not self._handles:
             raise RuntimeError("ResidualHooks: call it inside its `with` block")
         self.captured = {}
@@ -147,7 +148,7 @@ class ResidualHooks:
         try:
             output = (self.base if self.stop else self.model)(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=False, **kwargs,
+                **{"use_cache": False, **kwargs},
             )  # fmt: skip
         except _StopForward:
             pass
