@@ -97,9 +97,11 @@ def fastsae_logging():
 def test_diagnostics_go_through_logging(store_with_leftover, fastsae_logging, monkeypatch):
     r = runner.invoke(app, ["verify", str(store_with_leftover)])
     assert r.exit_code == 0 and r.stdout.startswith("OK: 1 shards"), r.output
-    assert r.stderr.strip().splitlines() == [
-        "warning: leftover partial shard .partial-00000-000001.zarr (a crashed writer; clean_partial removes it)"
-    ]
+    lines = r.stderr.strip().splitlines()
+    assert all(line.startswith("warning: ") for line in lines), lines
+    assert any(
+        line.startswith("warning: leftover partial shard .partial-00000-000001.zarr") for line in lines
+    )
     quiet = runner.invoke(app, ["--log-level", "error", "verify", str(store_with_leftover)])
     assert quiet.exit_code == 0 and quiet.stderr == ""
     monkeypatch.setenv("FASTSAE_LOG_LEVEL", "error")
@@ -109,10 +111,11 @@ def test_diagnostics_go_through_logging(store_with_leftover, fastsae_logging, mo
 def test_log_lines_name_the_rank_when_several_run(store_with_leftover, fastsae_logging, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
-    r = runner.invoke(app, ["verify", str(store_with_leftover)])
-    assert r.stderr.startswith("[rank 3] warning: leftover partial shard"), r.stderr
+    lines = runner.invoke(app, ["verify", str(store_with_leftover)]).stderr.strip().splitlines()
+    assert lines and all(line.startswith("[rank 3] warning: ") for line in lines), lines
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert runner.invoke(app, ["verify", str(store_with_leftover)]).stderr.startswith("warning: ")
+    lines = runner.invoke(app, ["verify", str(store_with_leftover)]).stderr.strip().splitlines()
+    assert lines and all(line.startswith("warning: ") for line in lines), lines
 
 
 def test_ctrl_c_exits_130_quietly(tmp_path):
