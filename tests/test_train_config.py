@@ -170,3 +170,12 @@ def test_reuse_host_memory_is_operational_and_applies_on_glibc():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert reuse_freed_host_memory() is True
         assert reuse_freed_host_memory() is True  # idempotent
+
+
+def test_the_arch_list_is_the_saes_own():
+    # config keeps the names (the CLI imports no torch); they must be exactly the architectures saes builds
+    from fastsae.saes.sae import Arch
+    from fastsae.train.config import ARCHS, K_ARCHS, SPARSITY_ARCHS
+
+    assert ARCHS == tuple(a.value for a in Arch)
+    assert sorted(SPARSITY_ARCHS + K_ARCHS) == sorted(ARCHS) and not set(SPARSITY_ARCHS) & set(K_ARCHS)
