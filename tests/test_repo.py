@@ -21,9 +21,10 @@ FORBIDDEN = {
     "saes": {"harvest", "train", "lm", "store", "cli"},
     "store": {"harvest", "train", "lm", "saes", "kernels", "cli"},
     "kernels": {"harvest", "train", "lm", "saes", "store", "cli"},
+    "interp": {"harvest", "train", "cli"},
 }
 # top-level names that must only ever be imported under the fastsae namespace
-OURS = {"harvest", "train", "store", "kernels", "lm", "saes"}
+OURS = {"harvest", "train", "store", "kernels", "lm", "saes", "interp"}
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:
