@@ -87,6 +87,7 @@ LR_DECAY_FRACTION = 0.20
 SPARSITY_WARMUP_FRACTION = 10_000 / 320_000
 DEFAULT_SPARSITY_COEF = {"jumprelu": 0.01, "standard": 5.0}  # paper, both recipes
 DEFAULT_K = 64
+EVAL_EVERY_MAX = 1000
 
 # Fields that change how a run is operated but not what it computes: a rerun may change them.
 OPERATIONAL_FIELDS = ("device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers")
@@ -229,8 +230,11 @@ class TrainConfig:
     log_every: int = field(
         default=100, metadata=_help("Log training scalars every N steps (the only syncs).")
     )
-    eval_every: int = field(
-        default=1000, metadata=_help("Held-out metrics every N steps (0 = only at the end).")
+    eval_every: int | None = field(
+        default=None,
+        metadata=_help(
+            "Held-out metrics every N steps (default: a tenth of the run, at most 1,000; 0 = only at the end)."
+        ),
     )
     checkpoint_every: int = field(default=1000, metadata=_help("Checkpoint every N steps (0 = never)."))
     device: str = field(
@@ -300,7 +304,7 @@ def _validate(c: TrainConfig) -> None:
             _fail(f"--lr must be > 0, got {lr!r}")
     if c.lr_end_ratio is not None and not 0 < c.lr_end_ratio <= 1:
         _fail(f"--lr-end-ratio must be in (0, 1], got {c.lr_end_ratio!r}")
-    for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps"):
+    for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps", "eval_every"):
         v = getattr(c, name)
         if v is not None and v < 0:
             _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {v}")
@@ -332,7 +336,7 @@ def _validate(c: TrainConfig) -> None:
             _fail(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(c, name)}")
     if not 0 <= c.holdout < 1:
         _fail(f"--holdout must be in [0, 1), got {c.holdout}")
-    for name in ("eval_every", "checkpoint_every", "eval_tokens", "sae_workers"):
+    for name in ("checkpoint_every", "eval_tokens", "sae_workers"):
         if getattr(c, name) < 0:
             _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(c, name)}")
     if not c.dead_feature_threshold >= 0:
@@ -352,6 +356,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         fill["lr_decay_steps"] = round(LR_DECAY_FRACTION * steps)
     if c.sparsity_warmup_steps is None:
         fill["sparsity_warmup_steps"] = round(SPARSITY_WARMUP_FRACTION * steps)
+    if c.eval_every is None:  # ~10 held-out points on a short run's curves, one per 1,000 steps on long ones
+        fill["eval_every"] = min(EVAL_EVERY_MAX, max(1, steps // 10))
     # sparsity_coef / k stay None = "the architecture's default" (sweep_points fills them per SAE)
     c = dataclasses.replace(c, **fill)
     if c.lr_warmup_steps + c.lr_decay_steps > steps:
