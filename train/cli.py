@@ -108,15 +108,10 @@ def _run(cfg: TrainConfig, err) -> None:
     from fastsae.train.trainer import train_saes
 
     paths = train_saes(cfg, console=err)
-    from fastsae.train.metrics import read_metrics
+    from fastsae.train.metrics import heldout_summary, read_metrics
 
     for p in paths:
+        err.print(f"saved {p}")
         held = [r for r in read_metrics(p / "metrics.jsonl") if r.get("split") == "heldout"]
         if held:  # the final held-out evaluation, in the paper's averaging
-            h = held[-1]
-            err.print(
-                f"saved {p}: held-out MSE {h['mse']:.4g} (log2 {h['log2_mse']:.2f}), MSE_st {h['mse_st']:.4g}, "
-                f"explained variance {h['explained_variance']:.3f}, L0 {h['l0']:.1f}, dead {h['dead_frac']:.1%}"
-            )
-        else:
-            err.print(f"saved {p}")
+            err.print(heldout_summary(held[-1]))

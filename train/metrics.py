@@ -17,8 +17,12 @@ the previous line) or "heldout". Every line has "step" (optimizer steps done) an
 Train lines also carry "data_wait_frac": the share of the loop's wall time since the previous line spent waiting
 for the reader (near 0: the SAEs are the bottleneck; near 1: the data is). It is a timing (TIMING_KEYS), the only
 value that differs between a run and its rerun or resume.
-The training scalars are in the units the SAE trains on, x·activation_scale (mse_loss = Σ_d per token); held-out
-lines record "d_in" and "activation_scale" so that mse · d_in · activation_scale² compares with mse_loss.
+One MSE unit wherever an MSE is shown (terminal, progress bar, curves.png, README): MSE_UNIT, the squared error
+of a token averaged over the d dimensions, in the store's raw activation units (err_t above). Held-out "mse" and
+"mse_st" average it per sequence (the paper's averaging); a train line's "mse" is the same per-token error averaged
+over the training tokens since the previous line. The objective's terms ("loss", "mse_loss", "sparsity_loss",
+"aux_loss") are in the units the SAE trains on, x·activation_scale, with mse_loss summed over d:
+mse_loss = mse · d_in · activation_scale². Held-out lines record "d_in", "d_sae" and "activation_scale".
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from fastsae.saes.metrics import HeldOut, heldout_metrics  # noqa: F401 - re-exported: what train logs
 
 TIMING_KEYS = ("data_wait_frac",)  # wall-clock measurements in metrics lines: not reproducible run to run
+MSE_UNIT = "per token, mean over d, raw activation units"
 
 
 class MetricsLog:
@@ -81,56 +86,113 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_curves(metrics_path: str | Path, png_path: str | Path, *, title: str = "") -> None:
-    """Loss, MSE, L0 and dead fraction against training tokens (train lines, held-out points on top)."""
+    """curves_figure of a metrics.jsonl, written atomically to png_path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    recs = read_metrics(metrics_path)
-    train = [r for r in recs if r.get("split") == "train"]
-    held = [r for r in recs if r.get("split") == "heldout"]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    panels = [
-        ("loss", "loss", None, "log"),
-        ("MSE (Σ_d per token)", "mse_loss", "mse", "log"),
-        ("L0", "l0", "l0", "linear"),
-        ("dead fraction", "dead_frac", "dead_frac", "linear"),
-    ]
-    for ax, (label, train_key, held_key, yscale) in zip(axes.flat, panels, strict=True):
-        pts = [(r["tokens"], r[train_key]) for r in train if _finite(r.get(train_key))]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), label="train", lw=1)
-        if held_key:
-            hp = [(r["tokens"], r[held_key]) for r in held if _finite(r.get(held_key))]
-            if hp:
-                factor = heldout_mse_in_train_units(held[0]) if held_key == "mse" else 1.0
-                ax.plot([t for t, _ in hp], [y * factor for _, y in hp], "o-", ms=3, label="held-out")
-        # a fixed title position: matplotlib otherwise measures every tick label to place it (a third of the time)
-        ax.set_title(label, y=1.0, pad=4)
-        ax.set_xlabel("training tokens")
-        ax.xaxis.set_major_formatter(FuncFormatter(_count_label))  # 40k, 1.2M: raw counts overlap
-        if yscale == "log" and pts and all(y > 0 for _, y in pts):
-            ax.set_yscale("log")
-            # plain-text tick labels: the default 10^k labels go through mathtext (a fifth of the time)
-            ax.yaxis.set_major_formatter(FuncFormatter(_tick_label))
-            ax.yaxis.set_minor_formatter(FuncFormatter(_tick_label))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.subplots_adjust(
-        left=0.08, right=0.98, bottom=0.08, top=0.9 if title else 0.95, wspace=0.25, hspace=0.35
-    )
+    fig = curves_figure(read_metrics(metrics_path), title=title)
     tmp = Path(png_path).with_name(f".{Path(png_path).name}.tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     os.replace(tmp, png_path)
 
 
+def curves_figure(recs: list[dict], *, title: str = ""):
+    """Training loss, MSE, MSE_st, explained variance, L0 and dead fraction against training tokens: train lines
+    as lines, held-out evaluations as dots. Every MSE is in MSE_UNIT; the loss is the objective the SAE minimises
+    (on x·activation_scale when inputs are normalised)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    train = [r for r in recs if r.get("split") == "train"]
+    held = [r for r in recs if r.get("split") == "heldout"]
+    last = held[-1] if held else {}
+    if train and "mse" not in train[0] and held:  # lines written before train lines carried "mse"
+        train = [{**r, "mse": r["mse_loss"] / heldout_mse_in_train_units(last)} for r in train]
+    scale = last.get("activation_scale", 1.0)
+    loss_unit = "objective, raw units" if scale == 1 else f"objective on inputs × {scale:.3g}"
+    d_sae = f" of {last['d_sae']:,}" if "d_sae" in last else ""
+    panels = [
+        ("training loss", "loss", None, "log", loss_unit),
+        ("MSE", "mse", "mse", "log", "mean over d, raw units"),
+        ("MSE_st (special tokens)", None, "mse_st", "log", "mean over d, raw units"),
+        ("explained variance", None, "explained_variance", "linear", ""),
+        (f"L0 (active latents{d_sae})", "l0", "l0", "linear", "per token"),
+        ("dead fraction", "dead_frac", "dead_frac", "linear", "of the latents"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (label, train_key, held_key, yscale, unit) in zip(axes.flat, panels, strict=True):
+        ys = []
+        if train_key:
+            pts = [(r["tokens"], r[train_key]) for r in train if _finite(r.get(train_key))]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), color="C0", label="train batches", lw=1)
+                ys += [y for _, y in pts]
+        if held_key:
+            hp = [(r["tokens"], r[held_key]) for r in held if _finite(r.get(held_key))]
+            if hp:
+                ax.plot(*zip(*hp, strict=True), "o-", color="C1", ms=3, label="held-out")
+                ys += [y for _, y in hp]
+        # a fixed title position: matplotlib otherwise measures every tick label to place it (a third of the time)
+        ax.set_title(label, y=1.0, pad=4)
+        ax.set_xlabel("training tokens")
+        if unit:
+            ax.set_ylabel(unit, fontsize=8)
+        ax.xaxis.set_major_formatter(FuncFormatter(_count_label))  # 40k, 1.2M: raw counts overlap
+        if yscale == "log" and ys and min(ys) > 0 and max(ys) >= 3 * min(ys):  # narrower: linear reads better
+            _log_ticks(ax, min(ys), max(ys))
+        if held_key == "explained_variance" and ys:
+            # the untrained SAE's point (often far below 0) would squash the curve: show [min(0, later points), 1]
+            later = ys[1:] or ys
+            ax.set_ylim(min(0.0, min(later)) - 0.02, 1.0)
+        elif yscale == "linear" and ys:  # counts and fractions from 0: a TopK L0 of 63.9-64 is not a trend
+            ax.set_ylim(0, max(max(ys) * 1.08, 0.05))
+        ax.grid(alpha=0.3)
+        if ys:
+            ax.legend(fontsize=8)
+    n = last.get("sequences")
+    note = f"MSE: {MSE_UNIT}" + (f"; held-out: {n:,} sequences, each weighted equally" if n else "")
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=0.88, wspace=0.3, hspace=0.38)
+    return fig
+
+
+# Tick mantissas on a log axis, coarsest first: the first set giving 3+ ticks in view is used (labels never crowd).
+_LOG_MANTISSAS = ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
+
+
+def _log_ticks(ax, lo: float, hi: float) -> None:
+    """Log y axis labelled at round values only (1, 3, 10, ... or finer on a narrow range); no minor labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    pad = max(hi / lo, 1.2) ** 0.05  # the autoscale margin, computed here so the ticks fit the limits set
+    lo, hi = lo / pad, hi * pad
+    ax.set_ylim(lo, hi)
+    for mantissas in _LOG_MANTISSAS:
+        ticks = [
+            m * 10.0**e
+            for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+            for m in mantissas
+            if lo <= m * 10.0**e <= hi
+        ]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 2:  # a range narrower than the finest set's steps: label its ends
+        ticks = [lo * pad, hi / pad]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    # plain-text tick labels: the default 10^k labels go through mathtext (a fifth of the time)
+    ax.yaxis.set_major_formatter(FuncFormatter(_tick_label))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _tick_label(value: float, _pos) -> str:
-    return f"{value:.3g}"
+    return f"{value:.4g}".replace("e+0", "e").replace("e-0", "e-")
 
 
 def _count_label(value: float, _pos) -> str:
@@ -141,9 +203,21 @@ def _count_label(value: float, _pos) -> str:
 
 
 def heldout_mse_in_train_units(rec: dict) -> float:
-    """Factor turning a held-out line's "mse" (mean over d, raw units) into the training mse_loss's units
+    """Factor turning a held-out line's "mse" (MSE_UNIT) into the objective's mse_loss units
     (Σ over d of the error on x·activation_scale): d_in · activation_scale²."""
     return rec.get("d_in", 1) * rec.get("activation_scale", 1.0) ** 2
+
+
+def heldout_summary(rec: dict) -> str:
+    """A held-out line as the one line `fastsae train` ends with: EV, L0 of d_sae, MSE in MSE_UNIT."""
+    l0 = f"L0 {rec['l0']:.1f}"
+    if rec.get("d_sae"):
+        l0 += f" of {rec['d_sae']:,} latents ({rec['l0'] / rec['d_sae']:.1%})"
+    return (
+        f"held-out ({rec['sequences']:,} sequences, {rec['heldout_tokens']:,} tokens): "
+        f"explained variance {rec['explained_variance']:.3f}, {l0}, MSE {rec['mse']:.4g} "
+        f"(special tokens {rec['mse_st']:.4g}; {MSE_UNIT}), dead {rec['dead_frac']:.1%}"
+    )
 
 
 def _finite(v) -> bool:

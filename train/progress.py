@@ -1,7 +1,7 @@
-"""The rich progress bar of a training run: tokens, tokens/s, loss and L0 of the last log line, the share of time
-spent waiting for data, ETA.
+"""The rich progress bar of a training run: tokens, tokens/s, MSE and L0 of the last log line, the share of time
+spent waiting for data, ETA. The MSE is the train lines' "mse", in train.metrics.MSE_UNIT like every MSE shown.
 
-It never reads a device value: loss/L0 come from the records the trainer already synced at its log steps."""
+It never reads a device value: MSE/L0 come from the records the trainer already synced at its log steps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 
 class ProgressBar:
-    """A rich progress bar: tokens, tokens/s, loss and L0 (of the last log line), ETA. Updated without syncs."""
+    """A rich progress bar: tokens, tokens/s, MSE and L0 (of the last log line), ETA. Updated without syncs."""
 
     def __init__(self, trainer, *, enabled: bool, console=None):
         self.t, self.enabled = trainer, enabled
@@ -22,7 +22,7 @@ class ProgressBar:
                 BarColumn(),
                 TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
                 TextColumn("{task.fields[tps]} tok/s"),
-                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("MSE {task.fields[mse]}"),
                 TextColumn("L0 {task.fields[l0]}"),
                 TextColumn("data wait {task.fields[wait]}"),
                 TimeElapsedColumn(),
@@ -42,7 +42,7 @@ class ProgressBar:
                 total=t.total_steps * t.cfg.batch_size,
                 completed=t.step * t.cfg.batch_size,
                 tps="-",
-                loss="-",
+                mse="-",
                 l0="-",
                 wait="-",
             )
@@ -71,7 +71,7 @@ class ProgressBar:
         self.progress.update(
             self.task,
             tps=f"{tps:,.0f}",
-            loss=rng("loss", ".4g"),
+            mse=rng("mse", ".4g"),
             l0=rng("l0", ".1f"),
             wait=f"{recs[0]['data_wait_frac']:.0%}",
         )

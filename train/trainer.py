@@ -237,6 +237,7 @@ class SweepTrainer:
         for i, (log, p) in enumerate(zip(self.logs, self.plan.points, strict=True)):
             rec = {"split": "train", "step": self.step, "tokens": self.step * self.cfg.batch_size}
             rec.update({name: float(means[i, j]) for j, name in enumerate(STAT_NAMES)})
+            rec["mse"] = rec["mse_loss"] / (self.saes[i].d_in * self.scale**2)  # the held-out "mse"'s unit
             rec["lr"] = p.lr * self.schedule.lr_factor(self.step - 1)
             rec["sparsity_coef"] = (p.sparsity_coef or 0.0) * self.schedule.sparsity_factor(self.step - 1)
             rec["dead_frac"] = float(dead[i])
@@ -276,6 +277,7 @@ class SweepTrainer:
                     "step": self.step,
                     "tokens": self.step * self.cfg.batch_size,
                     "d_in": sae.d_in,
+                    "d_sae": sae.d_sae,
                     "activation_scale": self.scale,
                     **m,
                     "dead_frac": dead,
