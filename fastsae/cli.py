@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fastsae.errors import FastSAEError, one_line
 from fastsae.harvest.cli import harvest
+from fastsae.interp.eval_cli import EVAL_CONTEXT, eval_cmd
 from fastsae.store.cli import inspect, verify
 from fastsae.train.cli import train
 
@@ -120,6 +121,7 @@ app.command("harvest")(harvest)
 app.command("inspect")(inspect)
 app.command("verify")(verify)
 app.command("train")(train)
+app.command("eval", context_settings=EVAL_CONTEXT)(eval_cmd)
 
 
 def main() -> None:
