@@ -111,7 +111,7 @@ def _run(cfg: TrainConfig, err) -> None:
     from fastsae.train.metrics import heldout_summary, read_metrics
 
     for p in paths:
-        err.print(f"saved {p}")
+        err.print(f"saved {p}", soft_wrap=True)  # a log line: no hard breaks at the terminal width
         held = [r for r in read_metrics(p / "metrics.jsonl") if r.get("split") == "heldout"]
         if held:  # the final held-out evaluation, in the paper's averaging
-            err.print(heldout_summary(held[-1]))
+            err.print(heldout_summary(held[-1]), soft_wrap=True)
