@@ -18,14 +18,11 @@ import torch
 
 from .checks import KernelBackendError, KernelDeviceError
 
-# Density (nonzero fraction of acts) at or below which the gather path is used.
-# CPU (torch path): one train step as in benchmarks/train_step.py (2 threads, batch 4096, 8x), with
-# FASTSAE_KERNELS_SPARSE=always vs never, after the CSR products became embedding_bag calls: JumpReLU d_in 576
-# 5,420 vs 4,090 tok/s at density 0.08, 4,590 vs 3,430 at 0.12, even at 0.15, 3,740 vs 4,200 at 0.18;
-# Standard d_in 256 at 0.12: 13,300 vs 14,400 (the dense matmuls are cheap at small d_in). Noisy machine.
+# Density (nonzero fraction of acts) at or below which the gather path is used; how each was found and the
+# commands that measure them: benchmarks/README.md, "Sparse vs dense cut-offs".
+# CPU (torch path): near where a train step's gather and dense paths cross (benchmarks/train_step.py).
 CPU_SPARSE_MAX_DENSITY = 0.10
-# GPU (Triton path): estimates from H100 rooflines, not yet measured: gather traffic ~ nnz·d_in elements at
-# ~1.5 TB/s vs dense tensor-core matmul 2·N·d_sae·d_in FLOPs at ~500 TFLOP/s (bf16/fp16) or fp32 SIMT.
+# GPU (Triton path): a roofline estimate (gather traffic vs dense tensor-core matmul), not yet measured.
 GPU_SPARSE_MAX_DENSITY = {torch.bfloat16: 0.004, torch.float16: 0.004, torch.float32: 0.02}
 
 

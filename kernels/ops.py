@@ -62,9 +62,9 @@ def apply_decode(acts, W_dec, b_dec, *, shared_plan: bool):
 def feature_counts(acts: torch.Tensor) -> torch.Tensor:
     """[d_sae] int64: in how many rows of acts [N, d_sae] each feature is nonzero (no gradient).
 
-    From the sparse plan the training op's encoders attach (a bincount of its columns: 0.9 ms for 4096 x 4608
-    at 5% here), else one float pass (sign; 10 ms): `(acts > 0).sum(0)` materialises an int64 copy of the
-    whole matrix on CPU (27 ms).
+    From the sparse plan the training op's encoders attach (a bincount of its columns), else one float pass
+    (sign): `(acts > 0).sum(0)` materialises an int64 copy of the whole matrix on CPU, slower than either
+    (benchmarks/cpu_ops.py feature_counts).
     """
     plan = ActsPlan.of(acts)
     if plan is not None:

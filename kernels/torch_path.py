@@ -21,9 +21,8 @@ from .torch_plan import ActsPlan, plan_from
 
 # Row-block size of the encoder epilogue: a block of z is this many bytes or less. Whole-matrix elementwise
 # ops on [N, d_sae] allocate fresh temporaries of that size (bool masks, z - θ, an int64 copy inside
-# count_nonzero(dim)); above glibc's mmap threshold (32 MiB) each one is page-faulted in anew every step,
-# which measured 30 ms per 75 MB here. Blocks of a few MiB reuse the same heap memory and stay in cache:
-# at 4096 x 4608 fp32 the row counts took 18 ms instead of 88, the band 39 ms instead of 107.
+# count_nonzero(dim)); above glibc's mmap threshold (32 MiB) each one is page-faulted in anew every step.
+# Blocks of a few MiB reuse the same heap memory and stay in cache (benchmarks/cpu_ops.py epilogue).
 EPILOGUE_BLOCK_BYTES = 4 << 20
 
 
@@ -62,9 +61,8 @@ def encoder_epilogue(
     collecting, seen = cutoff >= 0, 0
     if threshold is not None:
         theta32, half = threshold.float(), 0.5 * bandwidth
-    # Costs per 512 x 2048 fp32 block here: a comparison 0.6 ms, a bool -> float product 0.8 ms, nonzero() 1.2+ ms,
-    # but plain float arithmetic 0.05-0.2 ms and float -> bool 0.15 ms. Hence float 0/1 masks from relu/sign
-    # (a comparison only for the band).
+    # Comparisons and bool -> float products cost more than plain float arithmetic: hence float 0/1 masks
+    # from relu/sign, a comparison only for the band (benchmarks/cpu_ops.py float_mask).
     for start in range(0, n, rows):
         blk = z[start : start + rows]  # a view: edited in place
         if bias is not None:
@@ -88,7 +86,7 @@ def encoder_epilogue(
             band_r.append(r + start)
             band_c.append(c)
         if collecting:
-            r, c = mask.bool().nonzero(as_tuple=True)  # nonzero() of a bool mask: half the time of a float's
+            r, c = mask.bool().nonzero(as_tuple=True)  # nonzero() of a bool mask: faster than a float's
             act_r.append(r + start)
             act_c.append(c)
     plan = None
@@ -155,7 +153,7 @@ def encoder_grads(ctx, plan: ActsPlan | None, acts, grad_acts, x, W_enc, band=Fa
         g = torch.outer(*l1) if grad_acts is None else torch.addr(grad_acts, *l1)
     else:
         g = torch.zeros_like(acts) if grad_acts is None else grad_acts
-    grad_z = g * acts.sign()  # [N, d_sae]; sign = 1[acts != 0] (acts >= 0), 4x faster than a bool mask here
+    grad_z = g * acts.sign()  # [N, d_sae]; sign = 1[acts != 0] (acts >= 0), faster than a bool mask
     grad_x = grad_z @ W_enc.t() if ctx.needs_input_grad[0] else None
     grad_W_enc = x.t() @ grad_z if ctx.needs_input_grad[1] else None
     grad_b_enc = grad_z.sum(0) if ctx.needs_input_grad[2] else None

@@ -28,13 +28,13 @@ def _offsets(keys: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _pick(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """v[idx] for a 1-D v: index_select is 3x faster than advanced indexing on CPU (0.34 vs 1.04 ms at 420k)."""
+    """v[idx] for a 1-D v: index_select, faster than advanced indexing on CPU (benchmarks/cpu_ops.py pick)."""
     return v.index_select(0, idx)
 
 
 def _sort_key(cols: torch.Tensor, n: int) -> torch.Tensor:
-    """cols in [0, n) as the narrowest signed int dtype that holds them: torch's stable CPU sort of 420k
-    int16 keys takes 4.0 ms here, int64 6.3 ms."""
+    """cols in [0, n) as the narrowest signed int dtype that holds them: torch's stable CPU sort is faster on
+    narrower keys (benchmarks/cpu_ops.py sort_key)."""
     for dtype in (torch.int16, torch.int32):
         if n <= torch.iinfo(dtype).max + 1:
             return cols.to(dtype)
@@ -50,9 +50,9 @@ def _bag_sum(
     index: torch.Tensor, table: torch.Tensor, crow: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """out[r] = Σ_{k in crow[r]:crow[r+1]} weights[k]·table[index[k]]  [len(crow) - 1, d]: a CSR matrix times
-    table [n, d], as embedding_bag (the recommender-system kernel). Here, 4096 x 4608 at 5% density times
-    [4608, 576]: 68 ms, vs 163 ms for torch.sparse.mm on the same CSR and 350 ms for the dense matmul; at 1%:
-    16 vs 64 ms. Computed in float32 (16-bit inputs widened), returned in table's dtype."""
+    table [n, d], as embedding_bag (the recommender-system kernel): on CPU faster than torch.sparse.mm on the
+    same CSR, and than the dense matmul, at training densities (benchmarks/cpu_ops.py bag_sum). Computed in
+    float32 (16-bit inputs widened), returned in table's dtype."""
     out = torch.nn.functional.embedding_bag(
         index, _wide(table).contiguous(), crow[:-1], mode="sum", per_sample_weights=_wide(weights)
     )
@@ -101,7 +101,7 @@ class ActsPlan:
         return plan
 
     def gather(self, m: torch.Tensor) -> torch.Tensor:
-        """m at the pattern [nnz]: take() of flat indices, 1.5x faster than m[rows, cols] on CPU."""
+        """m at the pattern [nnz]: take() of flat indices, faster than m[rows, cols] on CPU (cpu_ops.py take)."""
         if not m.is_contiguous():
             return m[self.rows, self.cols]
         if self._flat is None:
