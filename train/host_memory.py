@@ -2,8 +2,8 @@
 
 Every CPU train step allocates a few [batch, d_sae] float32 temporaries (pre-activations, grad_acts; 75 MB
 each at 4096 x 4608) and frees them again. glibc serves blocks above its mmap threshold (at most 32 MiB) with
-a fresh mmap each time, so every step page-faults and zero-fills them anew: measured here 30-35 ms per 75 MB
-block (torch.zeros of 4096 x 4608 floats: 35 ms fresh, 5 ms from reused heap memory), several times a step.
+a fresh mmap each time, so every step page-faults and zero-fills them anew, several times a step; reused heap
+memory skips that (benchmarks/cpu_ops.py host_block).
 PyTorch's CPU tuning guide swaps in jemalloc/tcmalloc for this; with plain glibc the same effect is two
 mallopt calls: serve all blocks from the heap (M_MMAP_MAX = 0) and never trim it (M_TRIM_THRESHOLD). Freed
 memory then stays in the process (its RSS stays at its peak) and the next step reuses it.

@@ -57,7 +57,7 @@ class Mixer:
         self._buffer = self._buffer_t = None
         if not self.mapped:
             self._buffer = np.empty((buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in], stored dtype
-            # the same memory as a torch tensor: index_select gathers rows at twice numpy's fancy-indexing speed
+            # the same memory as a torch tensor: index_select gathers rows faster than numpy's fancy indexing
             self._buffer_t = torch.from_numpy(
                 self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
             )
@@ -194,10 +194,10 @@ class Mixer:
 
     def _gather(self, dst: torch.Tensor, start: int, slots: np.ndarray) -> None:
         """The rows of buffer ``slots`` into dst[start:], in canonical-id (store) order: from the memmaps (mapped) or
-        the buffer copy; decoded to float32 unless dst is a stored-dtype block. torch does both steps:
-        index_select (0.6 ms for 4096 x 576 bf16 here, numpy 1.2 ms) and the exact bf16/fp16 -> float32
-        widening (0.65 ms, numpy's shift 1.2 ms). Batches under AHEAD_ROWS rows are cut from a block of rows
-        gathered ahead (``_rows_ahead``)."""
+        the buffer copy; decoded to float32 unless dst is a stored-dtype block. torch does both steps, each
+        faster than numpy's: index_select and the exact bf16/fp16 -> float32 widening (benchmarks/cpu_ops.py
+        gather_rows, widen). Batches under AHEAD_ROWS rows are cut from a block of rows gathered ahead
+        (``_rows_ahead``)."""
         ids = self._slot_ids[slots]
         order = np.argsort(ids, kind="stable")
         if len(ids) and ids[order[0]] < 0:  # an emitted slot is always full; cheap to check, fatal to miss
@@ -209,8 +209,8 @@ class Mixer:
         if direct:
             rows = out
         else:
-            # a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) is mmapped and page-faulted anew by
-            # glibc every batch, which made the gather 5x slower (3.5 ms instead of 0.7 here)
+            # a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) can be mmapped and page-faulted
+            # anew by glibc every batch (benchmarks/cpu_ops.py scratch)
             if self._scratch is None or self._scratch.shape[0] < len(slots):
                 shape = (max(len(slots), self.batch_size), self.d_model)
                 self._scratch = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype])
@@ -226,8 +226,8 @@ class Mixer:
             out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
 
     def _rows_ahead(self, ids: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """(block, where): stored rows of the sorted canonical ``ids`` are block[where]. Small batches cost a fixed
-        ~50 us per shard and per call in a direct gather (8 shards: 0.5 ms a 128-token batch), so the rows of the
+        """(block, where): stored rows of the sorted canonical ``ids`` are block[where]. Small batches pay a fixed
+        cost per shard and per call in a direct gather (benchmarks/cpu_ops.py rows_ahead), so the rows of the
         round's next AHEAD_ROWS pending slots are gathered in one pass and later batches are cut from them while
         they last. A token's row never changes, so the block stays valid across refills; it is keyed by id."""
         if self._ahead_ids is not None and len(ids):
