@@ -73,7 +73,7 @@ class SweepTrainer:
         self.console = console
         self.device = pick_device(self.cfg.device)
         if self.device.type == "cpu" and self.cfg.reuse_host_memory:
-            reuse_freed_host_memory()  # see train/host_memory.py: ~30 ms per fresh 75 MB temporary otherwise
+            reuse_freed_host_memory()  # see train/host_memory.py: else large temporaries page-fault every step
         self.schedule = Schedule.from_config(self.cfg)
         self.total_steps = total_steps(self.cfg)
         self.saes = [
@@ -89,8 +89,8 @@ class SweepTrainer:
             ],
             lr=plan.points[0].lr,
             betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
-            # fused: one kernel for all SAEs' params on GPU; on CPU a 4-SAE d_in 128 sweep's step took 1.05 ms
-            # instead of 4.0 ms (torch's per-tensor loop)
+            # fused: one kernel for all SAEs' params on GPU; on CPU faster than torch's per-tensor loop
+            # (benchmarks/cpu_ops.py adam_fused)
             fused=True if self.device.type in ("cuda", "cpu") else None,
         )
         n, dev = len(self.saes), self.device
@@ -317,9 +317,9 @@ class SweepTrainer:
         )
         threads = torch.get_num_threads()
         if self.workers > 1:
-            # Several SAE steps at once, each on a share of the cores: measured here (2 cores, two JumpReLU SAEs,
-            # 5% density) 1.05 s vs 1.45 s sequential at d_in 256, 4.6 s vs 5.5 s at 576 — small matmuls,
-            # the sparse bookkeeping and Python gain more from a core of their own than from intra-op threads.
+            # Several SAE steps at once, each on a share of the cores: small matmuls, the sparse bookkeeping and
+            # Python gain more from a core of their own than from intra-op threads (benchmarks/cpu_ops.py
+            # sae_workers).
             torch.set_num_threads(max(1, threads // self.workers))
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fastsae-sae")
         try:
