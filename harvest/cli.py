@@ -79,7 +79,7 @@ def harvest(
 ) -> None:
     """Run an instruct model over chat data, one conversation at a time, and store residual activations."""
     cfg = to_config(locals())
-    # Before torch is imported: idle OpenMP threads must sleep, not spin (shared CPUs slow down ~40x).
+    # Before torch is imported: idle OpenMP threads must sleep, not spin (spinning starves other processes).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from fastsae.harvest.runner import run_harvest
