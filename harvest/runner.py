@@ -252,7 +252,7 @@ def run_harvest(
 
     from fastsae.harvest.sources import SkipLog
     from fastsae.lm.load import load_model, resolve_dtype
-    from fastsae.store import clean_partial, init_store
+    from fastsae.store import begin_writer, finish_writer, init_store
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
@@ -285,7 +285,7 @@ def run_harvest(
             raise HarvestConfigError(f"--model {cfg.model}: {e} (or --packing block)") from None
     meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
     meta = init_store(out, meta=meta)
-    clean_partial(out)
+    begin_writer(out, writer=cfg.writer, num_writers=cfg.num_writers)  # dead writers' partials go
 
     done, next_seq, _ = _committed(out, cfg.writer, cfg.num_writers)
     skip_log = SkipLog()
@@ -344,6 +344,7 @@ def run_harvest(
                     flush()
             flush()
         sink.close()
+        finish_writer(out, writer=cfg.writer, num_writers=cfg.num_writers)  # this writer's totals
     finally:
         sink.close(commit=False)  # no-op after a clean close; drops the partial shard after an error
         whole_log.write(out / "skipped.jsonl")

@@ -1,35 +1,55 @@
 """fastsae store: the on-disk Zarr v3 format shared by harvest (writes) and train (reads). See FORMAT.md."""
 
+from .checks import quick_check
+from .completeness import Completeness, begin_writer, finish_writer, store_completeness
 from .errors import (
+    StoreBusyError,
+    StoreCommitError,
     StoreCorruptError,
     StoreError,
     StoreExistsError,
+    StoreIncompleteError,
     StoreMismatchError,
     StoreNotFoundError,
     StoreWriteError,
 )
-from .format import SCHEMA_VERSION
-from .reader import Sequence, Shard, Store, open_store, to_float32
+from .format import MAX_ABS_ACTIVATION, SCHEMA_VERSION
+from .locking import clean_partial
+from .reader import Sequence, Shard, Store, TokenLocation, open_store, to_float32
+from .scan import BadActivation, find_bad_activation
+from .summary import summarize_store
 from .token_types import TokenType
-from .verify import summarize_store, verify_store
-from .writer import ShardWriter, clean_partial, init_store
+from .verify import verify_store
+from .writer import ShardWriter, init_store
 
 __all__ = [
+    "MAX_ABS_ACTIVATION",
     "SCHEMA_VERSION",
+    "BadActivation",
+    "Completeness",
     "Sequence",
     "Shard",
     "ShardWriter",
     "Store",
+    "StoreBusyError",
+    "StoreCommitError",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",
+    "StoreIncompleteError",
     "StoreMismatchError",
     "StoreNotFoundError",
     "StoreWriteError",
+    "TokenLocation",
     "TokenType",
+    "begin_writer",
     "clean_partial",
+    "find_bad_activation",
+    "finish_writer",
     "init_store",
     "open_store",
+    "quick_check",
+    "store_completeness",
     "summarize_store",
     "to_float32",
     "verify_store",

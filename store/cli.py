@@ -31,10 +31,14 @@ def inspect(
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
     ] = False,
 ) -> None:
-    """Summarise a store: model, layers, sizes, bytes/token, token types, data provenance, skipped rows."""
-    from .verify import summarize_store
+    """Summarise a store after its cheap checks (sizes, offsets, token types and ids, small arrays' checksums,
+    writer records): model, layers, sizes, bytes/token, token types, data provenance, skipped rows, completeness.
+    """
+    from .summary import summarize_store
 
     info = summarize_store(store)
+    for w in info["warnings"]:
+        log.warning(w)
     if json_output:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
         return
@@ -71,6 +75,7 @@ def inspect(
         lines.append(f"skipped:        {n:,}" + (f" ({detail})" if detail else ""))
     if info["partial_shards"]:
         lines.append(f"partial shards: {info['partial_shards']} (left by a crashed writer)")
+    lines.append(f"complete:       {info['complete']['state']} ({info['complete']['message']})")
     lines.append(f"fingerprint:    {info['fingerprint'][:16]}")
     typer.echo("\n".join(lines))
 
@@ -78,11 +83,13 @@ def inspect(
 def verify(
     store: Annotated[Path, typer.Argument(help="Store directory to check.")],
     quick: Annotated[
-        bool, typer.Option("--quick", help="Skip reading every activation (the NaN/inf scan); metadata only.")
+        bool,
+        typer.Option("--quick", help="Skip reading the activations (their crc32c, NaN/inf/|x|>1e6 scan)."),
     ] = False,
 ) -> None:
-    """Full integrity check of every shard (metadata, shapes, offsets, shard index crc32c, file sizes, finite
-    activations, contiguous sequence ranges). Exits 2 with one 'error:' line per problem on any damage."""
+    """Full integrity check of every shard (metadata, shapes, offsets, file sizes, crc32c of every file, finite
+    activations with |x| <= 1e6, contiguous sequence ranges) and of the writers' records (missing shards, a
+    writer not finished). Exits 2 with one 'error:' line per problem on any damage or an incomplete store."""
     from .verify import verify_store
 
     try:
@@ -95,4 +102,5 @@ def verify(
         log.warning(w)
     typer.echo(
         f"OK: {report['shards']} shards, {report['sequences']:,} sequences, {report['tokens']:,} tokens"
+        f" (completeness: {report['complete']})"
     )

@@ -33,3 +33,21 @@ class StoreWriteError(StoreError, ValueError):
 
 class StoreExistsError(StoreError, FileExistsError):
     """A shard with this writer/seq name is already committed."""
+
+
+class StoreIncompleteError(StoreError, ValueError):
+    """The store's writer records say shards are missing, or a writer has not finished. ``missing``: shard
+    names; ``unfinished``: writer ids."""
+
+    def __init__(self, message: str, missing: list[str] | None = None, unfinished: list[int] | None = None):
+        super().__init__(message)
+        self.missing = list(missing or [])
+        self.unfinished = list(unfinished or [])
+
+
+class StoreBusyError(StoreError, OSError):
+    """Another live process holds this writer's lock (two runs with one writer id on one store)."""
+
+
+class StoreCommitError(StoreError, OSError):
+    """A shard lost files while it was written (another process touched its partial directory): not committed."""

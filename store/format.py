@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import numpy as np
 
 from .errors import StoreCorruptError, StoreNotFoundError
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2  # 2: per-file checksums and writer records; 1 is still read (no checksums, no records)
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
 FORMAT_NAME = "fastsae-store"
 
 STORE_JSON = "store.json"
@@ -26,7 +27,11 @@ SKIPPED_JSONL = "skipped.jsonl"
 ZARR_JSON = "zarr.json"
 SHARD_RE = re.compile(r"^shard-(\d{5,})-(\d{6,})\.zarr$")
 PARTIAL_PREFIX = ".partial-"
+PARTIAL_RE = re.compile(r"^\.partial-shard-(\d{5,})-(\d{6,})\.zarr$")
+WRITER_RECORD_RE = re.compile(r"^writer-(\d{5,})\.json$")
 ATTRS_KEY = "fastsae"  # group attribute holding the shard's own facts
+FILES_KEY = "files"  # in ATTRS_KEY (schema 2): {path inside the shard: {"bytes": n, "crc32c": c}}
+META_CRC_KEY = "meta_crc32c"  # in ATTRS_KEY (schema 2): crc32c of the canonical JSON of the rest of ATTRS_KEY
 STORE_META_KEY = "store_meta"  # group attribute holding a copy of store.json
 
 # stored dtype name -> (numpy dtype of the zarr array, bytes per element)
@@ -50,6 +55,8 @@ COMPRESSIONS = (None, "zstd")
 ZSTD_LEVEL = 3
 TARGET_CHUNK_BYTES = 256 * 1024  # inner chunk size the writer aims for when rows_per_chunk is not given
 MAX_UINT64 = 2**64 - 1
+# |activation| above this is damage or a broken forward pass, not data (verify flags it; float16 cannot exceed it)
+MAX_ABS_ACTIVATION = 1e6
 INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per inner chunk
 CRC_BYTES = 4
 
@@ -64,6 +71,14 @@ def shard_name(writer: int, seq: int) -> str:
 
 def partial_name(writer: int, seq: int) -> str:
     return f"{PARTIAL_PREFIX}{shard_stem(writer, seq)}.zarr"
+
+
+def writer_record_name(writer: int) -> str:
+    return f"writer-{writer:05d}.json"
+
+
+def writer_lock_name(writer: int) -> str:
+    return f".writer-{writer:05d}.lock"
 
 
 def act_array_name(layer: int) -> str:
@@ -103,10 +118,17 @@ def plan_chunks(num_rows: int, target_rows: int) -> tuple[int, int]:
     return max(1, -(-num_rows // n_chunks)), n_chunks
 
 
-def crc32c(data: bytes | memoryview | np.ndarray) -> int:
+def crc32c(data: bytes | np.ndarray, crc: int = 0) -> int:
+    """crc32c of bytes or of a C-contiguous array's bytes (no copy), continuing from ``crc``."""
     import google_crc32c
 
-    return int(google_crc32c.value(bytes(data) if isinstance(data, np.ndarray) else data))
+    return int(google_crc32c.extend(crc, data))
+
+
+def meta_crc32c(info: dict) -> int:
+    """crc32c of a shard's fastsae attributes without META_CRC_KEY, as canonical JSON."""
+    rest = {k: v for k, v in info.items() if k != META_CRC_KEY}
+    return crc32c(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
 
 
 def fsync_path(path: Path) -> None:
@@ -152,12 +174,12 @@ def write_json_atomic(path: Path, obj: Any, *, exclusive: bool = False) -> bool:
     """Write JSON via a unique temp file + fsync + rename. exclusive: never replace an existing file
     (uses link(2), atomic create-if-absent); returns False if the file already existed."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
     try:
+        with open(tmp, "w") as f:  # a full disk fails here: the finally below removes the temp file
+            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
         if exclusive:
             try:
                 os.link(tmp, path)
@@ -203,9 +225,46 @@ def read_store_json(root: Path) -> dict:
     return meta
 
 
+def scan_shards(root: Path) -> tuple[list[Path], list[str]]:
+    """(committed shard directories in name order, problems): a shard name that is a symbolic link or not a
+    directory is a problem, never followed (the store root is a boundary)."""
+    shards, problems = [], []
+    for p in sorted(Path(root).iterdir()):
+        if not SHARD_RE.match(p.name):
+            continue
+        if p.is_symlink():
+            problems.append(
+                f"shard {p.name} is a symbolic link (to {os.readlink(p)}); shards must be real directories "
+                "inside the store"
+            )
+        elif not p.is_dir():
+            problems.append(f"shard {p.name} is not a directory")
+        else:
+            shards.append(p)
+    return shards, problems
+
+
 def list_shards(root: Path) -> list[Path]:
-    """Committed shard directories (name order; harvest order comes from their first_sequence)."""
-    return sorted(p for p in Path(root).iterdir() if SHARD_RE.match(p.name) and p.is_dir())
+    """Committed shard directories (name order; harvest order comes from their first_sequence). Raises
+    StoreCorruptError for a shard name that is a symbolic link or not a directory."""
+    shards, problems = scan_shards(root)
+    if problems:
+        raise StoreCorruptError(f"store {root}: {problems[0]}", problems)
+    return shards
+
+
+def lstat_inside(shard_dir: Path, rel: str, *, what: str) -> os.stat_result | None:
+    """lstat of ``shard_dir/rel`` with no symbolic link on the way (None if it does not exist)."""
+    path = shard_dir
+    for part in rel.split("/"):
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise StoreCorruptError(f"{what}: {rel} is a symbolic link; a shard's files must be inside it")
+    return st
 
 
 def list_partials(root: Path) -> list[Path]:

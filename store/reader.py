@@ -1,25 +1,28 @@
 """Reading a store: open_store -> Store -> Shard / Sequence. Read-only, lazy, memmap-based.
 
 Activations of uncompressed shards are np.memmap views of the zarr shard file (the data region is one
-row-major [T_pad, d_model] matrix); compressed shards fall back to zarr reads. Nothing but the per-shard
-offsets is loaded at open.
+row-major [T_pad, d_model] matrix); compressed shards fall back to zarr reads. At open every shard's declared
+counts and shapes are checked against its files' sizes (checks.check_declared: zarr.json reads and lstat()s
+only) and the writers' records against the shards present (completeness.py); no array is read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .dtypes import to_float32
-from .errors import StoreCorruptError, StoreNotFoundError
+from .errors import StoreCorruptError, StoreIncompleteError, StoreNotFoundError
 from .format import (
     ATTRS_KEY,
     DTYPES,
+    FILES_KEY,
     SMALL_ARRAYS,
     STORE_JSON,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -32,7 +35,10 @@ from .format import (
     small_chunk_file,
     tree_bytes,
 )
-from .shardfile import check_shard_index, memmappable
+from .shardfile import check_compressed_index, check_shard_index, memmappable
+
+if TYPE_CHECKING:
+    from .completeness import Completeness
 
 _SHARD_KEYS = ("num_sequences", "num_tokens", "first_sequence", "layers", "d_model", "dtype")
 
@@ -73,6 +79,9 @@ class Shard:
         if info["dtype"] not in DTYPES:
             raise StoreCorruptError(f"shard {self.name}: unknown dtype {info['dtype']!r}")
         self.attrs: dict = attrs
+        self.schema_version: int = info["schema_version"]
+        self.files: dict[str, dict] = info.get(FILES_KEY) or {}  # schema 2: {path: {"bytes", "crc32c"}}
+        self._metas: dict[str, dict] = {}  # array zarr.json, read (and checked) once
         self.first_sequence = int(info["first_sequence"])
         self.num_sequences = int(info["num_sequences"])
         self.num_tokens = int(info["num_tokens"])
@@ -89,8 +98,16 @@ class Shard:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Shard:
+        """Opens a committed shard after checking its files against its attributes (declared.check_files: an
+        lstat per file; the activation files' sizes are checked when each layer is first read)."""
+        from .declared import check_files, stat_files
+
         path = Path(path)
-        return cls(path, read_json(path / ZARR_JSON, what=f"shard {path.name}"))
+        if ZARR_JSON not in stat_files(path, [ZARR_JSON]):
+            raise StoreCorruptError(f"shard {path.name}: missing {ZARR_JSON} (not a shard, or damaged)")
+        shard = cls(path, read_json(path / ZARR_JSON, what=f"shard {path.name}"))
+        check_files(path, shard.attrs[ATTRS_KEY], act_layers=())
+        return shard
 
     def __repr__(self) -> str:
         return f"Shard({self.name}, sequences={self.num_sequences}, tokens={self.num_tokens})"
@@ -100,7 +117,17 @@ class Shard:
         return self.first_sequence, self.first_sequence + self.num_sequences
 
     def _array_meta(self, name: str) -> dict:
-        return read_json(self.path / name / ZARR_JSON, what=f"shard {self.name} array {name}")
+        """The array's zarr.json (checked against its crc32c in the manifest, schema 2), read once."""
+        from .declared import parse_array_meta
+
+        if name not in self._metas:
+            rel, what = f"{name}/{ZARR_JSON}", f"shard {self.name} array {name}"
+            try:
+                raw = (self.path / rel).read_bytes()
+            except FileNotFoundError:
+                raise StoreCorruptError(f"{what}: {rel} is missing") from None
+            self._metas[name] = parse_array_meta(raw, rel, what, self.files)
+        return self._metas[name]
 
     def small_array(self, name: str) -> np.ndarray:
         """token_ids, token_types, offsets, sources, doc_starts or doc_sources (memmap, read-only)."""
@@ -132,8 +159,8 @@ class Shard:
             if size != expected:
                 raise StoreCorruptError(f"{what}: chunk file is {max(size, 0)} bytes, expected {expected}")
             arr = np.memmap(f, dtype=np_dtype, mode="r", shape=shape)
-        else:
-            arr = np.asarray(self._zarr_array(name)[...], dtype=np_dtype)
+        else:  # never read through zarr at a declared shape: the format has one layout for these
+            raise StoreCorruptError(f"{what}: dtype, chunks or codecs differ from the format's")
         self._small[name] = arr
         return arr
 
@@ -202,6 +229,12 @@ class Shard:
             )
             arr: Any = np.memmap(path, dtype=np_dtype, mode="r", shape=shape)
         else:
+            from .declared import zstd_chunks
+
+            zplan = zstd_chunks(meta, shape, np_dtype)
+            if zplan is None:
+                raise StoreCorruptError(f"{what}: chunks or codecs differ from the format's")
+            check_compressed_index(act_shard_file(self.path, layer), zplan[1], what)
             arr = ZarrRows(self._zarr_array(name))
         self._acts[layer] = arr
         return arr
@@ -214,8 +247,39 @@ class Shard:
     def sequence(self, i: int, *, index: int | None = None) -> Sequence:
         return Sequence(self, i, self.first_sequence + i if index is None else index)
 
+    def locate(self, row: int) -> TokenLocation:
+        """Which sequence holds shard-local token ``row``, and where in it."""
+        if not 0 <= row < self.num_tokens:
+            raise IndexError(f"token {row} out of range for shard {self.name} ({self.num_tokens} tokens)")
+        local = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        ds, src_row = (int(x) for x in self.sources[local])
+        return TokenLocation(
+            shard=self.name, row=int(row), sequence=self.first_sequence + local,
+            position=int(row - self.offsets[local]), length=int(self.offsets[local + 1] - self.offsets[local]),
+            source=(ds, src_row),
+        )  # fmt: skip
+
     def bytes(self) -> int:
         return tree_bytes(self.path)
+
+
+@dataclass(frozen=True)
+class TokenLocation:
+    """Where a token row is: its shard, shard-local row, global sequence index (harvest order), position in that
+    sequence, the sequence's length, and its source (dataset index into store.json's "data", row)."""
+
+    shard: str
+    row: int
+    sequence: int
+    position: int
+    length: int
+    source: tuple[int, int]
+
+    def __str__(self) -> str:
+        return (
+            f"shard {self.shard} row {self.row}: sequence {self.sequence}, token {self.position} of "
+            f"{self.length}, from dataset {self.source[0]} row {self.source[1]}"
+        )
 
 
 class Sequence:
@@ -273,8 +337,9 @@ class Sequence:
 class Store:
     """A read-only view of the committed shards of a store directory. Use open_store()."""
 
-    def __init__(self, path: Path, meta: dict, shards: list[Shard]):
+    def __init__(self, path: Path, meta: dict, shards: list[Shard], completeness: Completeness | None = None):
         self.path, self.meta, self.shards = path, meta, shards
+        self.completeness = completeness
         if shards:
             first = shards[0]
             for sh in shards[1:]:
@@ -314,6 +379,19 @@ class Store:
         return out
 
     @cached_property
+    def token_starts(self) -> np.ndarray:  # [n_shards + 1] first store-order token row of each shard
+        return np.concatenate([[0], np.cumsum([sh.num_tokens for sh in self.shards], dtype=np.int64)])
+
+    def locate(self, row: int) -> TokenLocation:
+        """Names the shard and sequence of token ``row`` in store order (shards in harvest order, rows in
+        shard order: the order train's token ids count in). O(log shards + log sequences)."""
+        row = int(row)
+        if not 0 <= row < self.num_tokens:
+            raise IndexError(f"token {row} out of range (store has {self.num_tokens})")
+        k = int(np.searchsorted(self.token_starts, row, side="right")) - 1
+        return self.shards[k].locate(row - int(self.token_starts[k]))
+
+    @cached_property
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update((self.path / STORE_JSON).read_bytes())
@@ -347,8 +425,16 @@ def check_sequence_ranges(shards: list[Shard]) -> list[str]:
     return problems
 
 
-def open_store(root: str | os.PathLike) -> Store:
-    """Open a store read-only (committed shards only; .partial-* directories are ignored)."""
+def open_store(root: str | os.PathLike, *, allow_incomplete: bool = True) -> Store:
+    """Open a store read-only (committed shards only; .partial-* directories are ignored). Every shard's
+    declared sizes are checked against its files first (StoreCorruptError names the shard and file).
+
+    ``store.completeness`` compares the shards with the writers' records (completeness.py). With
+    ``allow_incomplete=False`` a store whose records name missing shards, or a writer that has not finished,
+    raises StoreIncompleteError; a store without records (schema 1, or not written by harvest) opens, its
+    completeness "unknown"."""
+    from .completeness import store_completeness
+
     root = Path(root)
     if not root.exists():
         raise StoreNotFoundError(f"store not found: {root}")
@@ -361,6 +447,11 @@ def open_store(root: str | os.PathLike) -> Store:
             raise StoreCorruptError(str(e)) from None
     shards.sort(key=lambda sh: (sh.first_sequence, sh.name))
     problems = check_sequence_ranges(shards)
+    completeness = store_completeness(root, shards)
+    if problems and completeness.missing:  # a gap the writers' records explain: name the missing shard
+        raise StoreCorruptError(completeness.message, [completeness.message, *problems])
     if problems:
         raise StoreCorruptError(f"store {root}: {problems[0]}", problems)
-    return Store(root, meta, shards)
+    if not allow_incomplete and completeness.state == "incomplete":
+        raise StoreIncompleteError(completeness.message, completeness.missing, completeness.unfinished)
+    return Store(root, meta, shards, completeness)

@@ -1,10 +1,12 @@
-"""Writing a store: init_store (store.json), ShardWriter (one atomically committed shard), clean_partial.
+"""Writing a store: init_store (store.json) and ShardWriter (one atomically committed shard).
 
-A ShardWriter streams activation rows straight into the final shard file of each ``acts/layer_<L>`` array
-inside ``.partial-<name>.zarr`` (nothing but the small per-token arrays is held in RAM). At commit it pads
-the data to whole inner chunks, appends the sharding index + crc32c itself, writes the zarr.json metadata
-through zarr, fsyncs everything and renames the directory to ``shard-<writer>-<seq>.zarr`` in one
-os.replace. A kill at any point leaves at most the ``.partial-*`` directory.
+A ShardWriter holds its writer's lock (locking.py) while it streams activation rows straight into the final
+shard file of each ``acts/layer_<L>`` array inside ``.partial-<name>.zarr`` (nothing but the small per-token
+arrays is held in RAM), a running crc32c of every byte beside. At commit it pads the data to whole inner
+chunks, appends the sharding index + crc32c itself, writes the zarr.json metadata through zarr with the
+shard's file manifest (size and crc32c of every file), checks every file is still there with its size,
+fsyncs everything and renames the directory to ``shard-<writer>-<seq>.zarr`` in one os.replace. A kill at
+any point leaves at most the ``.partial-*`` directory.
 """
 
 from __future__ import annotations
@@ -19,30 +21,37 @@ from typing import Any
 import numpy as np
 
 from .dtypes import all_finite, encode_acts
-from .errors import StoreExistsError, StoreMismatchError, StoreWriteError
+from .errors import StoreCommitError, StoreExistsError, StoreMismatchError, StoreWriteError
 from .format import (
     ATTRS_KEY,
     COMPRESSIONS,
     DTYPES,
+    FILES_KEY,
     FORMAT_NAME,
+    META_CRC_KEY,
     SCHEMA_VERSION,
     SHARD_RE,
     SMALL_ARRAYS,
     STORE_JSON,
     STORE_META_KEY,
+    ZARR_JSON,
     ZSTD_LEVEL,
     act_shard_file,
     auto_rows_per_chunk,
+    crc32c,
     fsync_path,
     fsync_tree,
-    list_partials,
+    lstat_inside,
+    meta_crc32c,
     normalize_json,
     partial_name,
     plan_chunks,
     read_store_json,
     shard_name,
+    small_chunk_file,
     write_json_atomic,
 )
+from .locking import WriterLock
 from .shardfile import build_index, contiguous_index
 from .token_types import NUM_TOKEN_TYPES
 
@@ -77,23 +86,6 @@ def init_store(root: str | os.PathLike, *, meta: Mapping[str, Any]) -> dict:
 
 
 _MISSING = object()
-
-
-def clean_partial(root: str | os.PathLike) -> list[Path]:
-    """Delete ``.partial-*`` directories a crashed writer left behind; returns what was removed.
-
-    Only call this when no writer is running on ``root`` (e.g. on harvest resume)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    removed = []
-    for p in list_partials(root):
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-        removed.append(p)
-    return removed
 
 
 class ShardWriter:
@@ -149,14 +141,31 @@ class ShardWriter:
         if self.path.exists():
             raise StoreExistsError(f"shard {self.path} is already committed; pick another writer/seq")
         self.partial_path = self.root / partial_name(self.writer, self.seq)
-        if self.partial_path.exists():  # left by a crashed run of this same writer/seq
-            shutil.rmtree(self.partial_path)
-        self.partial_path.mkdir()
         self._files = {}
-        for layer in layers:
-            f = act_shard_file(self.partial_path, layer)
-            f.parent.mkdir(parents=True)
-            self._files[layer] = open(f, "wb")
+        self._dir_fd: int | None = None
+        self._lock = WriterLock(self.root, self.writer)
+        self._lock.acquire()  # before the partial exists: clean_partial never removes a live writer's work
+        try:
+            if self.path.exists():
+                raise StoreExistsError(f"shard {self.path} is already committed; pick another writer/seq")
+            if self.partial_path.exists():  # left by a dead run of this same writer/seq
+                shutil.rmtree(self.partial_path)
+            self.partial_path.mkdir()
+            # held open until commit: its inode (and the acts files') cannot be reused by a look-alike
+            self._dir_fd = os.open(self.partial_path, os.O_RDONLY | os.O_DIRECTORY)
+            self._dir_ino = os.fstat(self._dir_fd).st_ino
+            self._ino = {}
+            for layer in layers:
+                f = act_shard_file(self.partial_path, layer)
+                f.parent.mkdir(parents=True)
+                self._files[layer] = open(f, "wb")
+                self._ino[layer] = os.fstat(self._files[layer].fileno()).st_ino
+        except BaseException:
+            self._close_handles()
+            self._lock.release()
+            raise
+        self._crc = {layer: 0 for layer in layers}  # running crc32c and size of each acts file
+        self._nbytes = {layer: 0 for layer in layers}
         self._pending: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}  # zstd mode only
         self._pending_rows = 0
         self._index: dict[int, list[tuple[int, int]]] = {layer: [] for layer in layers}  # zstd mode only
@@ -252,10 +261,15 @@ class ShardWriter:
         self._doc_starts.extend(base + s for s in starts)
         self._doc_sources.extend(dsrc)
 
+    def _put(self, layer: int, data: bytes | np.ndarray) -> None:
+        self._files[layer].write(data if isinstance(data, bytes) else data.data)
+        self._crc[layer] = crc32c(data, self._crc[layer])
+        self._nbytes[layer] += len(data) if isinstance(data, bytes) else data.nbytes
+
     def _write_rows(self, encoded: dict[int, np.ndarray], n: int) -> None:
         if self.compression is None:
             for layer, raw in encoded.items():
-                self._files[layer].write(raw.data)
+                self._put(layer, raw)
             return
         for layer, raw in encoded.items():
             self._pending[layer].append(raw)
@@ -275,10 +289,9 @@ class ShardWriter:
             from numcodecs import Zstd
 
             self._zstd = Zstd(level=ZSTD_LEVEL)
-        data = self._zstd.encode(np.ascontiguousarray(rows).tobytes())
-        f = self._files[layer]
-        self._index[layer].append((f.tell(), len(data)))
-        f.write(data)
+        data = bytes(self._zstd.encode(np.ascontiguousarray(rows).tobytes()))
+        self._index[layer].append((self._nbytes[layer], len(data)))
+        self._put(layer, data)
 
     def commit(self) -> Path:
         """Finalise index and metadata, fsync, and atomically rename into place. Returns the shard path."""
@@ -288,8 +301,10 @@ class ShardWriter:
             raise StoreWriteError(f"{self.name}: nothing to commit (no sequences appended); call abort()")
         try:
             rpc, n_chunks = self._finish_act_files()
-            self._write_metadata(rpc, n_chunks)
+            files = self._write_metadata(rpc, n_chunks)
             fsync_tree(self.partial_path)
+            self._check_partial(files)
+            self._close_handles()
             if self.path.exists():
                 raise StoreExistsError(f"shard {self.path} appeared while writing; not overwriting it")
             os.replace(self.partial_path, self.path)
@@ -298,7 +313,27 @@ class ShardWriter:
             self.abort()
             raise
         self._state = "committed"
+        self._lock.release()
         return self.path
+
+    def _check_partial(self, files: dict[str, dict]) -> None:
+        """Every file of the manifest is in the partial directory with its size (and the acts files are the
+        ones this writer wrote): another process may have removed the directory while it was filled."""
+        lost = f"{self.name}: not committed: the partial directory {self.partial_path.name}"
+        try:
+            ino = os.stat(self.partial_path).st_ino
+        except FileNotFoundError:
+            ino = None
+        if ino != self._dir_ino:
+            raise StoreCommitError(f"{lost} was removed or replaced by another process while it was written")
+        written = {act_shard_file(Path(), layer).as_posix(): self._ino[layer] for layer in self.layers}
+        for rel, entry in [(ZARR_JSON, None), *files.items()]:
+            st = lstat_inside(self.partial_path, rel, what=lost)
+            if st is None or (entry is not None and st.st_size != entry["bytes"]):
+                size = "missing" if st is None else f"{st.st_size} bytes, expected {entry['bytes']}"
+                raise StoreCommitError(f"{lost} lost a file: {rel} is {size}")
+            if rel in written and st.st_ino != written[rel]:
+                raise StoreCommitError(f"{lost}: {rel} was replaced by another process while it was written")
 
     def _finish_act_files(self) -> tuple[int, int]:
         T = self.num_tokens
@@ -314,7 +349,7 @@ class ShardWriter:
         for layer in self.layers:
             f = self._files[layer]
             if self.compression is None:
-                f.write(pad)
+                self._put(layer, pad)
                 idx = index
             else:
                 if self._pending_rows:
@@ -324,11 +359,12 @@ class ShardWriter:
                     self._write_chunk(layer, padded)
                 idx = np.asarray(self._index[layer], dtype="<u8")
                 assert idx.shape == (n_chunks, 2), (idx.shape, n_chunks)
-            f.write(build_index(idx))
-            f.close()  # fsynced with the rest of the tree at commit
+            self._put(layer, build_index(idx))
+            f.flush()  # fsynced with the rest of the tree at commit, closed after the check
         return rpc, n_chunks
 
-    def _write_metadata(self, rpc: int, n_chunks: int) -> None:
+    def _write_metadata(self, rpc: int, n_chunks: int) -> dict[str, dict]:
+        """zarr.json of the group and arrays, the small arrays; returns the file manifest (in the attrs too)."""
         import zarr
         from zarr.codecs import ZstdCodec
         from zarr.storage import LocalStore
@@ -376,6 +412,13 @@ class ShardWriter:
             "doc_starts": np.asarray(self._doc_starts, dtype=np.int64),
             "doc_sources": np.asarray(self._doc_sources, dtype=np.int64).reshape(-1, 2),
         }
+        files = {
+            act_shard_file(Path(), layer).as_posix(): {
+                "bytes": self._nbytes[layer],
+                "crc32c": self._crc[layer],
+            }
+            for layer in self.layers
+        }
         for name, data in small.items():
             np_dtype, trailing = SMALL_ARRAYS[name]
             data = np.ascontiguousarray(data, dtype=np_dtype)
@@ -387,16 +430,35 @@ class ShardWriter:
                 fill_value=0,
                 config={"write_empty_chunks": True},
             )
+            if data.shape[0]:  # a zero-length array has no chunk file
+                rel = small_chunk_file(Path(), name).as_posix()
+                files[rel] = {"bytes": data.nbytes, "crc32c": crc32c(data)}
+        for dirpath, _dirs, names in os.walk(self.partial_path):
+            rel_dir = Path(dirpath).relative_to(self.partial_path)
+            if ZARR_JSON in names and rel_dir != Path():  # the group's own zarr.json holds the manifest
+                raw = (Path(dirpath) / ZARR_JSON).read_bytes()
+                files[(rel_dir / ZARR_JSON).as_posix()] = {"bytes": len(raw), "crc32c": crc32c(raw)}
+        info = normalize_json({**attrs[ATTRS_KEY], FILES_KEY: dict(sorted(files.items()))})
+        info[META_CRC_KEY] = meta_crc32c(info)
+        group.update_attributes({ATTRS_KEY: info})
+        return info[FILES_KEY]
 
-    def abort(self) -> None:
-        """Close files and delete the partial directory. Safe to call more than once."""
+    def _close_handles(self) -> None:
         for f in self._files.values():
             if not f.closed:
                 f.close()
-        if self.partial_path.exists():
-            shutil.rmtree(self.partial_path, ignore_errors=True)
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def abort(self) -> None:
+        """Close files and delete the partial directory. Safe to call more than once."""
+        self._close_handles()
         if self._state != "committed":
+            if self.partial_path.exists():
+                shutil.rmtree(self.partial_path, ignore_errors=True)
             self._state = "aborted"
+        self._lock.release()
 
 
 def parse_shard_name(name: str) -> tuple[int, int] | None:
@@ -404,4 +466,4 @@ def parse_shard_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-__all__ = ["ShardWriter", "clean_partial", "init_store"]
+__all__ = ["ShardWriter", "init_store"]

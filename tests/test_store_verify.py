@@ -147,4 +147,4 @@ def test_compressed_store_truncated(tmp_path):
 def test_partial_dir_is_a_warning_not_damage(store):
     (store / ".partial-shard-00003-000000.zarr" / "acts").mkdir(parents=True)
     report = verify_store(store)
-    assert report["ok"] and len(report["warnings"]) == 1 and "partial" in report["warnings"][0]
+    assert report["ok"] and [w for w in report["warnings"] if "partial" in w]

@@ -1,0 +1,152 @@
+"""Full reads of activation files: their crc32c (schema 2) and their values (finite, |x| <= MAX_ABS_ACTIVATION).
+
+verify reads each uncompressed acts file once, in blocks, for both. ``find_bad_activation`` is the value scan
+alone, for a caller that met a bad value (train's non-finite batch) and wants its shard and sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .declared import zstd_chunks
+from .dtypes import to_float32
+from .errors import StoreCorruptError
+from .format import DTYPES, MAX_ABS_ACTIVATION, act_array_name, act_shard_file, crc32c
+from .shardfile import check_compressed_index, check_shard_index, memmappable
+
+if TYPE_CHECKING:
+    from .reader import Shard, Store, TokenLocation
+
+BLOCK_BYTES = 64 * 2**20  # activation files are read in blocks of about this size
+
+
+def _bf16_bound_bits(bound: float) -> int:
+    """Largest bfloat16 magnitude bit pattern whose value is <= bound (the top half of float32(bound))."""
+    return int(np.array(bound, dtype=np.float32).view(np.uint32)) >> 16
+
+
+def first_bad_row(
+    rows: np.ndarray, dtype: str, bound: float = MAX_ABS_ACTIVATION
+) -> tuple[int, float] | None:
+    """(row, value) of the first row of ``rows`` (stored representation, [n, d]) holding NaN, inf or a value
+    with |x| > bound; None if there is none."""
+    if dtype == "bfloat16":
+        mag = np.bitwise_and(rows, 0x7FFF)
+        limit = _bf16_bound_bits(bound)
+        if not len(mag) or int(mag.max()) <= limit:
+            return None
+        bad = mag > limit
+    else:
+        mag, limit = np.abs(rows), np.float32(bound)  # a float32 bound: float16 would round 1e6 to inf
+        if not len(mag) or mag.max() <= limit:  # NaN compares False: falls through
+            return None
+        bad = ~(mag <= limit)
+    i = int(np.argmax(bad.any(axis=1)))
+    j = int(np.argmax(bad[i]))
+    return i, float(to_float32(rows[i : i + 1, j : j + 1], dtype)[0, 0])
+
+
+def _describe(what: str, shard: Shard, row: int, value: float, bound: float) -> str:
+    kind = "non-finite value" if not np.isfinite(value) else f"value {value:.3g} beyond |x| <= {bound:g}"
+    return f"{what}: {kind} at token {row} ({shard.locate(row)})"
+
+
+@dataclass(frozen=True)
+class BadActivation:
+    """A non-finite or absurd activation: where it is, its layer and value."""
+
+    location: TokenLocation
+    layer: int
+    value: float
+
+    def __str__(self) -> str:
+        kind = "non-finite activation" if not np.isfinite(self.value) else f"activation {self.value:.3g}"
+        return f"{kind} in layer {self.layer} at {self.location}"
+
+
+def find_bad_activation(
+    store: Store, layer: int, *, bound: float = MAX_ABS_ACTIVATION, rows_per_block: int | None = None
+) -> BadActivation | None:
+    """The first NaN, inf or |x| > bound of ``layer`` in store order (a full read of that layer), or None."""
+    for shard in store.shards:
+        raw = shard.raw_acts(layer)
+        block = rows_per_block or max(1, BLOCK_BYTES // (DTYPES[shard.dtype][1] * shard.d_model))
+        for start in range(0, shard.num_tokens, block):
+            bad = first_bad_row(np.asarray(raw[start : start + block]), shard.dtype, bound)
+            if bad is not None:
+                return BadActivation(shard.locate(start + bad[0]), layer, bad[1])
+    return None
+
+
+def _crc_of_file(path: Path, buf: np.ndarray) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while n := f.readinto(buf):
+            crc = crc32c(buf[:n], crc)
+    return crc
+
+
+def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = MAX_ABS_ACTIVATION) -> None:
+    """Index crc and entries; with ``values``: every activation finite and |x| <= bound, and (schema 2) the file's
+    crc32c equal to its manifest's. Raises StoreCorruptError naming the shard, array, token and sequence."""
+    name = act_array_name(layer)
+    what = f"shard {shard.name} array {name}"
+    path = act_shard_file(shard.path, layer)
+    entry = shard.files.get(act_shard_file(Path(), layer).as_posix())
+    np_dtype, itemsize = DTYPES[shard.dtype]
+    row_bytes = itemsize * shard.d_model
+    T = shard.num_tokens
+    meta = shard._array_meta(name)
+    plan = memmappable(meta, (T, shard.d_model), np_dtype)
+    size = path.stat().st_size  # the buffer: one block, or the whole file if smaller
+    block_rows = max(1, min(BLOCK_BYTES // row_bytes, -(-size // row_bytes)))
+    buf = np.empty(block_rows * row_bytes, dtype=np.uint8)
+    if plan is None:
+        zplan = zstd_chunks(meta, (T, shard.d_model), np_dtype)
+        if zplan is None:
+            raise StoreCorruptError(f"{what}: chunks or codecs differ from the format's")
+        check_compressed_index(path, zplan[1], what)
+        if not values:
+            return
+        crc = _crc_of_file(path, buf) if entry else None
+        raw = shard.raw_acts(layer)
+        first = None
+        for start in range(0, T, block_rows):
+            try:
+                rows = np.asarray(raw[start : start + block_rows])
+            except Exception as e:  # decode errors of compressed chunks
+                raise StoreCorruptError(
+                    f"{what}: rows {start}.. cannot be decoded ({type(e).__name__}: {e})"
+                ) from None
+            if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
+                first = (start + bad[0], bad[1])
+                break
+    else:
+        check_shard_index(path, rows_per_chunk=plan[0], n_chunks=plan[1], row_bytes=row_bytes, what=what)
+        if not values:
+            return
+        crc, row, first = 0, 0, None
+        with open(path, "rb") as f:
+            while n := f.readinto(buf):
+                if entry:
+                    crc = crc32c(buf[:n], crc)
+                k = min(n // row_bytes, T - row)
+                if first is None and k > 0:
+                    rows = buf[: k * row_bytes].view(np_dtype).reshape(k, shard.d_model)
+                    if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
+                        first = (row + bad[0], bad[1])
+                    row += k
+    crc_ok = entry is None or crc == entry["crc32c"]
+    if first is not None:
+        since = (
+            "" if entry is None
+            else "; the file's crc32c does not match: changed after writing" if not crc_ok
+            else "; the file's crc32c matches: written so"
+        )  # fmt: skip
+        raise StoreCorruptError(_describe(what, shard, first[0], first[1], bound) + since)
+    if not crc_ok:
+        raise StoreCorruptError(f"{what}: shard file c/0/0 was changed after writing (crc32c mismatch)")
