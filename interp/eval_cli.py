@@ -54,6 +54,7 @@ def eval_cmd(
     batch_tokens: Annotated[int, _c("batch_tokens")] = _d("batch_tokens"),
     splice_types: Annotated[str, _o("splice_types")] = _d("splice_types"),
     with_error: Annotated[bool, _o("with_error")] = _d("with_error"),
+    saelens_compatible: Annotated[bool, _o("saelens_compatible")] = _d("saelens_compatible"),
     allow_overlap: Annotated[bool, _o("allow_overlap")] = _d("allow_overlap"),
     compare: Annotated[bool, _o("compare")] = _d("compare"),
     device: Annotated[str, _o("device")] = _d("device"),

@@ -59,6 +59,13 @@ class EvalConfig:
     with_error: bool = field(
         default=False, metadata=_help("Add the SAE's error back at spliced positions (a check: clean CE).")
     )
+    saelens_compatible: bool = field(
+        default=False,
+        metadata=_help(
+            "SAELens run_evals' conventions: positions whose input is bos/eos/pad are neither spliced nor "
+            "scored; zero-ablation zeroes every position."
+        ),
+    )
     allow_overlap: bool = field(
         default=False,
         metadata=_help("Evaluate even on conversations an SAE was trained on (the results record how many)."),

@@ -47,6 +47,11 @@ SCORED = (
     "position counts toward the group of the token it predicts"
 )
 
+SAELENS = (
+    "; --saelens-compatible: positions whose input token is bos, eos or pad are neither spliced, scored nor in "
+    "the reconstruction metrics, and zero-ablation zeroes every position"
+)
+
 
 class EvalInputError(UsageError):
     """An SAE, store or model that cannot be evaluated together (the message names which)."""
@@ -222,6 +227,7 @@ def evaluate(cfg: EvalConfig, entries: list[SAEEntry], loaded, evalset: EvalSet,
     splicer = Splicer(model, layers)
     bs = batches(evalset.sequences, batch_tokens=cfg.batch_tokens, device=device)
     splice_types = torch.as_tensor(sorted(parse_types(cfg.splice_types)), device=device)
+    skip_ids = saelens_skip_ids(loaded.tokenizer, device) if cfg.saelens_compatible else None
     bar, task = _progress(cfg.progress, 2 * len(bs))
     with bar:
         means = {}  # pass 1: the evaluation set's mean residual per layer
@@ -234,23 +240,35 @@ def evaluate(cfg: EvalConfig, entries: list[SAEEntry], loaded, evalset: EvalSet,
         sums = PositionSums(len(evalset), device)
         recon = {i: ReconGroups() for i in range(len(entries))}
         for b in bs:
-            _batch(b, splicer, entries, means, sums, recon, splice_types, cfg.with_error)
+            _batch(b, splicer, entries, means, sums, recon, splice_types, cfg.with_error, skip_ids)
             bar.advance(task)
     return assemble(cfg, entries, evalset, sums, recon, loaded)
 
 
-def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error) -> None:
+def saelens_skip_ids(tokenizer, device) -> torch.Tensor:
+    """SAELens run_evals' excluded input tokens: the tokenizer's bos, eos and pad ids."""
+    ids = {getattr(tokenizer, f"{n}_token_id", None) for n in ("bos", "eos", "pad")} - {None}
+    return torch.as_tensor(sorted(ids), dtype=torch.long, device=device)
+
+
+def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error, skip_ids=None) -> None:
     clean = splicer.clean(b)
     seq, tgt, scored = b.seq[:, :-1], b.types[:, 1:], b.valid[:, 1:]
+    spliced = b.valid & torch.isin(b.types, splice_types)
+    used, zeroed = b.valid, spliced  # tokens of the reconstruction metrics; positions zero-ablation zeroes
+    if (
+        skip_ids is not None
+    ):  # SAELens: bos/eos/pad inputs neither spliced nor scored; zero-ablation everywhere
+        skip = torch.isin(b.input_ids, skip_ids) & b.valid
+        spliced, scored, used, zeroed = spliced & ~skip, scored & ~skip[:, :-1], b.valid & ~skip, b.valid
     sums.count(seq, tgt, scored)
     sums.add("clean", seq, tgt, scored, token_nll(clean.logits, b.input_ids))
-    spliced = b.valid & torch.isin(b.types, splice_types)
     first = torch.zeros_like(b.valid)
     first[:, 0] = True
     for L in splicer.layers:
         x = clean.resid[L]
-        for name, value in (("zero", torch.zeros_like(means[L])), ("mean", means[L])):
-            r = torch.where(spliced[..., None], value.to(x.dtype), x)
+        for name, value, where in (("zero", torch.zeros_like(means[L]), zeroed), ("mean", means[L], spliced)):
+            r = torch.where(where[..., None], value.to(x.dtype), x)
             sums.add(f"{name}@{L}", seq, tgt, scored, token_nll(splicer.rerun(clean, L, r), b.input_ids))
         xv = x[b.valid]
         for i, e in enumerate(entries):
@@ -259,7 +277,15 @@ def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error) ->
             xs = xv.to(e.sae.W_enc.dtype)
             acts = e.sae.encode(xs)
             x_hat = e.sae.decode(acts)
-            recon[i].update(xs, x_hat, acts, types=b.types[b.valid], seq=b.seq[b.valid], first=first[b.valid])
+            u = used[b.valid]
+            recon[i].update(
+                xs[u],
+                x_hat[u],
+                acts[u],
+                types=b.types[b.valid][u],
+                seq=b.seq[b.valid][u],
+                first=first[b.valid][u],
+            )
             put = x_hat + (xs - x_hat) if with_error else x_hat
             r = x.clone()
             r[b.valid] = torch.where(spliced[b.valid][:, None], put.to(x.dtype), xv)
@@ -298,8 +324,9 @@ def assemble(cfg, entries, evalset, sums, recon, loaded) -> dict:
             **evalset.description,
             "num_sequences": len(evalset),
             "num_tokens": evalset.num_tokens,
-            "scored": SCORED,
+            "scored": SCORED + (SAELENS if cfg.saelens_compatible else ""),
             "spliced": spliced + (" (SAE error added back)" if cfg.with_error else ""),
+            "saelens_compatible": cfg.saelens_compatible,
         },  # fmt: skip
         "groups": list(GROUPS),
         "saes": saes,

@@ -285,3 +285,20 @@ def test_held_out_split_is_trains():
                 np.testing.assert_array_equal(
                     holdout_indices(n, seed, fraction=frac), pick_holdout(n, seed, fraction=frac)
                 )
+
+
+def test_saelens_compatible_skips_bos_eos_pad_inputs_and_zeroes_every_position(world, main_doc):
+    from fastsae.interp.evaluate import saelens_skip_ids
+    from tests._tiny_models import tiny_tokenizer
+
+    skip = saelens_skip_ids(tiny_tokenizer("llama"), "cpu")
+    assert len(skip) > 0
+    doc = run_eval(cfg(world, world["sae"], identity_sae(world), saelens_compatible=True))
+    store = open_store(world["store"])
+    ids = [store.sequence(i).token_ids for i in doc["evaluation"]["sequences"]]
+    scored = sum(int((~np.isin(s[:-1], skip.numpy())).sum()) for s in ids)
+    m, ident = overall(doc), overall(doc, 1)
+    assert m["scored_positions"] == scored < overall(main_doc)["scored_positions"]
+    assert m["tokens"] == sum(int((~np.isin(s, skip.numpy())).sum()) for s in ids)
+    assert abs(ident["ce_sae"] - ident["ce_clean"]) < 1e-9
+    assert doc["evaluation"]["saelens_compatible"] and "bos, eos or pad" in doc["evaluation"]["scored"]
