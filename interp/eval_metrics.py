@@ -27,17 +27,30 @@ RECON_KEYS = (*CORE_KEYS, "cosine_sim", "relative_norm", "dead_frac", "dense_fra
 NO_PREDICTION = "the first token is never predicted"
 
 
+CHUNK = 1024  # positions per log-softmax: float64 [CHUNK, vocab] at a time, never [B, T, vocab]
+
+
+def _per_position(fn, *logits: torch.Tensor) -> torch.Tensor:
+    """[B, T-1] float64 of fn(float64 logits [n, V] ...) over the predictions at t < T-1, chunk by chunk."""
+    B, T = logits[0].shape[:2]
+    out = torch.empty(B, max(T - 1, 0), dtype=torch.float64, device=logits[0].device)
+    for b in range(B):
+        for a in range(0, T - 1, CHUNK):
+            e = min(a + CHUNK, T - 1)
+            out[b, a:e] = fn(b, a, e, *(torch.log_softmax(x[b, a:e].double(), dim=-1) for x in logits))
+    return out
+
+
 def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """[B, T-1] float64 −log p(token t+1) of the prediction at t."""
-    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-    return -logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return _per_position(
+        lambda b, a, e, lp: -lp.gather(-1, input_ids[b, a + 1 : e + 1, None]).squeeze(-1), logits
+    )
 
 
 def token_kl(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """[B, T-1] float64 KL(p_clean ‖ p) of the predictions at t."""
-    lc = torch.log_softmax(clean_logits[:, :-1].double(), dim=-1)
-    ls = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-    return (lc.exp() * (lc - ls)).sum(-1)
+    return _per_position(lambda b, a, e, lc, ls: (lc.exp() * (lc - ls)).sum(-1), clean_logits, logits)
 
 
 class PositionSums:
