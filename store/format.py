@@ -7,6 +7,7 @@ See FORMAT.md for the layout in prose.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import stat
@@ -123,6 +124,20 @@ def crc32c(data: bytes | np.ndarray, crc: int = 0) -> int:
     import google_crc32c
 
     return int(google_crc32c.extend(crc, data))
+
+
+def file_crc32c(path: Path, *, block: int = 16 * 2**20) -> int:
+    """crc32c of a whole file: small ones read, larger ones through a read-only mapping (no copy)."""
+    size = os.path.getsize(path)
+    if size <= 2**20:
+        return crc32c(Path(path).read_bytes())
+    crc = 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        data = np.frombuffer(m, dtype=np.uint8)
+        for a in range(0, size, block):
+            crc = crc32c(data[a : a + block], crc)
+        del data  # before the mapping closes
+    return crc
 
 
 def meta_crc32c(info: dict) -> int:

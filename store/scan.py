@@ -6,6 +6,7 @@ alone, for a caller that met a bad value (train's non-finite batch) and wants it
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,13 +16,13 @@ import numpy as np
 from .declared import zstd_chunks
 from .dtypes import to_float32
 from .errors import StoreCorruptError
-from .format import DTYPES, MAX_ABS_ACTIVATION, act_array_name, act_shard_file, crc32c
+from .format import DTYPES, MAX_ABS_ACTIVATION, act_array_name, act_shard_file, crc32c, file_crc32c
 from .shardfile import check_compressed_index, check_shard_index, memmappable
 
 if TYPE_CHECKING:
     from .reader import Shard, Store, TokenLocation
 
-BLOCK_BYTES = 64 * 2**20  # activation files are read in blocks of about this size
+BLOCK_BYTES = 16 * 2**20  # activation files are scanned in blocks of about this size
 
 
 def _bf16_bound_bits(bound: float) -> int:
@@ -82,14 +83,6 @@ def find_bad_activation(
     return None
 
 
-def _crc_of_file(path: Path, buf: np.ndarray) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while n := f.readinto(buf):
-            crc = crc32c(buf[:n], crc)
-    return crc
-
-
 def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = MAX_ABS_ACTIVATION) -> None:
     """Index crc and entries; with ``values``: every activation finite and |x| <= bound, and (schema 2) the file's
     crc32c equal to its manifest's. Raises StoreCorruptError naming the shard, array, token and sequence."""
@@ -102,9 +95,7 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
     T = shard.num_tokens
     meta = shard._array_meta(name)
     plan = memmappable(meta, (T, shard.d_model), np_dtype)
-    size = path.stat().st_size  # the buffer: one block, or the whole file if smaller
-    block_rows = max(1, min(BLOCK_BYTES // row_bytes, -(-size // row_bytes)))
-    buf = np.empty(block_rows * row_bytes, dtype=np.uint8)
+    block_rows = max(1, BLOCK_BYTES // row_bytes)
     if plan is None:
         zplan = zstd_chunks(meta, (T, shard.d_model), np_dtype)
         if zplan is None:
@@ -112,7 +103,7 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
         check_compressed_index(path, zplan[1], what)
         if not values:
             return
-        crc = _crc_of_file(path, buf) if entry else None
+        crc = file_crc32c(path) if entry else None
         raw = shard.raw_acts(layer)
         first = None
         for start in range(0, T, block_rows):
@@ -129,17 +120,20 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
         check_shard_index(path, rows_per_chunk=plan[0], n_chunks=plan[1], row_bytes=row_bytes, what=what)
         if not values:
             return
-        crc, row, first = 0, 0, None
-        with open(path, "rb") as f:
-            while n := f.readinto(buf):
+        crc, first = 0, None
+        step = block_rows * row_bytes
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            data = np.frombuffer(m, dtype=np.uint8)  # one pass over the mapped file: no copy
+            for a in range(0, len(data), step):
                 if entry:
-                    crc = crc32c(buf[:n], crc)
-                k = min(n // row_bytes, T - row)
+                    crc = crc32c(data[a : a + step], crc)
+                k = min(block_rows, T - a // row_bytes)
                 if first is None and k > 0:
-                    rows = buf[: k * row_bytes].view(np_dtype).reshape(k, shard.d_model)
+                    rows = data[a : a + k * row_bytes].view(np_dtype).reshape(k, shard.d_model)
                     if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
-                        first = (row + bad[0], bad[1])
-                    row += k
+                        first = (a // row_bytes + bad[0], bad[1])
+                    del rows
+            del data  # before the mapping closes
     crc_ok = entry is None or crc == entry["crc32c"]
     if first is not None:
         since = (
