@@ -116,7 +116,7 @@ def main() -> None:
         return n_tok / (time.perf_counter() - t)
 
     bare_forward()  # warm-up
-    one_cfg = HarvestConfig(**{**base.asdict(), "batch_tokens": 1, "sort_window": 1})
+    one_cfg = HarvestConfig(**{**base.asdict(), "sort_window": 1})  # windows of one: batch-1 at any budget
     rates: dict[str, list[float]] = {"bare": [], "batched": [], "one": []}
 
     def harvest_rate(key: str, cfg: HarvestConfig, rep: int):

@@ -8,6 +8,7 @@ checks that need the model (layer range, chat template) happen in the runner bef
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from fastsae.errors import FastSAEError, UsageError
@@ -21,6 +22,12 @@ MODEL_DTYPES = ("auto", *DTYPES)
 PACKINGS = ("conversation", "block")
 ON_ERROR = ("skip", "fail")
 ATTENTION = ("sdpa", "eager")
+# A block shorter than this leaves its tokens almost no context to attend to: their activations would be
+# those of a sequence's first positions only, not of text.
+MIN_CONTEXT_SIZE = 8
+# A forward budget below this is at most one short conversation per forward in disguise (plan_batches
+# forwards a longer sequence alone); one conversation per forward is --sort-window 1.
+MIN_BATCH_TOKENS = 64
 
 
 class HarvestError(FastSAEError):
@@ -75,12 +82,16 @@ class HarvestConfig:
             "--context-size blocks (block-training baseline; plain text accepted)."
         ),
     )
-    context_size: int = field(default=2048, metadata=_help("Block length in tokens for --packing block."))
+    context_size: int = field(
+        default=2048,
+        metadata=_help(f"Block length in tokens for --packing block (at least {MIN_CONTEXT_SIZE})."),
+    )
     batch_tokens: int = field(
         default=0,
         metadata=_help(
-            "Token budget per forward pass (rows x padded length; length-sorted, right-padded batches). 0 = auto: "
-            "16384 (on 2 idle CPU cores batching measured 1.2x batch-1 on SmolLM2; 1 = one conversation per forward)."
+            "Token budget per forward pass (rows x padded length; length-sorted, right-padded batches): 0 = auto "
+            f"(16384), else at least {MIN_BATCH_TOKENS}, and in block mode at least --context-size. A sequence "
+            "longer than the budget is forwarded alone; --sort-window 1 forwards one conversation at a time."
         ),
     )
     shard_tokens: int = field(default=1 << 20, metadata=_help("Tokens per committed shard (about)."))
@@ -91,7 +102,8 @@ class HarvestConfig:
         ),
     )
     limit: int | None = field(
-        default=None, metadata=_help("Use at most this many usable records (over all --data together).")
+        default=None,
+        metadata=_help("Use at most this many usable records (over all --data together; omit for all)."),
     )
     on_error: str = field(default="skip", metadata=_help("Bad input records: skip (counted) or fail."))
     device: str = field(
@@ -118,7 +130,10 @@ class HarvestConfig:
         ),
     )
     threads: int = field(
-        default=0, metadata=_help("CPU threads for torch (0 = the cores this process may use).")
+        default=0,
+        metadata=_help(
+            "CPU threads for torch (0 = the cores this process may use; more are clamped to them)."
+        ),
     )
     attn_implementation: str = field(
         default="sdpa", metadata=_help("Attention implementation: sdpa or eager.")
@@ -143,19 +158,28 @@ class HarvestConfig:
             raise bad(f"--layers must be distinct non-negative integers, got {list(self.layers)}")
         if list(self.layers) != sorted(self.layers):
             raise bad(f"--layers must be ascending, got {list(self.layers)}")
-        for name in (
-            "max_tokens",
-            "context_size",
-            "shard_tokens",
-            "sort_window",
-            "num_writers",
-        ):
+        for name in ("max_tokens", "shard_tokens", "sort_window", "num_writers"):
             if getattr(self, name) < 1:
                 raise bad(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.dedup_ngram < 0 or self.threads < 0 or self.batch_tokens < 0:
             raise bad("--dedup-ngram, --threads and --batch-tokens must be >= 0")
-        if self.limit is not None and self.limit < 0:
-            raise bad(f"--limit must be >= 0, got {self.limit}")
+        if self.limit is not None and self.limit < 1:
+            raise bad(f"--limit must be >= 1 (omit it to use every record), got {self.limit}")
+        if self.context_size < MIN_CONTEXT_SIZE:
+            raise bad(
+                f"--context-size must be >= {MIN_CONTEXT_SIZE}, got {self.context_size}: shorter blocks leave "
+                "their tokens almost no context"
+            )
+        if self.batch_tokens and self.packing == "block" and self.batch_tokens < self.context_size:
+            raise bad(
+                f"--batch-tokens must be 0 (auto) or >= --context-size {self.context_size} in block mode (a "
+                f"forward holds whole blocks), got {self.batch_tokens}"
+            )
+        if 0 < self.batch_tokens < MIN_BATCH_TOKENS:
+            raise bad(
+                f"--batch-tokens must be 0 (auto) or >= {MIN_BATCH_TOKENS}, got {self.batch_tokens}: a budget "
+                "this small forwards one conversation at a time anyway; for that use --sort-window 1"
+            )
         if not 0 <= self.writer < self.num_writers:
             raise bad(
                 f"--writer {self.writer} is outside 0..{self.num_writers - 1} (--num-writers {self.num_writers})"
@@ -174,9 +198,16 @@ class HarvestConfig:
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
-    """'4,9,14' -> (4, 9, 14), sorted; a clear error for anything else."""
+    """'4,9,14' -> (4, 9, 14); another order is accepted and sorted, with a logged note (the store records
+    the sorted order, in store.json's "layers" and config); a clear error for anything else."""
     try:
         layers = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
         raise HarvestConfigError(f"--layers must be comma-separated integers, got {text!r}") from None
-    return tuple(sorted(layers))
+    ordered = tuple(sorted(layers))
+    if ordered != layers and len(set(layers)) == len(layers):
+        logging.getLogger(__name__).info(
+            "note: --layers %s: stored in ascending order, %s (the order store.json records)",
+            text, ",".join(map(str, ordered)),
+        )  # fmt: skip
+    return ordered

@@ -29,10 +29,12 @@ def test_config_defaults_and_validation():
     for bad in (
         dict(dtype="float64"), dict(packing="mixed"), dict(layers=()), dict(layers=(3, 3)), dict(layers=(-1,)),
         dict(batch_tokens=-1), dict(writer=2, num_writers=2), dict(on_error="ignore"), dict(model_dtype="int8"),
+        dict(limit=0), dict(batch_tokens=1), dict(context_size=7), dict(packing="block", batch_tokens=1024),
     ):  # fmt: skip
         with pytest.raises(HarvestConfigError):
             HarvestConfig(out="x", **bad)
     assert isinstance(HarvestConfigError("x"), ValueError)
+    assert HarvestConfig(out="x", limit=1, batch_tokens=64, context_size=8).context_size == 8  # the floors
     assert parse_layers("14, 4,9") == (4, 9, 14)
     with pytest.raises(HarvestConfigError, match="comma-separated"):
         parse_layers("4;9")
