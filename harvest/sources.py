@@ -2,8 +2,9 @@
 
 A spec is either a local file or a Hugging Face hub dataset:
 
-- Local files (optionally gzipped, ``.gz``):
-  ``.jsonl`` (one JSON object per line; row = 0-based line number, blank lines are not records but count as rows),
+- Local files (optionally gzipped: gzip is recognised by its magic bytes, whatever the name says):
+  ``.jsonl`` (one JSON object per line; row = 0-based line number, blank lines are not records but count as rows;
+  a file that is really one JSON array is read as a ``.json`` list),
   ``.json`` (a list of objects, row = list index; a file that is really JSON lines is read as such),
   ``.parquet`` (row = table row), ``.txt`` (plain text, block mode only: documents are separated by one or more
   blank lines, so tinyshakespeare gives one document per speech; a file without any blank line, such as a wiki
@@ -13,22 +14,31 @@ A spec is either a local file or a Hugging Face hub dataset:
   row = position in the stream.
 
 Files are read as bytes and decoded line by line, so one bad line (invalid JSON, undecodable bytes, wrong
-type) is skipped and later lines are still used. ``(dataset, row)`` identifies a record across runs.
+type) is skipped and later lines are still used. ``(dataset, row)`` identifies a record across runs. A file that
+cannot be read as a whole (not Parquet, a damaged gzip stream) is a SourceError; input that yields no usable
+record at all is one too, and ``nothing_usable`` says what was found instead.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from fastsae.errors import InputError
+from fastsae.harvest.formats import (
+    GZIP_MAGIC,
+    LOCAL_KINDS,
+    DataSpec,
+    SourceError,
+    SourceNotFoundError,
+    head,
+    parquet_columns,
+    read_rows,
+)
 from fastsae.harvest.records import Record, RecordError, normalise_record
 
 __all__ = [
@@ -41,28 +51,10 @@ __all__ = [
     "parse_spec",
     "describe_sources",
     "iter_records",
+    "describe_unusable",
+    "nothing_usable",
+    "NothingUsableError",
 ]
-
-LOCAL_KINDS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "txt"}
-
-
-class SourceError(InputError):
-    """A --data spec cannot be read as a whole (missing file, hub unreachable, unsupported format)."""
-
-
-class SourceNotFoundError(SourceError, FileNotFoundError):
-    """A --data spec names a local file that does not exist."""
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    spec: str  # as given
-    kind: str  # jsonl | json | parquet | txt | hub
-    path: Path | None = None  # local files
-    compressed: bool = False  # local .gz
-    name: str | None = None  # hub dataset id
-    config: str | None = None
-    split: str = "train"
 
 
 def _local_kind(path: str) -> tuple[str | None, bool]:
@@ -85,6 +77,7 @@ def parse_spec(spec: str) -> DataSpec:
     if kind is not None:
         if not path.is_file():
             raise SourceNotFoundError(f"--data {spec}: no such file")
+        compressed = kind != "parquet" and head(path, 2) == GZIP_MAGIC  # the bytes decide, not the name
         return DataSpec(spec, kind, path=path.resolve(), compressed=compressed)
     if path.exists():
         raise SourceError(
@@ -145,11 +138,13 @@ class SkipLog:
 
     def __init__(self) -> None:
         self.kept = 0
+        self.kept_by: Counter = Counter()  # dataset -> kept
         self.entries: list[dict] = []
         self._recent: dict[tuple[int, int], None] = {}
 
     def keep(self, dataset: int = 0, row: int = 0) -> None:
         self.kept += 1
+        self.kept_by[dataset] += 1
         self._recent[(dataset, row)] = None
         if len(self._recent) > self.RECENT:
             del self._recent[next(iter(self._recent))]
@@ -157,6 +152,7 @@ class SkipLog:
     def record(self, dataset: int, row: int, reason: str, detail: str = "") -> None:
         if self._recent.pop((dataset, row), False) is None:
             self.kept -= 1
+            self.kept_by[dataset] -= 1
         self.entries.append({"dataset": dataset, "row": row, "reason": reason, "detail": str(detail)[:300]})
 
     def counts(self) -> dict[str, int]:
@@ -171,10 +167,14 @@ class SkipLog:
         """Write ``skipped.jsonl`` (one ``{dataset, row, reason, detail}`` per line), atomically."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # writers of one store may write it at once
-        with open(tmp, "w", encoding="utf-8") as f:
-            for e in self.entries:
-                f.write(json.dumps(e, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for e in self.entries:
+                    f.write(json.dumps(e, ensure_ascii=False) + "\n")
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, a signal: no temp file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     def summary(self) -> str:
@@ -185,140 +185,12 @@ class SkipLog:
         return s
 
 
-# ---- raw readers: yield (row, where, raw_record_or_RecordError) ------------------------------------------
-
-
-def _open_bytes(d: DataSpec):
-    return gzip.open(d.path, "rb") if d.compressed else open(d.path, "rb")
-
-
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RecordError("undecodable", f"invalid UTF-8 at byte {e.start}") from None
-
-
-def _parse_json_line(raw: bytes) -> object:
-    text = _decode(raw)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RecordError("invalid_json", f"{e.msg} at column {e.colno}") from None
-
-
-def _read_jsonl(d: DataSpec) -> Iterator[tuple[int, str, object]]:
-    with _open_bytes(d) as f:
-        for row, raw in enumerate(f):
-            if row == 0 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                yield row, f"{d.path}:{row + 1}", _parse_json_line(raw)
-            except RecordError as e:
-                yield row, f"{d.path}:{row + 1}", e
-
-
-def _read_json(d: DataSpec) -> Iterator[tuple[int, str, object]]:
-    with _open_bytes(d) as f:
-        data = f.read()
-    try:
-        obj = json.loads(_decode(data.removeprefix(b"\xef\xbb\xbf")))
-    except RecordError as e:
-        raise SourceError(f"--data {d.spec}: {e}") from None
-    except json.JSONDecodeError as e:
-        if e.msg == "Extra data":  # JSON lines in a .json file
-            yield from _read_jsonl(d)
-            return
-        raise SourceError(
-            f"--data {d.spec}: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    if isinstance(obj, dict):
-        obj = [obj]  # a single record
-    if not isinstance(obj, list):
-        raise SourceError(f"--data {d.spec}: top level is a {type(obj).__name__}, expected a list of records")
-    for row, rec in enumerate(obj):
-        yield row, f"{d.path}[{row}]", rec
-
-
-def _read_parquet(d: DataSpec) -> Iterator[tuple[int, str, object]]:
-    import pyarrow.parquet as pq
-
-    row = 0
-    for batch in pq.ParquetFile(d.path).iter_batches(batch_size=1024):
-        for rec in batch.to_pylist():
-            yield row, f"{d.path} row {row}", rec
-            row += 1
-
-
-def _txt_documents(d: DataSpec, by_blank_lines: bool) -> Iterator[tuple[int, list[bytes]]]:
-    with _open_bytes(d) as f:
-        doc: list[bytes] = []
-        first = 0
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                if doc:
-                    yield first, doc
-                    doc = []
-                continue
-            if not doc:
-                first = lineno
-            doc.append(raw)
-            if not by_blank_lines:
-                yield first, doc
-                doc = []
-        if doc:
-            yield first, doc
-
-
-def _read_txt(d: DataSpec) -> Iterator[tuple[int, str, object]]:
-    with _open_bytes(d) as f:
-        by_blank_lines = any(not line.strip() for line in f)
-    for row, (first, lines) in enumerate(_txt_documents(d, by_blank_lines)):
-        where = f"{d.path}:{first}"
-        try:
-            yield row, where, {"text": _decode(b"".join(lines)).strip("\r\n")}
-        except RecordError as e:
-            yield row, where, e
-
-
-def _read_hub(d: DataSpec) -> Iterator[tuple[int, str, object]]:
-    import datasets
-
-    try:
-        stream = datasets.load_dataset(d.name, d.config, split=d.split, streaming=True)
-        it = iter(stream)
-        row = 0
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                return
-            yield row, f"{d.name}@{d.split} row {row}", rec
-            row += 1
-    except (ConnectionError, OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SourceError(
-            f"--data {d.spec}: cannot load hub dataset {d.name!r} (config {d.config}, split {d.split}): {first}"
-        ) from None
-
-
-_READERS = {
-    "jsonl": _read_jsonl,
-    "json": _read_json,
-    "parquet": _read_parquet,
-    "txt": _read_txt,
-    "hub": _read_hub,
-}
-
-
 def _records(
     dataset: int, d: DataSpec, *, text_mode: bool, skip_log: SkipLog, on_error: str
 ) -> Iterator[Record]:
     if d.kind == "txt" and not text_mode:
         raise SourceError(f"--data {d.spec}: a plain-text file needs text (block) mode")
-    for row, where, raw in _READERS[d.kind](d):
+    for row, where, raw in read_rows(d):
         try:
             if isinstance(raw, RecordError):
                 raise raw
@@ -361,3 +233,55 @@ def iter_records(
             n += 1
             if limit is not None and n >= limit:
                 return
+
+
+class NothingUsableError(SourceError):
+    """The input yielded no usable record at all: nothing to harvest (and nothing is written)."""
+
+
+_KEYS = '"messages" (or "conversation", ShareGPT "conversations", "history", "chosen", a prompt/answer pair)'
+_EXPECTED = {
+    "jsonl": f"one JSON object per line with {_KEYS}",
+    "json": f"a list of JSON objects with {_KEYS}",
+    "parquet": f"a column {_KEYS}",
+    "hub": f"rows with {_KEYS}",
+    "txt": "text separated by blank lines",
+}
+
+
+def describe_unusable(
+    specs: list[str], skip_log: SkipLog, *, text_mode: bool, only: int | None = None
+) -> str:
+    """Per spec (or spec `only`), what was found instead of usable records, and what was expected."""
+    parts = []
+    for dataset, spec in enumerate(specs):
+        if only is not None and dataset != only:
+            continue
+        d = parse_spec(spec)
+        entries = [e for e in skip_log.entries if e["dataset"] == dataset]
+        expected = _EXPECTED[d.kind]
+        if text_mode and d.kind != "txt":
+            expected += ', or "text"'
+        if d.kind == "parquet":
+            expected += f"; its columns are {', '.join(parquet_columns(d)) or 'none'}"
+        if not entries:
+            empty = (
+                "the dataset split is empty"
+                if d.kind == "hub"
+                else "the file holds no records (it is empty or blank)"
+            )
+            parts.append(f"{spec}: {empty}; expected {expected}")
+            continue
+        reasons = ", ".join(f"{n} {r}" for r, n in Counter(e["reason"] for e in entries).most_common())
+        first = entries[0]["detail"]
+        parts.append(
+            f"{spec}: 0 usable records of {len(entries)} ({reasons}; first: {first}); expected {expected}"
+        )
+    return "; ".join(parts)
+
+
+def nothing_usable(specs: list[str], skip_log: SkipLog, *, text_mode: bool) -> NothingUsableError:
+    """The error for input that yielded no usable record at all (nothing is written then)."""
+    return NothingUsableError(
+        describe_unusable(specs, skip_log, text_mode=text_mode) + "; nothing was harvested"
+    )
