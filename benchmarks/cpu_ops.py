@@ -235,7 +235,7 @@ def _buffer(rows: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
 
 def bench_gather_rows(a) -> None:
     buf, slots = _buffer()
-    buf_t, idx = torch.from_numpy(buf.view(np.int16)), torch.from_numpy(slots)  # as MixingBuffer keeps it
+    buf_t, idx = torch.from_numpy(buf.view(np.int16)), torch.from_numpy(slots)  # as Mixer keeps it
     out_np, out_t = np.empty((N, D_IN), np.uint16), torch.empty((N, D_IN), dtype=torch.int16)
     t = timed(
         {
@@ -246,7 +246,7 @@ def bench_gather_rows(a) -> None:
         reps=a.reps * 2,
     )
     what = "4096 sorted rows of a [65536, 576] bf16 buffer"
-    report("gather_rows", "train/mixing.py MixingBuffer._gather", t, "numpy take", "index_select", what)
+    report("gather_rows", "train/mixing.py Mixer._gather", t, "numpy take", "index_select", what)
 
 
 def bench_widen(a) -> None:
@@ -264,7 +264,7 @@ def bench_widen(a) -> None:
         reps=a.reps * 2,
     )
     what = "bf16 -> float32 of a 4096 x 576 batch (exact either way)"
-    report("widen", "train/mixing.py MixingBuffer._gather", t, "numpy shift", "torch copy_", what)
+    report("widen", "train/mixing.py Mixer._gather", t, "numpy shift", "torch copy_", what)
 
 
 def _small_store(root: Path, *, shards: int = 8, per_shard: int = 8192) -> None:
@@ -306,14 +306,14 @@ def bench_rows_ahead(a) -> None:
             for ids in batches:
                 sel.gather_ids(ids, out)
 
-        def ahead():  # as MixingBuffer._rows_ahead: one gather of AHEAD_ROWS rows, batches cut from it
+        def ahead():  # as Mixer._rows_ahead: one gather of AHEAD_ROWS rows, batches cut from it
             sel.gather_ids(ahead_ids, block)
             for ids in batches:
                 torch.index_select(block, 0, torch.from_numpy(np.searchsorted(ahead_ids, ids)), out=out)
 
         t = timed({"direct": direct, "ahead": ahead}, rounds=a.rounds, reps=a.reps)
         what = f"{len(batches)} batches of 128 tokens over 8 shards, d 576 bf16"
-        report("rows_ahead", "train/mixing.py MixingBuffer._rows_ahead", t, "direct", "ahead", what)
+        report("rows_ahead", "train/mixing.py Mixer._rows_ahead", t, "direct", "ahead", what)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -430,7 +430,7 @@ def worker(a) -> None:
     contenders = {}
     if "host_block" in only:  # a fresh [4096, 4608] float32 temporary, as a CPU train step makes several of
         contenders["zeros"] = lambda: torch.zeros(N, D_SAE)
-    if "scratch" in only:  # MixingBuffer._gather's bf16 rows: into a reused scratch block or a fresh result
+    if "scratch" in only:  # Mixer._gather's bf16 rows: into a reused scratch block or a fresh result
         buf, slots = _buffer()
         buf_t, idx = torch.from_numpy(buf.view(np.int16)), torch.from_numpy(slots)
         scratch = torch.empty((N, D_IN), dtype=torch.int16)
@@ -474,7 +474,7 @@ def bench_allocator(a, names: list[str]) -> None:
         for mode in modes:
             t = {"fresh": series(mode, "fresh"), "scratch": series(mode, "scratch")}
             what = f"4096 x 576 bf16 rows gathered into a fresh result or a reused block ({mode} allocator)"
-            report(f"scratch {mode}", "train/mixing.py MixingBuffer._gather", t, "fresh", "scratch", what)
+            report(f"scratch {mode}", "train/mixing.py Mixer._gather", t, "fresh", "scratch", what)
     if "epilogue" in names:
         for mode in modes:
             t = {"whole": series(mode, "whole"), "blocks": series(mode, "blocks")}
