@@ -2,10 +2,11 @@
 the field's default; tests/test_cli_options.py checks both). Count flags take 1e6, 1_000_000, 256k, 1M, ...
 
 Bad input raises (HarvestError, SourceError, StoreError, ...: all FastSAEError); fastsae/cli.py prints it
-as one line."""
+as one line. SIGTERM exits 143 after one warning line (harvest/stops.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import Enum
 from typing import Annotated
@@ -83,5 +84,15 @@ def harvest(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from fastsae.harvest.runner import run_harvest
+    from fastsae.harvest.stops import HarvestTerminated
 
-    typer.echo(run_harvest(cfg).summary())
+    try:
+        typer.echo(run_harvest(cfg).summary())
+    except HarvestTerminated as e:
+        logging.getLogger(__name__).warning(
+            "harvest of %s stopped by SIGTERM with %s sequences committed (the open shard was dropped); run "
+            "the same command again to resume",
+            cfg.out,
+            "its" if e.committed is None else e.committed,
+        )
+        raise typer.Exit(e.exit_code) from None

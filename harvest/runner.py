@@ -10,9 +10,8 @@ and written back in input order.
 
 from __future__ import annotations
 
-import queue
+import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,10 +21,15 @@ import numpy as np
 
 from fastsae.harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError
+from fastsae.harvest.formats import GZIP_MAGIC, head
 from fastsae.harvest.meta import build_meta, check_early_identity, resolve_data_specs
-from fastsae.lm.devices import pick_device, set_threads
+from fastsae.harvest.progress import HarvestProgress
+from fastsae.harvest.shards import ShardSink
+from fastsae.harvest.stops import DiskGuard, HarvestTerminated, sigterm_interrupts
+from fastsae.lm.devices import available_cores, pick_device, set_threads
 
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,7 +115,7 @@ def _estimate_total(cfg: HarvestConfig, specs: list[str], done: int) -> int | No
     rows = 0
     for spec in specs:
         path = Path(spec)
-        if not (spec.endswith(".jsonl") and path.is_file()):
+        if not (spec.endswith(".jsonl") and path.is_file()) or head(path, 2) == GZIP_MAGIC:
             rows = None
             break
         with open(path, "rb") as f:
@@ -141,79 +145,6 @@ def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int 
         next_seq = max(next_seq, int(m.group(2)) + 1)
         first = shard.first_sequence if first is None else min(first, shard.first_sequence)
     return done, next_seq, first
-
-
-class _ShardSink:
-    """Background writer: appends windows of sequences in order; commits a shard at the first window end
-    after `shard_tokens` tokens."""
-
-    def __init__(
-        self, cfg: HarvestConfig, out: Path, meta: dict, *, d_model: int, next_seq: int, on_stored=None
-    ):
-        self.cfg, self.out, self.meta, self.d_model = cfg, out, meta, d_model
-        self.seq = next_seq
-        self.writer = None
-        self.shards = 0
-        self.error: BaseException | None = None
-        self.on_stored = on_stored
-        self.q: queue.Queue = queue.Queue(maxsize=2)
-        self.thread = threading.Thread(target=self._run, name="fastsae-shard-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, items: list[tuple[SeqItem, dict]]) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put(items)
-
-    def _open(self, first_sequence: int):
-        from fastsae.store import ShardWriter
-
-        self.writer = ShardWriter(
-            self.out, writer=self.cfg.writer, seq=self.seq, first_sequence=first_sequence,
-            layers=list(self.cfg.layers), d_model=self.d_model, dtype=self.cfg.dtype, meta=self.meta,
-        )  # fmt: skip
-
-    def _run(self) -> None:
-        try:
-            while (items := self.q.get()) not in (None, "abort"):
-                for item, acts in items:
-                    if self.writer is None:
-                        self._open(item.index)
-                    self.writer.append(
-                        token_ids=item.token_ids, token_types=item.token_types, acts=acts, source=item.source,
-                        doc_starts=item.doc_starts, doc_sources=item.doc_sources,
-                    )  # fmt: skip
-                    if self.on_stored is not None:
-                        self.on_stored(item.index)
-                # Shards end at window ends: a resumed run then forms the same windows and batches, so its
-                # values are bit-identical to an uninterrupted run's.
-                if self.writer is not None and self.writer.num_tokens >= self.cfg.shard_tokens:
-                    self._commit()
-            if items is None and self.writer is not None and self.writer.num_sequences:
-                self._commit()
-            elif self.writer is not None:  # aborted: the partial shard is dropped, resume redoes it
-                self.writer.abort()
-        except BaseException as e:  # surfaced in the main thread by put()/close()
-            self.error = e
-            if self.writer is not None:
-                self.writer.abort()
-            while self.q.get() not in (None, "abort"):  # drain so the producer never blocks
-                pass
-
-    def _commit(self) -> None:
-        self.writer.commit()
-        self.writer = None
-        self.seq += 1
-        self.shards += 1
-
-    def close(self, *, commit: bool = True) -> None:
-        """Finish: commit the last shard (or drop it when `commit` is False, after an error)."""
-        if not self.thread.is_alive():
-            return
-        self.q.put(None if commit else "abort")
-        self.thread.join()
-        if commit and self.error is not None:
-            raise self.error
 
 
 def _forward_window(hooks, window: list[SeqItem], cfg: HarvestConfig, device, pad_id: int, store_dtype):
@@ -247,7 +178,39 @@ def run_harvest(
 ) -> HarvestResult:
     """Harvest `cfg`. `loaded` (fastsae.lm.LoadedModel) reuses an already loaded model.
     `on_sequence_stored(index)` is called in the writer thread after each sequence is appended to its
-    (not yet committed) shard: the crash-resume tests kill the process there."""
+    (not yet committed) shard: the crash-resume tests kill the process there.
+
+    SIGTERM (in the main thread) and a full disk stop it as Ctrl-C does (harvest/stops.py): the open shard
+    is dropped, committed ones stay. Input that yields no usable record is a NothingUsableError, raised
+    before anything is written."""
+    with sigterm_interrupts(), DiskGuard(cfg) as disk:
+        return _harvest(cfg, disk, loaded=loaded, console=console, on_sequence_stored=on_sequence_stored)
+
+
+def _first_sequence_or_raise(cfg: HarvestConfig, tokenizer, specs: list[str]) -> None:
+    """Reads the stream up to its first sequence; input that yields none is one error naming what it held."""
+    from contextlib import closing
+
+    from fastsae.harvest.sources import SkipLog, nothing_usable
+
+    probe = SkipLog()
+    with closing(sequence_stream(cfg, tokenizer, specs, probe)) as stream:
+        if next(stream, None) is None:
+            raise nothing_usable(specs, probe, text_mode=cfg.packing == "block")
+
+
+def _threads(cfg: HarvestConfig, device) -> int:
+    """--threads, clamped to the cores this process may use (more only oversubscribe them)."""
+    cores = available_cores()
+    if cfg.threads > cores and device.type == "cpu":
+        log.warning(
+            "--threads %d: this process may use %d cores; using %d threads", cfg.threads, cores, cores
+        )
+        return cores
+    return cfg.threads
+
+
+def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequence_stored) -> HarvestResult:
     import torch
 
     from fastsae.harvest.sources import SkipLog
@@ -259,7 +222,7 @@ def run_harvest(
     specs = resolve_data_specs(cfg)
     check_early_identity(cfg, out)  # one-line StoreMismatchError before loading anything
     device = pick_device(cfg.device)
-    set_threads(cfg.threads, device)
+    set_threads(_threads(cfg, device), device)
     model_dtype = resolve_dtype(cfg.model_dtype, device)
     if loaded is None:
         loaded = load_model(
@@ -283,7 +246,10 @@ def run_harvest(
             check_chat_template(tokenizer)
         except ChatTemplateError as e:
             raise HarvestConfigError(f"--model {cfg.model}: {e} (or --packing block)") from None
+    _first_sequence_or_raise(cfg, tokenizer, specs)  # before anything is written
     meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
+    item_bytes = torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
+    disk.bytes_per_token = len(cfg.layers) * loaded.d_model * item_bytes + 5  # + int32 id, uint8 type
     meta = init_store(out, meta=meta)
     begin_writer(out, writer=cfg.writer, num_writers=cfg.num_writers)  # dead writers' partials go
 
@@ -302,12 +268,12 @@ def run_harvest(
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     store_dtype = getattr(torch, cfg.dtype)
-    sink = _ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq, on_stored=on_sequence_stored)
+    sink = ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq, on_stored=on_sequence_stored)
     window_tokens = max(8 * cfg.batch_budget(device), cfg.max_tokens, 16384)
     n_seq = n_tok = 0
     fwd_seconds = 0.0
     total = end - resume_at if end is not None else _estimate_total(cfg, specs, resume_at)
-    progress = _Progress(cfg, total=total, console=console)
+    progress = HarvestProgress(cfg, total=total, console=console)
 
     from fastsae.lm.hooks import ResidualHooks
 
@@ -345,9 +311,17 @@ def run_harvest(
             flush()
         sink.close()
         finish_writer(out, writer=cfg.writer, num_writers=cfg.num_writers)  # this writer's totals
-    finally:
-        sink.close(commit=False)  # no-op after a clean close; drops the partial shard after an error
-        whole_log.write(out / "skipped.jsonl")
+    except BaseException as e:
+        sink.close(commit=False)  # writes what was forwarded already, drops the open shard
+        if isinstance(e, HarvestTerminated):
+            e.committed = done + sink.sequences  # for the CLI's line
+        try:
+            whole_log.write(out / "skipped.jsonl")
+        except OSError as write_error:  # a full disk: the error in flight is the one to report
+            log.warning("%s not updated (%s) after: %s", out / "skipped.jsonl", write_error, e)
+        raise
+    whole_log.write(out / "skipped.jsonl")
+    _warn_unusable_specs(specs, whole_log, cfg)
 
     return HarvestResult(
         out=out, sequences=n_seq, tokens=n_tok, resumed_from=done, shards=sink.shards,
@@ -355,44 +329,12 @@ def run_harvest(
     )  # fmt: skip
 
 
-class _Progress:
-    """rich progress bar: conversations, tokens/s, ETA (when the total is known)."""
+def _warn_unusable_specs(specs: list[str], skip_log, cfg: HarvestConfig) -> None:
+    """One warning per --data spec that gave nothing while others did (the run itself succeeded)."""
+    from fastsae.harvest.sources import describe_unusable
 
-    def __init__(self, cfg: HarvestConfig, *, total: int | None, console=None):
-        self.enabled = cfg.progress
-        self.total = total
-        self.console = console
-        self.t0 = time.perf_counter()
-        self.tokens = 0
-        self._progress = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
+    for dataset in range(len(specs)):
+        if skip_log.kept_by[dataset] <= 0 and any(e["dataset"] == dataset for e in skip_log.entries):
+            log.warning(
+                "%s", describe_unusable(specs, skip_log, text_mode=cfg.packing == "block", only=dataset)
             )
-
-            self._progress = Progress(
-                TextColumn("harvest"), BarColumn(), MofNCompleteColumn(), TextColumn("sequences"),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=self.console, transient=False,
-            )  # fmt: skip
-            self._progress.__enter__()
-            self._task = self._progress.add_task("harvest", total=self.total, rate="")
-        return self
-
-    def advance(self, sequences: int, tokens: int) -> None:
-        self.tokens += tokens
-        if self._progress is not None:
-            rate = self.tokens / max(1e-9, time.perf_counter() - self.t0)
-            self._progress.update(self._task, advance=sequences, rate=f"{rate:,.0f} tok/s")
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False
