@@ -14,13 +14,14 @@ from .errors import (
     StoreWriteError,
 )
 from .format import MAX_ABS_ACTIVATION, SCHEMA_VERSION
+from .identity import init_store
 from .locking import clean_partial
 from .reader import Sequence, Shard, Store, TokenLocation, open_store, to_float32
 from .scan import BadActivation, find_bad_activation
 from .summary import summarize_store
 from .token_types import TokenType
 from .verify import verify_store
-from .writer import ShardWriter, init_store
+from .writer import ShardWriter
 
 __all__ = [
     "MAX_ABS_ACTIVATION",

@@ -20,28 +20,25 @@ from typing import Any
 
 import numpy as np
 
+from .commit import check_partial, metadata_entries
 from .dtypes import all_finite, encode_acts
-from .errors import StoreCommitError, StoreExistsError, StoreMismatchError, StoreWriteError
+from .errors import StoreExistsError, StoreWriteError
 from .format import (
     ATTRS_KEY,
     COMPRESSIONS,
     DTYPES,
     FILES_KEY,
-    FORMAT_NAME,
     META_CRC_KEY,
     SCHEMA_VERSION,
-    SHARD_RE,
     SMALL_ARRAYS,
     STORE_JSON,
     STORE_META_KEY,
-    ZARR_JSON,
     ZSTD_LEVEL,
     act_shard_file,
     auto_rows_per_chunk,
     crc32c,
     fsync_path,
     fsync_tree,
-    lstat_inside,
     meta_crc32c,
     normalize_json,
     partial_name,
@@ -49,43 +46,11 @@ from .format import (
     read_store_json,
     shard_name,
     small_chunk_file,
-    write_json_atomic,
 )
+from .identity import init_store
 from .locking import WriterLock
 from .shardfile import build_index, contiguous_index
 from .token_types import NUM_TOKEN_TYPES
-
-
-def init_store(root: str | os.PathLike, *, meta: Mapping[str, Any]) -> dict:
-    """Create ``root`` and its store.json (atomically; the first writer wins), or check an existing one.
-
-    Raises StoreMismatchError naming the differing keys when ``meta["identity"]`` differs from the stored
-    identity. Returns the stored meta (the parsed store.json).
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    new = normalize_json(dict(meta))
-    new["schema_version"] = SCHEMA_VERSION
-    new["format"] = FORMAT_NAME
-    if not (root / STORE_JSON).exists():
-        new.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        if write_json_atomic(root / STORE_JSON, new, exclusive=True):
-            return new
-    stored = read_store_json(root)
-    old_id, new_id = stored.get("identity") or {}, new.get("identity") or {}
-    diff = sorted(k for k in set(old_id) | set(new_id) if old_id.get(k, _MISSING) != new_id.get(k, _MISSING))
-    if diff:
-        details = ", ".join(
-            f"{k}: stored {old_id.get(k, '<missing>')!r} != new {new_id.get(k, '<missing>')!r}" for k in diff
-        )
-        raise StoreMismatchError(
-            f"store {root} was written with a different identity ({details}); use a new store directory",
-            keys=diff,
-        )
-    return stored
-
-
-_MISSING = object()
 
 
 class ShardWriter:
@@ -303,7 +268,7 @@ class ShardWriter:
             rpc, n_chunks = self._finish_act_files()
             files = self._write_metadata(rpc, n_chunks)
             fsync_tree(self.partial_path)
-            self._check_partial(files)
+            check_partial(self.partial_path, self._dir_ino, self._inodes(), files, name=self.name)
             self._close_handles()
             if self.path.exists():
                 raise StoreExistsError(f"shard {self.path} appeared while writing; not overwriting it")
@@ -315,25 +280,6 @@ class ShardWriter:
         self._state = "committed"
         self._lock.release()
         return self.path
-
-    def _check_partial(self, files: dict[str, dict]) -> None:
-        """Every file of the manifest is in the partial directory with its size (and the acts files are the
-        ones this writer wrote): another process may have removed the directory while it was filled."""
-        lost = f"{self.name}: not committed: the partial directory {self.partial_path.name}"
-        try:
-            ino = os.stat(self.partial_path).st_ino
-        except FileNotFoundError:
-            ino = None
-        if ino != self._dir_ino:
-            raise StoreCommitError(f"{lost} was removed or replaced by another process while it was written")
-        written = {act_shard_file(Path(), layer).as_posix(): self._ino[layer] for layer in self.layers}
-        for rel, entry in [(ZARR_JSON, None), *files.items()]:
-            st = lstat_inside(self.partial_path, rel, what=lost)
-            if st is None or (entry is not None and st.st_size != entry["bytes"]):
-                size = "missing" if st is None else f"{st.st_size} bytes, expected {entry['bytes']}"
-                raise StoreCommitError(f"{lost} lost a file: {rel} is {size}")
-            if rel in written and st.st_ino != written[rel]:
-                raise StoreCommitError(f"{lost}: {rel} was replaced by another process while it was written")
 
     def _finish_act_files(self) -> tuple[int, int]:
         T = self.num_tokens
@@ -433,15 +379,14 @@ class ShardWriter:
             if data.shape[0]:  # a zero-length array has no chunk file
                 rel = small_chunk_file(Path(), name).as_posix()
                 files[rel] = {"bytes": data.nbytes, "crc32c": crc32c(data)}
-        for dirpath, _dirs, names in os.walk(self.partial_path):
-            rel_dir = Path(dirpath).relative_to(self.partial_path)
-            if ZARR_JSON in names and rel_dir != Path():  # the group's own zarr.json holds the manifest
-                raw = (Path(dirpath) / ZARR_JSON).read_bytes()
-                files[(rel_dir / ZARR_JSON).as_posix()] = {"bytes": len(raw), "crc32c": crc32c(raw)}
+        files.update(metadata_entries(self.partial_path))
         info = normalize_json({**attrs[ATTRS_KEY], FILES_KEY: dict(sorted(files.items()))})
         info[META_CRC_KEY] = meta_crc32c(info)
         group.update_attributes({ATTRS_KEY: info})
         return info[FILES_KEY]
+
+    def _inodes(self) -> dict[str, int]:
+        return {act_shard_file(Path(), layer).as_posix(): self._ino[layer] for layer in self.layers}
 
     def _close_handles(self) -> None:
         for f in self._files.values():
@@ -461,9 +406,4 @@ class ShardWriter:
         self._lock.release()
 
 
-def parse_shard_name(name: str) -> tuple[int, int] | None:
-    m = SHARD_RE.match(name)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-__all__ = ["ShardWriter", "init_store"]
+__all__ = ["ShardWriter"]
