@@ -27,30 +27,27 @@ RECON_KEYS = (*CORE_KEYS, "cosine_sim", "relative_norm", "dead_frac", "dense_fra
 NO_PREDICTION = "the first token is never predicted"
 
 
-CHUNK = 1024  # positions per log-softmax: float64 [CHUNK, vocab] at a time, never [B, T, vocab]
-
-
-def _per_position(fn, *logits: torch.Tensor) -> torch.Tensor:
-    """[B, T-1] float64 of fn(float64 logits [n, V] ...) over the predictions at t < T-1, chunk by chunk."""
-    B, T = logits[0].shape[:2]
-    out = torch.empty(B, max(T - 1, 0), dtype=torch.float64, device=logits[0].device)
-    for b in range(B):
-        for a in range(0, T - 1, CHUNK):
-            e = min(a + CHUNK, T - 1)
-            out[b, a:e] = fn(b, a, e, *(torch.log_softmax(x[b, a:e].double(), dim=-1) for x in logits))
-    return out
-
-
 def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """[B, T-1] float64 −log p(token t+1) of the prediction at t."""
-    return _per_position(
-        lambda b, a, e, lp: -lp.gather(-1, input_ids[b, a + 1 : e + 1, None]).squeeze(-1), logits
-    )
+    """[B, T-1] −log p(token t+1) of the prediction at t: logsumexp − the target's logit (float32 passes
+    over the vocabulary, no log-softmax tensor)."""
+    x = logits[:, :-1].float()
+    return (torch.logsumexp(x, -1) - x.gather(-1, input_ids[:, 1:, None]).squeeze(-1)).double()
 
 
-def token_kl(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """[B, T-1] float64 KL(p_clean ‖ p) of the predictions at t."""
-    return _per_position(lambda b, a, e, lc, ls: (lc.exp() * (lc - ls)).sum(-1), clean_logits, logits)
+class CleanDist:
+    """The clean predictions of a batch, computed once for every SAE's KL: p_clean and its logsumexp."""
+
+    def __init__(self, clean_logits: torch.Tensor):
+        self.logits = clean_logits[:, :-1].float()
+        self.lse = torch.logsumexp(self.logits, -1)
+        self.p = torch.exp(self.logits - self.lse[..., None])
+
+
+def token_kl(clean: CleanDist, logits: torch.Tensor) -> torch.Tensor:
+    """[B, T-1] KL(p_clean ‖ p) = Σ_v p_clean,v (x_clean,v − x_v) − lse_clean + lse (x: logits)."""
+    x = logits[:, :-1].float()
+    dot = torch.einsum("btv,btv->bt", clean.p, clean.logits - x)
+    return (dot.double() - clean.lse.double() + torch.logsumexp(x, -1).double()).clamp_min(0.0)
 
 
 class PositionSums:

@@ -21,6 +21,7 @@ import torch
 from fastsae.errors import UsageError
 from fastsae.interp.eval_config import GROUPS, EvalConfig, parse_types
 from fastsae.interp.eval_metrics import (
+    CleanDist,
     PositionSums,
     ReconGroups,
     clean_nulls,
@@ -263,6 +264,7 @@ def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error, sk
         spliced, scored, used, zeroed = spliced & ~skip, scored & ~skip[:, :-1], b.valid & ~skip, b.valid
     sums.count(seq, tgt, scored)
     sums.add("clean", seq, tgt, scored, token_nll(clean.logits, b.input_ids))
+    dist = CleanDist(clean.logits) if entries else None
     first = torch.zeros_like(b.valid)
     first[:, 0] = True
     for L in splicer.layers:
@@ -291,7 +293,7 @@ def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error, sk
             r[b.valid] = torch.where(spliced[b.valid][:, None], put.to(x.dtype), xv)
             logits = splicer.rerun(clean, L, r)
             sums.add(f"sae{i}", seq, tgt, scored, token_nll(logits, b.input_ids))
-            sums.add(f"kl{i}", seq, tgt, scored, token_kl(clean.logits, logits))
+            sums.add(f"kl{i}", seq, tgt, scored, token_kl(dist, logits))
 
 
 def assemble(cfg, entries, evalset, sums, recon, loaded) -> dict:
