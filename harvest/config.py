@@ -94,7 +94,14 @@ class HarvestConfig:
             "longer than the budget is forwarded alone; --sort-window 1 forwards one conversation at a time."
         ),
     )
-    shard_tokens: int = field(default=1 << 20, metadata=_help("Tokens per committed shard (about)."))
+    shard_tokens: int = field(
+        default=1 << 20,
+        metadata=_help(
+            "Tokens per committed shard: a shard is committed once it holds this many (plus at most one "
+            "conversation or block, never split). A crash loses the open shard and the forwarded windows "
+            "not yet written."
+        ),
+    )
     dedup_ngram: int = field(
         default=0,
         metadata=_help(

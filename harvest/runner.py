@@ -1,11 +1,12 @@
 """The harvest loop: records -> tokens -> (dedup) -> batches -> capture -> shards.
 
 Determinism is what makes resume safe: the sequence stream (tokenisation + dedup + block packing)
-depends only on data and config, and sequence i always lands in the same shard. Committed shards
-hold sequences [start, start + K) of this writer; after a crash we delete partial shards,
-regenerate the stream cheaply, skip K sequences and forward only the rest. Batching order never
-changes what is stored: each window of sequences is sorted by length for the forward passes,
-and written back in input order.
+depends only on data and config, and so do the windows cut from it (from the start of this writer's
+slice, on every run). Committed shards hold sequences [start, start + K) of this writer; after a crash
+we delete partial shards, regenerate the stream cheaply, re-form the same windows and forward only the
+batches that hold a sequence past K: the same batches as the uninterrupted run, so the same bytes.
+Batching order never changes what is stored: each window of sequences is sorted by length for the
+forward passes, and written back in input order. What decides a shard's size: harvest/shards.py.
 """
 
 from __future__ import annotations
@@ -147,14 +148,19 @@ def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int 
     return done, next_seq, first
 
 
-def _forward_window(hooks, window: list[SeqItem], cfg: HarvestConfig, device, pad_id: int, store_dtype):
-    """Forward one window (sorted into batches), -> per item {layer: tensor [T, d]} in window order."""
+def _forward_window(
+    hooks, window: list[SeqItem], cfg: HarvestConfig, device, pad_id: int, store_dtype, *, resume_at: int = 0
+):
+    """Forward one window (sorted into batches), -> per item {layer: tensor [T, d]} in window order; None for
+    items of batches that hold only sequences before `resume_at` (committed already: not forwarded)."""
     import torch
 
     results: list[dict | None] = [None] * len(window)
     # Rows are at most 12.5% padding (plan_batches' default): more padding bought more speed than it cost
     # (benchmarks/harvest.py measures both).
     for batch in plan_batches([len(item) for item in window], cfg.batch_budget(device)):
+        if all(window[i].index < resume_at for i in batch):
+            continue
         ids, lengths = pad_right([window[i].token_ids for i in batch], pad_id)
         input_ids = torch.from_numpy(ids).to(device)
         hidden = hooks(input_ids).captured  # {layer: [B, T_max, d]}
@@ -288,19 +294,23 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
 
             def flush() -> None:
                 nonlocal window, window_len, n_seq, n_tok, fwd_seconds
-                if not window:
-                    return
-                t = time.perf_counter()
-                acts = _forward_window(hooks, window, cfg, device, pad_id, store_dtype)
-                fwd_seconds += time.perf_counter() - t
-                sink.put(list(zip(window, acts, strict=True)))
-                n_seq += len(window)
-                n_tok += window_len
-                progress.advance(len(window), window_len)
+                todo = [item for item in window if item.index >= resume_at]
+                if todo:  # a window before resume_at is committed already; the one a crash cut, partly
+                    t = time.perf_counter()
+                    acts = _forward_window(
+                        hooks, window, cfg, device, pad_id, store_dtype, resume_at=resume_at
+                    )
+                    fwd_seconds += time.perf_counter() - t
+                    sink.put(
+                        [(item, a) for item, a in zip(window, acts, strict=True) if item.index >= resume_at]
+                    )
+                    n_seq += len(todo)
+                    n_tok += sum(len(item) for item in todo)
+                    progress.advance(len(todo), sum(len(item) for item in todo))
                 window, window_len = [], 0
 
             for item in sequence_stream(cfg, tokenizer, specs, skip_log):
-                if item.index < resume_at:
+                if item.index < start:  # another writer's slice
                     continue
                 if end is not None and item.index >= end:
                     break

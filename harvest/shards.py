@@ -1,8 +1,16 @@
 """The shard sink: a background thread that appends forwarded sequences to shards, in input order.
 
-A shard is committed at the first end of a sort window after it holds ``--shard-tokens`` tokens: a resumed
-run then forms the same windows and batches, so its values are bit-identical to an uninterrupted run's.
-SIGINT and SIGTERM drop the open shard cleanly; a crash loses it.
+What decides a shard's size: ``--shard-tokens``. A shard is committed as soon as the sequence just
+appended brings it to ``shard_tokens`` tokens or more, so it holds at least that many tokens and at most
+that many plus one sequence (a conversation, or a block, is never split). The last shard of a run holds
+what is left. A crash (SIGKILL, power loss) therefore loses the open shard (fewer than ``shard_tokens``
+tokens plus one sequence) and the forward passes of the windows still queued for this thread (at most
+two, of at most ``--sort-window`` sequences each). SIGINT and SIGTERM write the queued windows and drop the
+open shard cleanly.
+
+Shard ends need not be window ends: the runner forms its length-sorted windows from the start of the
+stream on every run, so a resumed run re-forms the window a crash cut and forwards exactly the batches
+that hold sequences not yet committed: their values equal an uninterrupted run's, byte for byte.
 """
 
 from __future__ import annotations
@@ -17,8 +25,7 @@ from fastsae.harvest.config import HarvestConfig
 
 
 class ShardSink:
-    """Appends windows of (sequence, activations) in order; commits a shard at the first window end after
-    `shard_tokens` tokens."""
+    """Appends windows of (sequence, activations) in order; commits a shard once it holds `shard_tokens`."""
 
     def __init__(
         self,
@@ -75,8 +82,8 @@ class ShardSink:
                     )  # fmt: skip
                     if self.on_stored is not None:
                         self.on_stored(item.index)
-                if self.writer is not None and self.writer.num_tokens >= self.cfg.shard_tokens:
-                    self._commit()
+                    if self.writer.num_tokens >= self.cfg.shard_tokens:
+                        self._commit()
             if items is None and self.writer is not None and self.writer.num_sequences:
                 self._commit()
             elif self.writer is not None:  # aborted: the partial shard is dropped, resume redoes it
