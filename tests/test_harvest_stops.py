@@ -91,6 +91,7 @@ main()
 """
 
 
+@pytest.mark.slow  # a subprocess that imports torch + transformers, then three harvests of 120 chats
 def test_sigterm_drops_the_open_shard_exits_143_and_resumes_identically(env, tmp_path):
     ref = tmp_path / "ref"
     assert runner.invoke(app, args_for(env, ref, "many")).exit_code == 0
