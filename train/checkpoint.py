@@ -11,6 +11,7 @@ skeleton plus a flat {key: tensor} map; `unpack` inverts it (numpy arrays come b
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -93,10 +94,17 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     skeleton, tensors = pack(state)
     meta = {STATE_KEY: json.dumps({"format_version": FORMAT_VERSION, "state": skeleton})}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint, untouched, stays the resume point
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        if full or (isinstance(e, SafetensorError) and "os error 28" in str(e)):  # safetensors': no errno
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None  # named: not its temp
+        raise
     _fsync_dir(path.parent)
 
 
@@ -119,7 +127,14 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
     return unpack(doc["state"], tensors)
 
 
+TMP_PATTERNS = (".*.tmp-*", "*.tmp", ".*.tmp.*")  # checkpoint, run.json; metrics.jsonl, SAE json; curves.png
+
+
 def clean_tmp(folder: str | Path) -> None:
-    """Remove temporary checkpoint files a killed run left behind."""
-    for p in Path(folder).glob(".*.tmp-*"):
-        p.unlink(missing_ok=True)
+    """Remove the temporary files a killed or failed run left behind in its --out folder and its SAE folders."""
+    folder = Path(folder)
+    for d in (folder, *(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())):
+        for pattern in TMP_PATTERNS:
+            for p in d.glob(pattern):
+                if p.is_file() or p.is_symlink():
+                    p.unlink(missing_ok=True)

@@ -3,12 +3,16 @@ field's doc and each default the field's default (tests/test_cli_options.py chec
 values of --arch, --expansion, --sparsity-coef, --k and --lr make a sweep trained in one pass over the data
 (see train/config.py). Count flags take the usual spellings: 1e6, 1_000_000, 1,000,000, 256k, 1M.
 
-Bad input raises (TrainError, StoreError, ...: all FastSAEError); fastsae/cli.py prints it as one line."""
+Bad input raises (TrainError, StoreError, ...: all FastSAEError); fastsae/cli.py prints it as one line.
+SIGTERM or SIGINT: the run checkpoints, says so on one line and exits 143 or 130 (train/interrupt.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated
+
+import typer
 
 from fastsae.options import ConfigFields, parse_count
 from fastsae.train.config import BDecInit, Recipe, TrainConfig, TrainConfigError
@@ -93,6 +97,7 @@ def train(
     device: Annotated[str, _o("device")] = _d("device"),
     progress: Annotated[bool, _o("progress")] = _d("progress"),
     sae_workers: Annotated[int, _c("sae_workers")] = _d("sae_workers"),
+    allow_incomplete: Annotated[bool, _o("allow_incomplete")] = _d("allow_incomplete"),
     reuse_host_memory: Annotated[bool, _o("reuse_host_memory")] = _d("reuse_host_memory"),
 ) -> None:
     """Train sparse autoencoders on a layer of an activation store (a sweep: every combination in one pass)."""
@@ -105,9 +110,14 @@ def train(
 
 
 def _run(cfg: TrainConfig, err) -> None:
+    from fastsae.train.interrupt import TrainInterrupted
     from fastsae.train.trainer import train_saes
 
-    paths = train_saes(cfg, console=err)
+    try:
+        paths = train_saes(cfg, console=err)
+    except TrainInterrupted as e:  # not an error: the run saved its progress and stops as the signal asked
+        logging.getLogger(__name__).info(str(e))
+        raise typer.Exit(e.exit_code) from None
     from fastsae.train.metrics import heldout_summary, read_metrics
 
     for p in paths:

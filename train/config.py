@@ -89,8 +89,13 @@ DEFAULT_SPARSITY_COEF = {"jumprelu": 0.01, "standard": 5.0}  # paper, both recip
 DEFAULT_K = 64
 EVAL_EVERY_MAX = 1000
 
+MAX_HOLDOUT = 0.5  # a held-out split measures; past half the store a run evaluates on more than it trains on
+MIN_BUFFER_TOKENS = 2  # the mixing buffer emits a random half of its slots a round: one slot cannot mix
+
 # Fields that change how a run is operated but not what it computes: a rerun may change them.
-OPERATIONAL_FIELDS = ("device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers")
+OPERATIONAL_FIELDS = (
+    "device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers", "allow_incomplete",
+)  # fmt: skip
 
 
 def _help(text: str) -> dict:
@@ -168,7 +173,7 @@ class TrainConfig:
         default=16_384,
         metadata=_help(
             "Tokens sampled for the b_dec init and the norm scale: the first tokens of the training stream "
-            "(a separate reader, same seed; never held-out sequences)."
+            "(a separate reader, same seed; never held-out sequences). At least 2 × d_in."
         ),
     )
     normalize_activations: bool = field(
@@ -211,11 +216,15 @@ class TrainConfig:
     )
     holdout: float = field(
         default=0.02,
-        metadata=_help("Fraction of the store's sequences held out of training for the metrics (seeded)."),
+        metadata=_help(
+            f"Fraction of the store's sequences held out of training for the metrics (seeded; 0 to {MAX_HOLDOUT})."
+        ),
     )
     eval_tokens: int = field(
         default=65_536,
-        metadata=_help("Held-out tokens evaluated (whole sequences, in store order, up to about this)."),
+        metadata=_help(
+            "Held-out tokens evaluated (whole sequences, in store order, up to about this; at least one sequence)."
+        ),
     )
     buffer_tokens: int = field(
         default=2**19,
@@ -246,6 +255,13 @@ class TrainConfig:
         metadata=_help(
             "CPU: step the SAEs of a sweep concurrently on this many threads, splitting torch's intra-op threads "
             "between them (0 = auto: one per SAE up to torch's thread count; 1 = one after another; CUDA: 1)."
+        ),
+    )
+    allow_incomplete: bool = field(
+        default=False,
+        metadata=_help(
+            "Train on a store its writers' records call incomplete (a harvest still running or stopped, or "
+            "shards missing); refused by default."
         ),
     )
     reuse_host_memory: bool = field(
@@ -329,14 +345,23 @@ def _validate(c: TrainConfig) -> None:
         "dead_feature_window",
         "feature_sampling_window",
         "log_every",
-        "buffer_tokens",
         "chunk_tokens",
     ):
         if getattr(c, name) < 1:
             _fail(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(c, name)}")
-    if not 0 <= c.holdout < 1:
-        _fail(f"--holdout must be in [0, 1), got {c.holdout}")
-    for name in ("checkpoint_every", "eval_tokens", "sae_workers"):
+    if c.eval_tokens < 1:
+        _fail(f"--eval-tokens must be ≥ 1, got {c.eval_tokens} (--holdout 0 trains without held-out metrics)")
+    if c.buffer_tokens < MIN_BUFFER_TOKENS:
+        _fail(
+            f"--buffer-tokens must be ≥ {MIN_BUFFER_TOKENS} (the buffer emits a random half of its slots a round), "
+            f"got {c.buffer_tokens}"
+        )
+    if not 0 <= c.holdout <= MAX_HOLDOUT:
+        _fail(
+            f"--holdout must be in [0, {MAX_HOLDOUT}], got {c.holdout}: it is the share of sequences kept out of "
+            "training for the metrics; more than half would train on less than it evaluates"
+        )
+    for name in ("checkpoint_every", "sae_workers"):
         if getattr(c, name) < 0:
             _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(c, name)}")
     if not c.dead_feature_threshold >= 0:

@@ -15,19 +15,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastsae.train.config import (
     OPERATIONAL_FIELDS,
+    BDecInit,
     SweepPoint,
     TrainConfig,
     TrainConfigError,
+    TrainError,
     resolve,
     sweep_points,
     to_json,
 )
+
+logger = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
 CHECKPOINT = "checkpoint.safetensors"
@@ -56,24 +61,31 @@ def _fail(msg: str):
     raise TrainConfigError(msg)
 
 
-def open_checked_store(path: str, layer: int):
-    """open_store plus the cheap integrity checks of the layer we train on (sizes, shard indices, offsets)."""
-    from fastsae.store import StoreCorruptError, open_store
+def open_checked_store(path: str, layer: int, *, allow_incomplete: bool = False):
+    """open_store plus verify's cheap checks (fastsae.store.quick_check): declared sizes against the files, no
+    symbolic links, checksums of the small arrays and metadata, offsets, token types and ids in range, shards
+    agreeing with store.json, the trained layer's shard indices; and the store complete by its writers'
+    records unless ``allow_incomplete``. No activation is read (only `fastsae verify` reads every value)."""
+    from fastsae.store import StoreCorruptError, StoreIncompleteError, open_store, quick_check
 
-    s = open_store(path)
+    try:
+        s = open_store(path, allow_incomplete=allow_incomplete)
+    except StoreIncompleteError as e:
+        raise StoreIncompleteError(
+            f"{e}; --allow-incomplete trains on it anyway", e.missing, e.unfinished
+        ) from None
     if not s.shards:
         _fail(f"store {path} holds no committed shards (harvest not run, or still running/interrupted)")
     if layer not in s.layers:
         _fail(f"layer {layer} is not in the store at {path}; it has layers {list(s.layers)}")
+    for warning in quick_check(s):
+        logger.warning(warning)
+    if s.completeness is not None and s.completeness.state != "complete":
+        logger.warning(s.completeness.message)  # unknown (no records), or incomplete with --allow-incomplete
     for shard in s.shards:
         try:
-            shard.raw_acts(layer)
-            shard.offsets  # noqa: B018 - validates the offsets array
-            if len(shard.token_types) != shard.num_tokens:
-                raise StoreCorruptError(
-                    f"shard {shard.name}: token_types has {len(shard.token_types)} entries"
-                )
-        except (KeyError, FileNotFoundError) as e:
+            shard.raw_acts(layer)  # its shard index (size, crc32c)
+        except KeyError as e:
             raise StoreCorruptError(f"store {path}: shard {shard.name} is damaged ({e})") from None
     return s
 
@@ -134,14 +146,41 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
         parse_token_types(cfg.token_types)
     except ReaderError as e:
         raise TrainConfigError(f"--token-types: {e}") from None
-    s = open_checked_store(cfg.store, cfg.layer)
+    s = open_checked_store(cfg.store, cfg.layer, allow_incomplete=cfg.allow_incomplete)
     specs = [make_spec(p, cfg, s.d_model) for p in points]
+    sampled = cfg.normalize_activations or cfg.b_dec_init != BDecInit.ZEROS
+    if sampled and cfg.init_sample_tokens < 2 * s.d_model:
+        _fail(
+            f"--init-sample-tokens {cfg.init_sample_tokens} is too few for the norm scale and the b_dec init: use at "
+            f"least 2 × d_in = {2 * s.d_model} (fewer points than dimensions leave the geometric median in their span)"
+        )
     identity = store_identity(s, cfg.layer)
     out = Path(cfg.out)
     status = check_out_folder(out, cfg, identity)
     return RunPlan(
         cfg=cfg, points=points, specs=specs, store=s, store_identity=identity, out=out, status=status
     )
+
+
+def make_reader(plan: RunPlan, *, batch_size: int, device):
+    """The ActivationReader of the run's selection (its errors as TrainErrors)."""
+    from fastsae.train.reader import ActivationReader, ReaderError
+
+    c = plan.cfg
+    try:
+        return ActivationReader(
+            plan.store,
+            layer=c.layer,
+            batch_size=batch_size,
+            token_types=c.token_types,
+            buffer_tokens=c.buffer_tokens,
+            chunk_tokens=c.chunk_tokens,
+            holdout=c.holdout,
+            seed=c.seed,
+            device=device,
+        )
+    except ReaderError as e:
+        raise TrainError(f"{e}") from None
 
 
 def run_document(plan: RunPlan, *, complete: bool = False) -> dict:
@@ -186,9 +225,13 @@ def check_out_folder(out: Path, cfg: TrainConfig, identity: dict) -> str:
 
 def write_json_atomic(path: Path, doc: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave the temp file behind
+        raise

@@ -6,10 +6,13 @@ component parallel to its rows → clip its gradient norm → one Adam step for 
 with its own lr) → unit-norm decoder rows. All SAEs start from the same seeded init (an SAE trained in a sweep
 equals the same SAE trained alone).
 
-No host sync in the step: per-step scalars (loss terms, L0, finiteness of the batch) are written into a small
-device buffer and read back every --log-every steps (and before each eval or checkpoint). That is also when a
-non-finite batch or loss is detected; the run then raises NonFiniteError naming the first bad step and SAE,
-writes nothing more, and the last checkpoint (taken after a clean check) stays the resume point.
+No host sync in the step: per-step scalars (loss terms, L0, whether the batch is finite and within the store's
+bound) are written into a small device buffer and read back every --log-every steps (and before each eval or
+checkpoint). That is also when a bad batch (train/guards.py: StoreCorruptError naming its shard and sequence),
+a non-finite loss or a diverging one is detected; the run then raises, writes nothing more, and the last
+checkpoint (taken after a clean check) stays the resume point. Before anything is allocated or written, the
+sweep's memory and the disk space of its outputs are checked (train/resources.py); a full disk later is one
+line (DiskFullError), temp files removed, the last checkpoint kept. SIGTERM/SIGINT: train/interrupt.py.
 """
 
 from __future__ import annotations
@@ -25,42 +28,28 @@ import torch
 from fastsae.kernels import feature_counts
 from fastsae.lm.devices import pick_device  # one device policy (torchrun's LOCAL_RANK, clear errors)
 from fastsae.train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
-from fastsae.train.config import BDecInit, TrainError, to_json, total_steps
+from fastsae.train.config import BDecInit, to_json, total_steps
+from fastsae.train.guards import (
+    NonFiniteError,
+    bad_input_error,
+    check_inputs,
+    check_losses,
+    inputs_ok,
+    references,
+)
 from fastsae.train.host_memory import reuse_freed_host_memory
+from fastsae.train.interrupt import StopSignals, TrainInterrupted
 from fastsae.train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
 from fastsae.train.progress import ProgressBar
-from fastsae.train.run import RUN_JSON, RunPlan, plan_run, run_document, write_json_atomic
+from fastsae.train.resources import check_disk, check_memory, disk_full_error, is_disk_full
+from fastsae.train.run import RUN_JSON, RunPlan, make_reader, plan_run, run_document, write_json_atomic
 from fastsae.train.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
 STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
-
-
-class NonFiniteError(TrainError, FloatingPointError):
-    """NaN/inf in a batch or a loss; the message names the step (and the SAE)."""
-
-    exit_code = 1  # a run that failed on input that passed every check: not a usage error
-
-
-def make_reader(plan: RunPlan, *, batch_size: int, device):
-    from fastsae.train.reader import ActivationReader, ReaderError
-
-    c = plan.cfg
-    try:
-        return ActivationReader(
-            plan.store,
-            layer=c.layer,
-            batch_size=batch_size,
-            token_types=c.token_types,
-            buffer_tokens=c.buffer_tokens,
-            chunk_tokens=c.chunk_tokens,
-            holdout=c.holdout,
-            seed=c.seed,
-            device=device,
-        )
-    except ReaderError as e:
-        raise TrainError(f"{e}") from None
+# NonFiniteError (train/guards.py) and make_reader (train/run.py) are re-exported: tests and benchmarks use them
+__all__ = ["NonFiniteError", "SweepTrainer", "make_reader", "train_saes"]
 
 
 class SweepTrainer:
@@ -76,6 +65,10 @@ class SweepTrainer:
             reuse_freed_host_memory()  # see train/host_memory.py: else large temporaries page-fault every step
         self.schedule = Schedule.from_config(self.cfg)
         self.total_steps = total_steps(self.cfg)
+        n = len(plan.specs)
+        workers = self.cfg.sae_workers or min(n, torch.get_num_threads())
+        self.workers = max(1, min(workers, n)) if self.device.type == "cpu" else 1
+        check_memory(plan, self.device, workers=self.workers)  # before the SAEs are allocated
         self.saes = [
             SparseAutoencoder(
                 spec, device=self.device, generator=torch.Generator().manual_seed(self.cfg.seed)
@@ -93,7 +86,7 @@ class SweepTrainer:
             # (benchmarks/cpu_ops.py adam_fused)
             fused=True if self.device.type in ("cuda", "cpu") else None,
         )
-        n, dev = len(self.saes), self.device
+        dev = self.device
         self.since_fired = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
         self.fire_count = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
         self.window_tokens = 0
@@ -102,6 +95,10 @@ class SweepTrainer:
         )  # [log_every, n, 5]
         self.batch_ok = torch.ones(max(1, self.cfg.log_every), dtype=torch.bool, device=dev)
         self.hist_len = 0
+        self.energy0: torch.Tensor | None = None  # mean ‖x‖² of the first batch (training units)
+        self.references: list[float] | None = None  # per SAE: its divergence reference (train/guards.py)
+        self.saved_step: int | None = None  # step of the checkpoint on disk (None: none yet)
+        self.stop = StopSignals()
         self.step = 0
         self.scale = 1.0
         self.reader = None
@@ -109,8 +106,6 @@ class SweepTrainer:
         self.batches_read = 0
         self.data_wait = 0.0  # seconds the loop waited in next(reader) since the last train line
         self._since = time.perf_counter()  # when the current train-line window started
-        workers = self.cfg.sae_workers or min(n, torch.get_num_threads())
-        self.workers = max(1, min(workers, n)) if self.device.type == "cpu" else 1
         self._pool: ThreadPoolExecutor | None = None
 
     # ---------------------------------------------------------------- setup
@@ -127,6 +122,7 @@ class SweepTrainer:
             sample = next(sampler)  # [n, d_in]
             sampler.close()
             del sampler
+            check_inputs(sample, self.plan.store, c.layer, "the init sample")
             if c.normalize_activations:
                 self.scale = float(sample.shape[1] ** 0.5 / sample.norm(dim=1).mean())
             sample = sample * self.scale
@@ -153,6 +149,9 @@ class SweepTrainer:
             "reader": self.reader.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "config": to_json(self.cfg),
+            "mse_references": self.references,
+            # the per-step stats not yet logged (a checkpoint between two log steps: SIGTERM/SIGINT)
+            "pending_stats": self.hist[: self.hist_len].cpu(),
         }
 
     def load_state(self, st: dict) -> None:
@@ -168,6 +167,12 @@ class SweepTrainer:
         self.fire_count = [t.to(self.device) for t in st["fire_count"]]
         self.reader.load_state_dict(st["reader"])
         torch.set_rng_state(st["torch_rng"])
+        self.references = st.get("mse_references")  # absent from checkpoints of older versions
+        pending = st.get("pending_stats")
+        if pending is not None and len(pending):
+            self.hist[: len(pending)] = pending.to(self.device)
+            self.hist_len = len(pending)
+        self.saved_step = self.step
 
     # ---------------------------------------------------------------- the step
     def train_step(self, x: torch.Tensor) -> None:
@@ -175,9 +180,11 @@ class SweepTrainer:
         backward passes are independent (one per thread with ``sae_workers`` > 1); the optimizer step is one."""
         k = self.hist_len
         lr_f, sc_f = self.schedule.lr_factor(self.step), self.schedule.sparsity_factor(self.step)
-        self.batch_ok[k] = torch.isfinite(x).all()
+        self.batch_ok[k] = inputs_ok(x)
         if self.scale != 1.0:
             x = x * self.scale
+        if self.step == 0:
+            self.energy0 = x.pow(2).sum(1).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if self._pool is None:
             for i in range(len(self.saes)):
@@ -210,8 +217,8 @@ class SweepTrainer:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), c.grad_clip, foreach=True)
 
     # ---------------------------------------------------------------- logging (the only syncs)
-    def flush(self) -> list[dict] | None:
-        """Read the per-step buffer back, check it, and write one 'train' line per SAE."""
+    def check_pending(self) -> torch.Tensor | None:
+        """Read the per-step buffer back and check it (train/guards.py); returns it [n, n_saes, 5] on the host."""
         n = self.hist_len
         if n == 0:
             return None
@@ -219,13 +226,17 @@ class SweepTrainer:
         first = self.step - n
         if not bool(ok.all()):
             bad = first + int((~ok).nonzero()[0, 0])
-            raise NonFiniteError(f"non-finite activations (NaN/inf) in the training batch of step {bad}")
-        finite = torch.isfinite(hist).all(-1)  # [n, n_saes]
-        if not bool(finite.all()):
-            j, i = (~finite).nonzero()[0].tolist()
-            raise NonFiniteError(
-                f"non-finite loss (NaN/inf) at step {first + j} in SAE {self.plan.points[i].name}"
-            )
+            raise bad_input_error(self.plan.store, self.cfg.layer, f"the training batch of step {bad}")
+        if self.references is None and first == 0:
+            self.references = references(hist[0, :, 1], float(self.energy0))
+        check_losses(hist, first, self.references, self.plan.points)
+        return hist
+
+    def flush(self) -> list[dict] | None:
+        """Read the per-step buffer back, check it, and write one 'train' line per SAE."""
+        hist = self.check_pending()
+        if hist is None:
+            return None
         dead = torch.stack(
             [(s >= self.cfg.dead_feature_window).float().mean() for s in self.since_fired]
         ).cpu()
@@ -288,10 +299,24 @@ class SweepTrainer:
 
     # ---------------------------------------------------------------- the run
     def run(self) -> list[Path]:
-        plan, c = self.plan, self.cfg
+        """Train and save (see the module doc); a stop signal checkpoints, a full disk is one line."""
+        plan = self.plan
         self.reader = make_reader(
-            plan, batch_size=c.batch_size, device=self.device
+            plan, batch_size=self.cfg.batch_size, device=self.device
         )  # may refuse the selection
+        check_disk(plan)  # before anything is written
+        try:
+            with self.stop:
+                return self._run()
+        except BaseException as e:
+            if plan.out.is_dir():  # what a failed write left; the checkpoint on disk stays the resume point
+                clean_tmp(plan.out)
+            if is_disk_full(e):
+                raise disk_full_error(e, plan, saved_step=self.saved_step) from None
+            raise
+
+    def _run(self) -> list[Path]:
+        plan, c = self.plan, self.cfg
         plan.out.mkdir(parents=True, exist_ok=True)
         clean_tmp(plan.out)
         write_json_atomic(plan.out / RUN_JSON, run_document(plan))
@@ -315,6 +340,7 @@ class SweepTrainer:
             ),
             device=self.device,
         )
+        check_inputs(held.x, plan.store, c.layer, "the held-out tokens")
         threads = torch.get_num_threads()
         if self.workers > 1:
             # Several SAE steps at once, each on a share of the cores: small matmuls, the sparse bookkeeping and
@@ -342,6 +368,8 @@ class SweepTrainer:
                 self.evaluate(held)
             self._since = time.perf_counter()
             while self.step < T:
+                if self.stop.received:
+                    self._interrupted()
                 w = time.perf_counter()
                 x = next(self.reader)  # blocks only when the reader is behind (host time, no device sync)
                 self.data_wait += time.perf_counter() - w
@@ -363,7 +391,29 @@ class SweepTrainer:
                 if ck:
                     for log in self.logs:
                         log.sync()
-                    save_checkpoint(self.plan.checkpoint_path, self.state())
+                    self._save()
+
+    def _save(self) -> None:
+        save_checkpoint(self.plan.checkpoint_path, self.state())
+        self.saved_step = self.step
+
+    def _interrupted(self) -> None:
+        """A stop signal between two steps: check the steps not yet logged, checkpoint them, raise."""
+        T, step = self.total_steps, self.step
+        if step and step != self.saved_step:
+            self.check_pending()
+            for log in self.logs:
+                log.sync()
+            self._save()
+            done = f"checkpoint of step {step} of {T} written"
+        elif step:
+            done = f"its checkpoint of step {step} of {T} is on disk"
+        else:
+            done = "before the first step, nothing to save"
+        raise TrainInterrupted(
+            f"{self.stop.name}: training stopped, {done}; rerun the same command to continue",
+            self.stop.received,
+        )
 
     def finish(self) -> list[Path]:
         """Save every SAE (activation scale folded in), plot its curves, mark the run complete."""
