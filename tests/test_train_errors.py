@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from fastsae.cli import app
-from tests.test_train_store import make_store
+from tests.test_train_checks import complete_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("errors") / "store")
+    return complete_store(tmp_path_factory.mktemp("errors") / "store")
 
 
 def invoke(*args: str):
