@@ -2,8 +2,9 @@
 
 ``check_files`` runs at every open: the shard's attributes alone (counts, rows per chunk) give the exact size
 of each data file, compared with lstat() of each file and of each directory on its way (a symbolic link
-there is refused: nothing a shard holds is read from outside it; verify walks the whole shard for links). ``check_declared`` adds what quick_check and verify want: every
-array's zarr.json read, its crc32c (schema 2), its shape and layout against the attributes.
+there is refused: nothing a shard holds is read from outside it; verify also walks the whole shard for
+links). ``check_declared`` adds what quick_check and verify want: every array's zarr.json read, its crc32c
+(schema 2), its shape and layout against the attributes.
 """
 
 from __future__ import annotations

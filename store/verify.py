@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .checks import check_small, meta_consistency, vocab_size_of
 from .completeness import store_completeness
-from .declared import check_declared
+from .declared import check_declared, walk_shard
 from .errors import StoreCorruptError, StoreError, StoreNotFoundError
 from .format import ATTRS_KEY, ZARR_JSON, list_partials, read_json, read_store_json, scan_shards
 from .reader import Shard, check_sequence_ranges
@@ -18,6 +18,7 @@ from .scan import scan_acts
 def verify_shard(shard: Shard, *, check_values: bool = True, vocab_size: int | None = None) -> None:
     """Checks one opened shard's arrays completely; raises StoreCorruptError with a one-line message naming
     what is wrong (and, for a bad value, the token and its sequence)."""
+    walk_shard(shard.path)  # a symbolic link anywhere inside the shard, even where nothing reads
     check_declared(shard.path, shard.attrs[ATTRS_KEY])  # every layer's file size, too
     check_small(shard, vocab_size=vocab_size)
     for layer in shard.layers:

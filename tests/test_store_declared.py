@@ -172,3 +172,11 @@ def test_truncated_activation_file_leaves_the_other_layers_readable(store):
     assert fstore.quick_check(s, layers=[2]) and s.shards[1].raw_acts(2).shape == (52, 24)
     with pytest.raises(StoreCorruptError, match="acts/layer_5"):
         fstore.quick_check(s)
+
+
+def test_verify_refuses_a_symlink_anywhere_inside_a_shard(store, tmp_path):
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", store / SHARD / "acts" / "extra")  # read by nothing, still refused
+    assert open_store(store).num_sequences == 5
+    r = runner.invoke(app, ["verify", str(store)])
+    assert r.exit_code == 2 and "acts/extra is a symbolic link" in r.stderr, r.output
