@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fastsae.train.trainer as trainer_mod
-from fastsae.train.config import TrainConfig
 from fastsae.saes import load_sae
+from fastsae.train.config import TrainConfig
 from fastsae.train.metrics import read_metrics
 from fastsae.train.trainer import train_saes
 from tests.test_train_store import make_store
