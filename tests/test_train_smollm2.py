@@ -56,3 +56,18 @@ def test_default_jumprelu_recipe_reaches_a_sensible_l0_on_smollm2(tmp_path):
     assert last["mse"] < first["mse"]
     extra = json.loads((folder / "fastsae.json").read_text())["extra"]
     assert extra["store"]["d_model"] == 576 and extra["activation_scale"] > 0
+
+    # Spliced into the real model, on conversations the store never saw: a trained SAE recovers part
+    # of the CE loss that ablating the layer loses, and never more than all of it.
+    chats = (ROOT / "harvest" / "data" / "demo_chats.jsonl").read_text().splitlines()[-8:]
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text("\n".join(chats) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastsae", "eval", "--sae", str(folder), "--data", str(fresh),
+         "--out", str(tmp_path / "eval"), "--no-progress", "--device", "cpu"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "eval" / "results.json").read_text())["saes"][0]["metrics"]["all"]
+    assert m["ce_clean"] < m["ce_sae"] < min(m["ce_zero_abl"], m["ce_mean_abl"]), m
+    assert 0 < m["ce_loss_recovered_mean"] <= 1 and 0 < m["ce_loss_recovered_zero"] <= 1, m
