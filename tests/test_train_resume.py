@@ -43,6 +43,13 @@ if delay or log:
                 f.write(f"{self.step}\\n")
         return real(self, x)
     t.SweepTrainer.train_step = slow
+if os.environ.get("SIGNAL_LOG"):  # a file appears once the stop handler has run
+    import fastsae.train.interrupt as i
+    handle = i.StopSignals._handle
+    def noted(self, signum, frame):
+        handle(self, signum, frame)
+        open(os.environ["SIGNAL_LOG"], "w").close()
+    i.StopSignals._handle = noted
 from fastsae.cli import app
 app(sys.argv[1:], prog_name="fastsae")
 """
@@ -66,10 +73,12 @@ def reference_config(store: Path, out: Path) -> TrainConfig:
     )  # fmt: skip
 
 
-def run_entry(args, *, delay=0.0, step_log: Path | None = None, **kw):
+def run_entry(args, *, delay=0.0, step_log: Path | None = None, signal_log: Path | None = None, **kw):
     env = {**os.environ, "STEP_DELAY": str(delay), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     if step_log is not None:
         env["STEP_LOG"] = str(step_log)
+    if signal_log is not None:
+        env["SIGNAL_LOG"] = str(signal_log)
     return subprocess.Popen([sys.executable, "-c", ENTRY, *args], cwd=ROOT, env=env, **kw)
 
 
@@ -168,13 +177,18 @@ def test_a_signal_checkpoints_the_step_and_the_rerun_redoes_nothing(store, refer
 def test_a_second_signal_stops_at_once(store, tmp_path):
     # a user who does not want to wait for the checkpoint: the second SIGINT is a plain Ctrl-C (130, no checkpoint
     # of the step it lands on; the periodic ones stay)
-    out, log = tmp_path / "out", tmp_path / "steps"
-    victim = run_entry(cli_args(store, out), delay=0.5, step_log=log, stderr=subprocess.PIPE, text=True)
+    out, log, noted = tmp_path / "out", tmp_path / "steps", tmp_path / "signalled"
+    victim = run_entry(
+        cli_args(store, out), delay=2.0, step_log=log, signal_log=noted, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while len(steps_in(log)) < 2 and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.02)
+    time.sleep(0.5)  # into the next step's 2 s sleep (a step is logged after its sleep, before its work)
     os.kill(victim.pid, signal.SIGINT)
-    time.sleep(0.05)  # inside the same 0.5 s step
+    # the second only once the first was handled: two sent before Python runs its handler count as one
+    while not noted.exists() and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.01)
     os.kill(victim.pid, signal.SIGINT)
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == 130, err[-2000:]
