@@ -10,9 +10,8 @@ Either way, every evaluated sequence is hashed (sha256 of its int32 token ids) a
 hashes of each SAE's training sequences (the store's sequences its run did not hold out): an overlap is
 refused unless --allow-overlap, and then recorded.
 
-The held-out split is train's: `holdout_indices` repeats train.selection.pick_holdout (a pure function of
-the store's sequence count, the run's seed and holdout fraction; tests/test_eval_set.py checks the two
-agree). It belongs in store/ so that both stages import one copy.
+The held-out split is train's: both call fastsae.store.split.holdout_indices, a pure function of the
+store's sequence count, the run's seed and holdout fraction.
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsae.errors import InputError
-
-HOLDOUT_STREAM = 0x401D  # train.selection's rng stream tag of the held-out choice
+from fastsae.store.split import holdout_indices
 
 
 class EvalSetError(InputError):
@@ -60,17 +58,6 @@ class EvalSet:
 
 def content_hash(token_ids) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(token_ids, dtype=np.int32)).tobytes()).hexdigest()
-
-
-def holdout_indices(num_sequences: int, seed: int, *, fraction: float = 0.0, count: int | None = None):
-    """Sorted global indices of a training run's held-out sequences (train.selection.pick_holdout)."""
-    if count is None:
-        count = max(1, round(fraction * num_sequences)) if fraction > 0 else 0
-    count = min(count, num_sequences - 1) if num_sequences >= 2 else 0
-    if count == 0:
-        return np.zeros(0, np.int64)
-    rng = np.random.default_rng([seed, HOLDOUT_STREAM])
-    return np.sort(rng.choice(num_sequences, size=count, replace=False)).astype(np.int64)
 
 
 def run_holdout(extra: dict, num_sequences: int) -> np.ndarray:

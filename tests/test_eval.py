@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fastsae.cli import app
 from fastsae.interp.eval_config import EvalConfig
-from fastsae.interp.evalset import EvalSetError, holdout_indices
+from fastsae.interp.evalset import EvalSetError
 from fastsae.interp.evaluate import EvalInputError, run_eval
 from fastsae.saes import (
     HeldOut,
@@ -30,6 +30,7 @@ from fastsae.saes import (
     save_sae,
 )
 from fastsae.store import open_store
+from fastsae.store.split import holdout_indices
 
 LAYER = 1
 
@@ -276,15 +277,17 @@ def test_the_cli_writes_every_output_and_reports_errors_in_one_line(world, tmp_p
     assert r.exit_code == 2 and r.output.strip().count("\n") == 0 and r.output.startswith("error: ")
 
 
-def test_held_out_split_is_trains():
-    from fastsae.train.selection import pick_holdout
-
+def test_held_out_split_rule():
+    # train and eval share fastsae.store.split.holdout_indices; its rule: round(fraction * S), at least one
+    # when fraction > 0, never all, sorted and unique, a function of (S, seed, fraction) only
     for n in (1, 2, 3, 10, 97, 1000):
-        for seed in (0, 42):
-            for frac in (0.0, 0.01, 0.1, 0.25, 0.5):
-                np.testing.assert_array_equal(
-                    holdout_indices(n, seed, fraction=frac), pick_holdout(n, seed, fraction=frac)
-                )
+        for frac in (0.0, 0.01, 0.1, 0.25, 0.5):
+            a = holdout_indices(n, 42, fraction=frac)
+            want = 0 if frac == 0 or n < 2 else min(max(1, round(frac * n)), n - 1)
+            assert len(a) == want and len(np.unique(a)) == want and np.all(np.diff(a) > 0)
+            assert a.size == 0 or (a[0] >= 0 and a[-1] < n)
+            np.testing.assert_array_equal(a, holdout_indices(n, 42, fraction=frac))
+    assert not np.array_equal(holdout_indices(1000, 0, fraction=0.1), holdout_indices(1000, 1, fraction=0.1))
 
 
 def test_saelens_compatible_skips_bos_eos_pad_inputs_and_zeroes_every_position(world, main_doc):

@@ -22,8 +22,8 @@ import torch
 
 from fastsae.errors import FastSAEError
 from fastsae.store import TokenType
+from fastsae.store.split import holdout_indices
 
-HOLDOUT_STREAM = 0x401D  # rng stream tags: seeds are [seed, tag, ...]
 CHUNK_ORDER_STREAM = 0xC4
 PAGE_BYTES = 4096
 STORED_NUMPY = {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32}
@@ -92,13 +92,7 @@ def pick_holdout(
         raise ReaderError(f"holdout fraction must be in [0, 1), got {fraction}")
     if count is not None and count < 0:
         raise ReaderError(f"holdout sequence count must be >= 0, got {count}")
-    if count is None:
-        count = max(1, round(fraction * num_sequences)) if fraction > 0 else 0
-    count = min(count, num_sequences - 1) if num_sequences >= 2 else 0
-    if count == 0:
-        return np.zeros(0, np.int64)
-    rng = np.random.default_rng([seed, HOLDOUT_STREAM])
-    return np.sort(rng.choice(num_sequences, size=count, replace=False)).astype(np.int64)
+    return holdout_indices(num_sequences, seed, fraction=fraction, count=count)
 
 
 class TokenSelection:
