@@ -13,18 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The house rules (ARCHITECTURE.md): package -> the fastsae packages it must never import.
 # Arrows point down only: floor 3 (the CLI app) > stages (harvest, train) > floor 1 > ground.
-# A later analysis stage may import lm, saes and store (and nothing else of ours but errors).
+# interp (eval, features, judge, dashboard, steer) may import chats, lm, saes, store and kernels.
 FORBIDDEN = {
-    "harvest": {"train", "saes", "kernels", "cli"},
-    "train": {"harvest", "cli"},  # lm for its devices and rank policy only
-    "lm": {"harvest", "train", "saes", "kernels", "cli"},
-    "saes": {"harvest", "train", "lm", "store", "cli"},
-    "store": {"harvest", "train", "lm", "saes", "kernels", "cli"},
-    "kernels": {"harvest", "train", "lm", "saes", "store", "cli"},
+    "harvest": {"train", "saes", "kernels", "interp", "cli"},
+    "train": {"harvest", "interp", "chats", "cli"},  # lm for its devices and rank policy only
+    "lm": {"harvest", "train", "saes", "kernels", "interp", "cli"},
+    "saes": {"harvest", "train", "lm", "store", "interp", "chats", "cli"},
+    "store": {"harvest", "train", "lm", "saes", "kernels", "interp", "chats", "cli"},
+    "kernels": {"harvest", "train", "lm", "saes", "store", "interp", "chats", "cli"},
     "interp": {"harvest", "train", "cli"},
+    # conversations in every format harvest reads (floor 1): harvest, eval and steer read them
+    "chats": {"harvest", "train", "lm", "saes", "store", "kernels", "interp", "cli"},
 }
 # top-level names that must only ever be imported under the fastsae namespace
-OURS = {"harvest", "train", "store", "kernels", "lm", "saes", "interp"}
+OURS = {"harvest", "train", "store", "kernels", "lm", "saes", "interp", "chats"}
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:

@@ -1,0 +1,1 @@
+"""Conversations from files and the hub, in every format harvest reads (floor 1)."""
