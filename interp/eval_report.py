@@ -9,13 +9,12 @@ arm's L0 range (no extrapolation).
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from fastsae.atomic import write_json_atomic
 from fastsae.interp.eval_config import GROUP_LABELS
 
 ARMS = ("FAST", "BT(F)", "BT(P)")
@@ -47,12 +46,6 @@ def value(sae: dict, key: str):
 
 def _fmt(v, f: str) -> str:
     return "—" if v is None else f.format(v)
-
-
-def write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def write_csv(path: Path, doc: dict) -> None:
@@ -222,7 +215,7 @@ def write_all(doc: dict, out: Path, *, compare: bool, console=None) -> str:
         f"{ev['spliced']}; scored: {ev['scored']}."
     )
     md = "\n\n".join([head] + [f"**{t}**\n\n{markdown_table(h, r)}" for t, h, r in tables]) + "\n"
-    write_json(out / "results.json", doc)
+    write_json_atomic(out / "results.json", doc, default=str)
     write_csv(out / "results.csv", doc)
     (out / "results.md").write_text(md, encoding="utf-8")
     plots(doc, out)

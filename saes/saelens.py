@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from fastsae.atomic import write_json_atomic
 from fastsae.saes.sae import Arch, SAEError, SAESpec, SparseAutoencoder
 
 CFG_FILENAME = "cfg.json"
@@ -92,12 +93,6 @@ def saelens_cfg(sae: SparseAutoencoder, *, hook_name: str, model_name: str) -> d
     return cfg
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def save_sae(
     sae: SparseAutoencoder, path: str | os.PathLike, *, hook_name: str, model_name: str, extra: dict
 ) -> None:
@@ -115,8 +110,12 @@ def save_sae(
         save_file(own, str(out / STATE_FILENAME))
     elif (out / STATE_FILENAME).exists():
         (out / STATE_FILENAME).unlink()
-    _write_json(out / CFG_FILENAME, saelens_cfg(sae, hook_name=hook_name, model_name=model_name))
-    _write_json(out / META_FILENAME, {"format": 1, "spec": sae.spec.to_dict(), "extra": extra})
+    write_json_atomic(
+        out / CFG_FILENAME, saelens_cfg(sae, hook_name=hook_name, model_name=model_name), default=str
+    )
+    write_json_atomic(
+        out / META_FILENAME, {"format": 1, "spec": sae.spec.to_dict(), "extra": extra}, default=str
+    )
 
 
 @dataclass(frozen=True)
