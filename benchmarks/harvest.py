@@ -72,10 +72,10 @@ def main() -> None:
     ap.add_argument("--max-padding", type=float, default=0.125, help="plan_batches' bound, bare forward only")
     args = ap.parse_args()
 
+    from fastsae.chats.skips import SkipLog
     from fastsae.harvest.batching import pad_right, plan_batches
     from fastsae.harvest.config import HarvestConfig, parse_layers
     from fastsae.harvest.runner import run_harvest, sequence_stream
-    from fastsae.harvest.sources import SkipLog
     from fastsae.lm import GGUF_ENV, ResidualHooks, load_model, pick_device, set_threads
     from fastsae.store import open_store
 

@@ -24,8 +24,8 @@ _CONFIG_IDENTITY = (
 
 def resolve_data_specs(cfg: HarvestConfig) -> list[str]:
     """The --data specs, defaulting to the shipped demo chats; raises for a missing file (one line)."""
+    from fastsae.chats.sources import SourceError, parse_spec
     from fastsae.harvest.config import HarvestConfigError
-    from fastsae.harvest.sources import SourceError, parse_spec
 
     specs = list(cfg.data) or [str(DEMO_DATA)]
     for spec in specs:
@@ -75,7 +75,7 @@ def _data_identity(d: dict) -> dict:
 
 def build_meta(cfg: HarvestConfig, loaded, specs: list[str], *, model_dtype: str) -> dict:
     """Full store metadata (store.json) of this harvest."""
-    from fastsae.harvest.sources import describe_sources
+    from fastsae.chats.sources import describe_sources
     from fastsae.lm.chat import template_hash
     from fastsae.store import SCHEMA_VERSION
 

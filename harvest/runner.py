@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fastsae.chats.formats import GZIP_MAGIC, head
 from fastsae.harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError
-from fastsae.harvest.formats import GZIP_MAGIC, head
 from fastsae.harvest.meta import build_meta, check_early_identity, resolve_data_specs
 from fastsae.harvest.progress import HarvestProgress
 from fastsae.harvest.shards import ShardSink
@@ -65,7 +65,7 @@ class HarvestResult:
 
 def sequence_stream(cfg: HarvestConfig, tokenizer, specs: list[str], skip_log) -> Iterator[SeqItem]:
     """The deterministic sequence stream (global indices from 0), without any forward pass."""
-    from fastsae.harvest.sources import RecordError, iter_records
+    from fastsae.chats.sources import RecordError, iter_records
     from fastsae.lm.chat import tokenize_conversation, tokenize_text
     from fastsae.lm.errors import TemplateRejectedError
 
@@ -197,7 +197,7 @@ def _first_sequence_or_raise(cfg: HarvestConfig, tokenizer, specs: list[str]) ->
     """Reads the stream up to its first sequence; input that yields none is one error naming what it held."""
     from contextlib import closing
 
-    from fastsae.harvest.sources import SkipLog, nothing_usable
+    from fastsae.chats.skips import SkipLog, nothing_usable
 
     probe = SkipLog()
     with closing(sequence_stream(cfg, tokenizer, specs, probe)) as stream:
@@ -219,7 +219,7 @@ def _threads(cfg: HarvestConfig, device) -> int:
 def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequence_stored) -> HarvestResult:
     import torch
 
-    from fastsae.harvest.sources import SkipLog
+    from fastsae.chats.skips import SkipLog
     from fastsae.lm.load import load_model, resolve_dtype
     from fastsae.store import begin_writer, finish_writer, init_store
 
@@ -341,7 +341,7 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
 
 def _warn_unusable_specs(specs: list[str], skip_log, cfg: HarvestConfig) -> None:
     """One warning per --data spec that gave nothing while others did (the run itself succeeded)."""
-    from fastsae.harvest.sources import describe_unusable
+    from fastsae.chats.skips import describe_unusable
 
     for dataset in range(len(specs)):
         if skip_log.kept_by[dataset] <= 0 and any(e["dataset"] == dataset for e in skip_log.entries):

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastsae.chats.records import normalise_record
+from fastsae.chats.skips import SkipLog
+from fastsae.chats.sources import iter_records
 from fastsae.errors import FastSAEError
-from fastsae.harvest.records import normalise_record
-from fastsae.harvest.sources import SkipLog, iter_records
 from fastsae.lm.chat import (
     ROLE_TYPES,
     check_chat_template,

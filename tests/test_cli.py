@@ -31,9 +31,8 @@ def one_error_line(result) -> str:
 
 
 def test_every_project_error_derives_from_the_root_and_its_builtin():
+    from fastsae.chats import NothingUsableError, RecordError, SourceError, SourceNotFoundError
     from fastsae.harvest.config import HarvestConfigError, HarvestError
-    from fastsae.harvest.records import RecordError
-    from fastsae.harvest.sources import SourceError, SourceNotFoundError
     from fastsae.store.errors import StoreCorruptError, StoreError, StoreExistsError, StoreNotFoundError
     from fastsae.train.config import TrainConfigError, TrainError
     from fastsae.train.selection import LayerNotFoundError, ReaderError
@@ -43,7 +42,8 @@ def test_every_project_error_derives_from_the_root_and_its_builtin():
         UsageError: ValueError, InputError: ValueError, ResourceError: OSError,
         StoreNotFoundError: FileNotFoundError, StoreCorruptError: ValueError, StoreExistsError: FileExistsError,
         HarvestConfigError: ValueError, SourceError: ValueError, SourceNotFoundError: FileNotFoundError,
-        RecordError: ValueError, TrainConfigError: ValueError, ReaderError: ValueError,
+        RecordError: ValueError, NothingUsableError: ValueError, TrainConfigError: ValueError,
+        ReaderError: ValueError,
         LayerNotFoundError: ValueError, NonFiniteError: FloatingPointError,
     }  # fmt: skip
     for cls in (*builtin, StoreError, HarvestError, TrainError):

@@ -1,4 +1,4 @@
-"""harvest.sources / harvest.records: data specs, schema detection, bad-record skipping, provenance."""
+"""chats.sources / chats.records: data specs, schema detection, bad-record skipping, provenance."""
 
 import gzip
 import hashlib
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fastsae.harvest.records import normalise_record
-from fastsae.harvest.sources import (
+from fastsae.chats.records import normalise_record
+from fastsae.chats.skips import SkipLog
+from fastsae.chats.sources import (
     Record,
     RecordError,
-    SkipLog,
     SourceError,
     SourceNotFoundError,
     describe_sources,

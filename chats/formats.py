@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from fastsae.chats.records import RecordError
 from fastsae.errors import InputError
-from fastsae.harvest.records import RecordError
 
 LOCAL_KINDS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".txt": "txt"}
 GZIP_MAGIC = b"\x1f\x8b"
@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class SourceError(InputError):
-    """A --data spec cannot be read as a whole (missing file, hub unreachable, unsupported format)."""
+    """A data spec (--data, --prompts) cannot be read as a whole (missing file, hub unreachable, format)."""
 
 
 class SourceNotFoundError(SourceError, FileNotFoundError):
-    """A --data spec names a local file that does not exist."""
+    """A data spec names a local file that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class DataSpec:
     name: str | None = None  # hub dataset id
     config: str | None = None
     split: str = "train"
+    flag: str = "--data"  # the option that named it, for error lines ("--data", "--prompts")
 
 
 def head(path: Path, n: int) -> bytes:
@@ -73,7 +74,7 @@ def _open_bytes(d: DataSpec):
     if not d.compressed:
         return open(d.path, "rb")
     if not d.spec.lower().endswith(".gz"):
-        _note(d, f"--data {d.spec} holds gzip-compressed bytes: read through gzip")
+        _note(d, f"{d.flag} {d.spec} holds gzip-compressed bytes: read through gzip")
     return gzip.open(d.path, "rb")
 
 
@@ -94,7 +95,7 @@ def _parse_json_line(raw: bytes) -> object:
 
 def _read_jsonl(d: DataSpec) -> Iterator[tuple[int, str, object]]:
     if _first_byte(d) == b"[":  # one JSON array of records, or JSON lines that are arrays: _read_json tells
-        yield from _read_json(d, note=f"--data {d.spec} is one JSON array, not JSON lines: read as a list")
+        yield from _read_json(d, note=f"{d.flag} {d.spec} is one JSON array, not JSON lines: read as a list")
         return
     yield from _read_lines(d)
 
@@ -118,20 +119,22 @@ def _read_json(d: DataSpec, note: str | None = None) -> Iterator[tuple[int, str,
     try:
         obj = json.loads(_decode(data.removeprefix(b"\xef\xbb\xbf")))
     except RecordError as e:
-        raise SourceError(f"--data {d.spec}: {e}") from None
+        raise SourceError(f"{d.flag} {d.spec}: {e}") from None
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # JSON lines in a .json file
             yield from _read_lines(d)
             return
         raise SourceError(
-            f"--data {d.spec}: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+            f"{d.flag} {d.spec}: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
     if note and isinstance(obj, list):
         _note(d, note)
     if isinstance(obj, dict):
         obj = [obj]  # a single record
     if not isinstance(obj, list):
-        raise SourceError(f"--data {d.spec}: top level is a {type(obj).__name__}, expected a list of records")
+        raise SourceError(
+            f"{d.flag} {d.spec}: top level is a {type(obj).__name__}, expected a list of records"
+        )
     for row, rec in enumerate(obj):
         yield row, f"{d.path}[{row}]", rec
 
@@ -141,11 +144,11 @@ def _parquet_file(d: DataSpec):
     import pyarrow.parquet as pq
 
     if head(d.path, 4) != PARQUET_MAGIC:
-        raise SourceError(f"--data {d.spec}: not a Parquet file (it does not start with {PARQUET_MAGIC!r})")
+        raise SourceError(f"{d.flag} {d.spec}: not a Parquet file (it does not start with {PARQUET_MAGIC!r})")
     try:
         return pq.ParquetFile(d.path)
     except (pa.ArrowException, OSError) as e:
-        raise SourceError(f"--data {d.spec}: not a readable Parquet file ({_first_line(e)})") from None
+        raise SourceError(f"{d.flag} {d.spec}: not a readable Parquet file ({_first_line(e)})") from None
 
 
 def parquet_columns(d: DataSpec) -> list[str]:
@@ -164,7 +167,7 @@ def _read_parquet(d: DataSpec) -> Iterator[tuple[int, str, object]]:
                 row += 1
     except (pa.ArrowException, OSError) as e:
         raise SourceError(
-            f"--data {d.spec}: Parquet file damaged after row {row} ({_first_line(e)})"
+            f"{d.flag} {d.spec}: Parquet file damaged after row {row} ({_first_line(e)})"
         ) from None
 
 
@@ -220,7 +223,7 @@ def _read_hub(d: DataSpec) -> Iterator[tuple[int, str, object]]:
     except (ConnectionError, OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SourceError(
-            f"--data {d.spec}: cannot load hub dataset {d.name!r} (config {d.config}, split {d.split}): {first}"
+            f"{d.flag} {d.spec}: cannot load hub dataset {d.name!r} (config {d.config}, split {d.split}): {first}"
         ) from None
 
 
@@ -240,4 +243,4 @@ def read_rows(d: DataSpec) -> Iterator[tuple[int, str, object]]:
     except (OSError, EOFError, zlib.error) as e:
         if isinstance(e, SourceError):
             raise
-        raise SourceError(f"--data {d.spec}: cannot be read to the end ({_first_line(e)})") from None
+        raise SourceError(f"{d.flag} {d.spec}: cannot be read to the end ({_first_line(e)})") from None
