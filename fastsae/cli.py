@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from fastsae.errors import FastSAEError, one_line
 from fastsae.harvest.cli import harvest
+from fastsae.interp.dashboard_cli import dashboard
 from fastsae.interp.eval_cli import EVAL_CONTEXT, eval_cmd
 from fastsae.store.cli import inspect, verify
 from fastsae.train.cli import train
@@ -122,6 +123,7 @@ app.command("inspect")(inspect)
 app.command("verify")(verify)
 app.command("train")(train)
 app.command("eval", context_settings=EVAL_CONTEXT)(eval_cmd)
+app.command("dashboard")(dashboard)
 
 
 def main() -> None:

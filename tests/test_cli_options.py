@@ -38,7 +38,11 @@ def required_args(name: str) -> tuple[dict, list[str]]:
         for f in dataclasses.fields(config)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     }
-    return values, [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    positional = {p.name for p in GROUP.commands[name].params if p.param_type_name == "argument"}
+    args = [str(v) for k, v in values.items() if k in positional]  # `fastsae dashboard FEATS`
+    return values, args + [
+        a for k, v in values.items() if k not in positional for a in (f"--{k.replace('_', '-')}", str(v))
+    ]
 
 
 def count_options(name: str) -> list[str]:

@@ -1,0 +1,210 @@
+"""What the dashboard page embeds: one compact JSON document built from a features folder.
+
+Layout (the page's script reads it; tests read it back too):
+- `meta`: what was read (SAE, store, counts, window, histogram edges, token-type names, judge summary);
+- `vocab`: the decoded text of every token id the contexts use, most frequent first; `vocab_ids` its ids;
+- `features`: the table, one column per field (`id`, `density`, `max`, `mean`, `dead`, `mass` per token
+  type, `top_tokens`: the vocab indices of its top contexts' activating tokens, most frequent first, and
+  the judge's `desc`, `score`, `status`, `det_acc`, `det_f1`, null where unjudged);
+- `detail`: per feature `[hist, top, quantile]`, three strings decoded only when the feature is opened:
+  `hist` the bin counts (trailing zeros dropped), comma-separated; `top`/`quantile` contexts separated by
+  `/`, each `seq,pos,center;types;tokens;acts` with `types` one base-36 digit per token, `tokens` vocab
+  indices, and `acts` the window's non-zero activations as `index:value` (3 significant digits);
+- `special`: special_tokens.json, or null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fastsae.errors import InputError
+from fastsae.interp.feature_artifact import CONTEXT_KINDS, OUTSIDE_TYPE, FeatureArtifact
+
+JUDGE_FILE = "judge.jsonl"
+JUDGE_SUMMARY = "judge_summary.json"
+DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class DashboardInputError(InputError):
+    """A features folder the dashboard cannot render (the message says what and where)."""
+
+
+def sig(x: float, digits: int = 4) -> float | None:
+    """x rounded to `digits` significant digits (JSON stays short); None for NaN/inf."""
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+def load_judge(feats: Path) -> dict[int, dict]:
+    """judge.jsonl beside the artifact, by feature id ({} when the features were not judged)."""
+    path = feats / JUDGE_FILE
+    if not path.is_file():
+        return {}
+    out: dict[int, dict] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            out[int(rec["feature"])] = rec
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DashboardInputError(f"{path}:{n}: not a judge record ({e})") from e
+    return out
+
+
+def _judge_fields(rec: dict | None) -> dict:
+    """The judge's description, score and detection figures, whatever nesting judge.jsonl uses."""
+    if rec is None:
+        return {"desc": None, "score": None, "status": None, "det_acc": None, "det_f1": None}
+    det = rec.get("detection") if isinstance(rec.get("detection"), dict) else {}
+
+    def num(*names):
+        for src in (rec, det):
+            for name in names:
+                if isinstance(src.get(name), (int, float)) and not isinstance(src.get(name), bool):
+                    return sig(src[name], 3)
+        return None
+
+    return {
+        "desc": rec.get("description"),
+        "score": num("score"),
+        "status": rec.get("status"),
+        "det_acc": num("detection_accuracy", "accuracy", "det_accuracy"),
+        "det_f1": num("detection_f1", "f1", "det_f1"),
+    }
+
+
+def choose_features(art: FeatureArtifact, judged: dict[int, dict], max_features: int | None) -> np.ndarray:
+    """Every feature; with a cap, the judged ones first, then the live ones by id, then the dead; sorted."""
+    F = art.d_sae
+    if max_features is None or max_features >= F:
+        return np.arange(F)
+    live = set(art.live().tolist())
+    ranked = [f for f in sorted(judged) if 0 <= f < F]
+    seen = set(ranked)
+    ranked += [f for f in sorted(live) if f not in seen]
+    seen |= live
+    ranked += [f for f in range(F) if f not in seen]
+    return np.array(sorted(ranked[:max_features]), dtype=np.int64)
+
+
+def _vocab(art: FeatureArtifact, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vocab ids most frequent first, the sorted unique ids, each unique id's vocab index)."""
+    ids = np.concatenate([art.tensors[f"{p}_ids"][feats].ravel() for p in CONTEXT_KINDS.values()])
+    uniq, counts = np.unique(ids[ids >= 0], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(len(uniq), np.int64)
+    rank[order] = np.arange(len(uniq))
+    return uniq[order], uniq, rank
+
+
+def _contexts(t: dict[str, np.ndarray], f: int, window: int, uniq: np.ndarray, rank: np.ndarray) -> str:
+    parts = []
+    seqs, pos = t["seq"][f], t["pos"][f]
+    for j in np.flatnonzero(seqs >= 0):
+        inside = t["types"][f, j] != OUTSIDE_TYPE
+        ids = t["ids"][f, j][inside]
+        types = t["types"][f, j][inside]
+        acts = t["acts"][f, j][inside]
+        toks = rank[np.searchsorted(uniq, ids)]
+        nz = np.flatnonzero(acts != 0)
+        parts.append(
+            f"{int(seqs[j])},{int(pos[j])},{int(inside[:window].sum())};"
+            + "".join(DIGITS36[int(x)] for x in types)
+            + ";"
+            + ",".join(map(str, toks.tolist()))
+            + ";"
+            + ",".join(f"{k}:{float(acts[k]):.3g}" for k in nz.tolist())
+        )
+    return "/".join(parts)
+
+
+def _hist(counts: np.ndarray) -> str:
+    nz = np.flatnonzero(counts)
+    return ",".join(map(str, counts[: nz[-1] + 1].tolist())) if len(nz) else ""
+
+
+def _top_tokens(art: FeatureArtifact, feats: np.ndarray, uniq, rank, n: int = 5) -> list[list[int]]:
+    """Per feature, the distinct activating tokens of its top contexts (vocab indices), most frequent first."""
+    centers = art.tensors["top_ids"][feats][:, :, art.window]
+    out = []
+    for row in centers:
+        row = row[row >= 0]
+        if not len(row):
+            out.append([])
+            continue
+        vals, first, counts = np.unique(row, return_index=True, return_counts=True)
+        order = np.lexsort((first, -counts))[:n]
+        out.append(rank[np.searchsorted(uniq, vals[order])].tolist())
+    return out
+
+
+def build_data(art: FeatureArtifact, decode, judged: dict[int, dict], max_features: int | None) -> dict:
+    """The page's JSON document (module doc); `decode(id) -> str` is the store's tokenizer."""
+    T = art.tensors
+    n_types = T["type_mass"].shape[1]
+    if n_types > len(DIGITS36):
+        raise DashboardInputError(f"{art.path}: {n_types} token types; the page encodes at most 36")
+    feats = choose_features(art, judged, max_features)
+    vocab_ids, uniq, rank = _vocab(art, feats)
+    ctx = {
+        kind: {name: T[f"{p}_{name}"] for name in ("seq", "pos", "ids", "types", "acts")}
+        for kind, p in CONTEXT_KINDS.items()
+    }
+    detail = [
+        [
+            _hist(T["hist_counts"][f]),
+            _contexts(ctx["top"], f, art.window, uniq, rank),
+            _contexts(ctx["quantile"], f, art.window, uniq, rank),
+        ]
+        for f in feats.tolist()
+    ]
+    judge = [_judge_fields(judged.get(f)) for f in feats.tolist()]
+    features = {
+        "id": feats.tolist(),
+        "density": [sig(x) for x in T["density"][feats]],
+        "max": [sig(x) for x in T["max_act"][feats]],
+        "mean": [sig(x) for x in T["mean_act"][feats]],
+        "dead": [int(x) for x in T["dead"][feats]],
+        "mass": np.round(T["type_mass"][feats], 3).tolist(),
+        "top_tokens": _top_tokens(art, feats, uniq, rank),
+        **{k: [j[k] for j in judge] for k in ("desc", "score", "status", "det_acc", "det_f1")},
+    }
+    summary_path = art.path / JUDGE_SUMMARY
+    meta = art.meta
+    return {
+        "meta": {
+            "sae": meta.get("sae", {}),
+            "store": meta.get("store", {}),
+            "config": meta.get("config", {}),
+            "n_sequences": meta.get("n_sequences"),
+            "n_tokens": meta.get("n_tokens"),
+            "window": art.window,
+            "top_k": meta.get("top_k"),
+            "n_quantile": meta.get("n_quantile"),
+            "hist_edges": [sig(x) for x in meta.get("hist_edges", [])],
+            "token_types": {str(k): v for k, v in sorted(art.token_type_names.items())},
+            "d_sae": art.d_sae,
+            "n_dead": int(T["dead"].sum()),
+            "n_shown": len(feats),
+            "n_judged": sum(1 for f in feats.tolist() if f in judged),
+            "judge_summary": json.loads(summary_path.read_text()) if summary_path.is_file() else None,
+        },
+        "vocab": [decode(int(i)) for i in vocab_ids.tolist()],
+        "vocab_ids": vocab_ids.tolist(),
+        "features": features,
+        "detail": detail,
+        "special": art.special_table(),
+    }
+
+
+def script_json(doc: dict) -> str:
+    """The document as compact JSON that is safe inside <script type="application/json">: every `<` is
+    escaped (only strings hold one), so no token text can close the script element."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
