@@ -36,7 +36,7 @@ class EvalConfig:
     data: tuple[str, ...] = field(
         default=(),
         metadata=_help(
-            "Chat data to evaluate on (.jsonl/.json of {'messages': [...]}); default: the held-out "
+            "Chat data to evaluate on, in any format harvest --data reads; default: the held-out "
             "sequences recorded for the SAEs' training run."
         ),
     )

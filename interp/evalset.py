@@ -4,7 +4,8 @@ Two sources:
 - the held-out sequences of the SAEs' training run, read from their store (token ids and types as
   harvested; the model reruns them). Several SAEs of one run share them; SAEs with different held-out
   splits of one store are evaluated on the sequences held out for all of them;
-- fresh chat data (--data), tokenised here with the model's chat template and truncated as harvest does.
+- fresh chat data (--data) in any format harvest reads (fastsae.chats: same schemas, skip rules and errors),
+  tokenised here with the model's chat template and truncated as harvest does.
 
 Either way, every evaluated sequence is hashed (sha256 of its int32 token ids) and compared with the
 hashes of each SAE's training sequences (the store's sequences its run did not hold out): an overlap is
@@ -17,9 +18,7 @@ store's sequence count, the run's seed and holdout fraction.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -96,83 +95,50 @@ def heldout_set(store, holdouts: list[np.ndarray], *, limit: int | None, max_tok
     return EvalSet(seqs, "heldout", desc)
 
 
-# --- fresh chat data --------------------------------------------------------------------------------------
-ROLE_ALIASES = {
-    "system": "system", "developer": "system", "user": "user", "human": "user", "assistant": "assistant",
-    "gpt": "assistant", "bot": "assistant", "model": "assistant", "tool": "tool",
-}  # fmt: skip
+# --- fresh chat data: read by fastsae.chats, so every format, schema and skip rule of harvest's --data ---
+def check_data(specs) -> None:
+    """Before the model loads: the --data specs are readable and hold a conversation (one line if not)."""
+    from fastsae.chats import NothingUsableError, read_conversations
 
-
-def _messages(rec) -> list[dict] | None:
-    """A record's conversation as [{role, content}], or None when it holds none (the common schemas)."""
-    turns = rec if isinstance(rec, list) else None
-    if isinstance(rec, dict):
-        for key in ("messages", "conversation", "conversations"):
-            if isinstance(rec.get(key), list):
-                turns = rec[key]
-                break
-    if not turns:
-        return None
-    out = []
-    for t in turns:
-        if not isinstance(t, dict):
-            return None
-        role = ROLE_ALIASES.get(str(t.get("role", t.get("from", ""))).lower())
-        content = t.get("content", t.get("value"))
-        if isinstance(content, list):  # text parts
-            content = "\n".join(
-                str(p.get("text", p.get("value", ""))) for p in content if isinstance(p, dict)
-            )
-        if role is None or not isinstance(content, str):
-            return None
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _records(path: Path):
-    if not path.is_file():
-        raise EvalSetError(f"--data {path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EvalSetError(f"--data {path}: not valid JSON ({e})") from None
-        yield from enumerate(doc if isinstance(doc, list) else [doc])
+    if not specs:
         return
-    for row, line in enumerate(text.splitlines()):
-        if line.strip():
-            try:
-                yield row, json.loads(line)
-            except json.JSONDecodeError:
-                yield row, None
+    conversations = read_conversations(specs)  # a missing file, an unsupported format: raised here
+    try:
+        next(conversations, None)  # reads up to the first usable conversation only
+    except NothingUsableError as e:
+        raise EvalSetError(f"empty evaluation set: {e}") from None
+    finally:
+        conversations.close()
 
 
-def data_set(paths, tokenizer, *, max_tokens: int, limit: int | None) -> tuple[EvalSet, dict]:
-    """Conversations of the --data files, tokenised one at a time with the chat template; -> (set, skipped)."""
+def data_set(specs, tokenizer, *, max_tokens: int, limit: int | None) -> tuple[EvalSet, dict]:
+    """Conversations of the --data specs, tokenised one at a time with the chat template and truncated as
+    harvest does; at most `limit` sequences. -> (set, {reason: rows skipped})."""
+    from fastsae.chats import NothingUsableError, SkipLog, read_conversations
     from fastsae.lm import TemplateRejectedError, tokenize_conversation
 
     seqs: list[EvalSequence] = []
-    skipped = {"not_a_conversation": 0, "template_rejected": 0}
-    for spec in paths:
-        path = Path(spec)
-        if path.suffix not in (".jsonl", ".json"):
-            raise EvalSetError(f"--data {spec}: eval reads .jsonl and .json chat files")
-        for row, rec in _records(path):
+    skip_log = SkipLog()
+    conversations = read_conversations(specs, skip_log=skip_log)  # a bad spec raises here, before any work
+    try:
+        for conv in conversations:
             if limit is not None and len(seqs) >= limit:
                 break
-            messages = _messages(rec)
-            if not messages:
-                skipped["not_a_conversation"] += 1
-                continue
             try:
-                ids, types = tokenize_conversation(tokenizer, messages, max_tokens=max_tokens)
-            except TemplateRejectedError:
-                skipped["template_rejected"] += 1
+                ids, types = tokenize_conversation(tokenizer, list(conv.messages), max_tokens=max_tokens)
+            except TemplateRejectedError as e:  # skipped as harvest skips it
+                skip_log.record(conv.dataset, conv.row, e.reason, e.detail)
                 continue
-            if len(ids):
-                seqs.append(EvalSequence(ids, types, f"{path.name}:{row}"))
-    return EvalSet(seqs, "data", {"data": [str(p) for p in paths], "skipped": skipped}), skipped
+            if len(ids) == 0:
+                skip_log.record(conv.dataset, conv.row, "empty_tokens", "no tokens after templating")
+                continue
+            seqs.append(EvalSequence(np.asarray(ids, np.int32), np.asarray(types, np.uint8), conv.source))
+    except NothingUsableError as e:
+        raise EvalSetError(f"empty evaluation set: {e}") from None
+    finally:
+        conversations.close()
+    skipped = skip_log.counts()
+    return EvalSet(seqs, "data", {"data": [str(p) for p in specs], "skipped": skipped}), skipped
 
 
 def count_overlap(evalset: EvalSet, hashes: set[str]) -> int:

@@ -32,6 +32,7 @@ from fastsae.interp.eval_metrics import (
 from fastsae.interp.evalset import (
     EvalSet,
     EvalSetError,
+    check_data,
     count_overlap,
     data_set,
     heldout_set,
@@ -338,6 +339,7 @@ def assemble(cfg, entries, evalset, sums, recon, loaded) -> dict:
 def run_eval(cfg: EvalConfig) -> dict:
     """Check, build the set, evaluate; -> the results document (eval_report writes it out)."""
     entries = load_entries(cfg)
+    check_data(cfg.data)  # a bad --data is one line before the model loads
     loaded, device = load_eval_model(cfg, entries)
     evalset = build_evalset(cfg, entries, loaded.tokenizer)
     return evaluate(cfg, entries, loaded, evalset, device)

@@ -277,6 +277,20 @@ def test_the_cli_writes_every_output_and_reports_errors_in_one_line(world, tmp_p
     assert r.exit_code == 2 and r.output.strip().count("\n") == 0 and r.output.startswith("error: ")
 
 
+def test_data_with_nothing_usable_is_one_error_line_through_the_cli(world, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad.parquet"  # any format harvest reads (fastsae.chats), here without a conversation
+    pq.write_table(pa.table({"prompt_id": [1, 2]}), bad)
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["eval", "--sae", str(world["sae"]), "--data", str(bad), "--out", str(out)])
+    # one line: raised before the model loads (its weight-loading bar would print first)
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0, r.output
+    assert r.output.startswith(f"error: empty evaluation set: {bad}: 0 usable records of 2 (2 unknown_schema")
+    assert "its columns are prompt_id" in r.output and not out.exists()
+
+
 def test_held_out_split_rule():
     # train and eval share fastsae.store.split.holdout_indices; its rule: round(fraction * S), at least one
     # when fraction > 0, never all, sorted and unique, a function of (S, seed, fraction) only
