@@ -125,8 +125,8 @@ app.command("verify")(verify)
 app.command("train")(train)
 app.command("eval", context_settings=EVAL_CONTEXT)(eval_cmd)
 app.command("dashboard")(dashboard)
-
 app.command("steer", context_settings=STEER_CONTEXT)(steer_cmd)
+
 
 def main() -> None:
     app()
