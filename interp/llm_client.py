@@ -91,6 +91,8 @@ class LLMClient:
                 f"LLMClient: concurrency ({concurrency}) and max_failures ({max_failures}) must be >= 1, "
                 f"max_retries ({max_retries}) >= 0, timeout ({timeout}) > 0"
             )
+        if not str(endpoint).startswith(("http://", "https://")):
+            raise LLMClientError(f"endpoint {endpoint!r}: expected an http:// or https:// URL")
         openai = _openai()
         self.endpoint, self.model = endpoint, model
         self.concurrency, self.max_failures = concurrency, max_failures
