@@ -87,7 +87,9 @@ def harvest(
     from fastsae.harvest.stops import HarvestTerminated
 
     try:
-        typer.echo(run_harvest(cfg).summary())
+        result = run_harvest(cfg)
+        if result.main:  # under torchrun rank 0's line counts every rank
+            typer.echo(result.summary())
     except HarvestTerminated as e:
         logging.getLogger(__name__).warning(
             "harvest of %s stopped by SIGTERM with %s sequences committed (the open shard was dropped); run "

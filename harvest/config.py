@@ -124,11 +124,18 @@ class HarvestConfig:
     )
     revision: str | None = field(default=None, metadata=_help("Model revision (hub branch, tag or commit)."))
     writer: int = field(
-        default=0, metadata=_help("This writer's id (0-based) when several machines fill one --out.")
+        default=0,
+        metadata=_help(
+            "This writer's id (0-based) when several processes fill one --out without torchrun (under "
+            "torchrun each rank is a writer)."
+        ),
     )
     num_writers: int = field(
         default=1,
-        metadata=_help("Number of writers filling one --out; writer w harvests the w-th contiguous slice."),
+        metadata=_help(
+            "Number of writers filling one --out; writer w harvests the w-th contiguous slice (whole sort "
+            "windows, balanced by tokens; the store equals a one-writer harvest)."
+        ),
     )
     sort_window: int = field(
         default=512,

@@ -11,6 +11,7 @@ forward passes, and written back in input order. What decides a shard's size: ha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -26,8 +27,11 @@ from fastsae.harvest.config import HarvestConfig, HarvestConfigError
 from fastsae.harvest.meta import build_meta, check_early_identity, resolve_data_specs
 from fastsae.harvest.progress import HarvestProgress
 from fastsae.harvest.shards import ShardSink
+from fastsae.harvest.slicing import closes_window, own_slice, shared_slice, window_tokens
 from fastsae.harvest.stops import DiskGuard, HarvestTerminated, sigterm_interrupts
 from fastsae.lm.devices import available_cores, pick_device, set_threads
+from fastsae.lm.distributed import close_ranks, init_ranks
+from fastsae.store import store_location, write_side_file
 
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class HarvestResult:
     seconds: float  # whole run, model loading included
     forward_seconds: float
     load_seconds: float = 0.0
+    main: bool = True  # rank 0 (its result counts every rank under torchrun): the one that prints
 
     @property
     def tokens_per_second(self) -> float:
@@ -133,10 +138,9 @@ def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int 
     if num_writers == 1:
         shards = open_store(out).shards  # also checks the committed ranges have no gap
     else:  # other writers' slices may still have gaps: list shards without the global range check
-        from fastsae.store.format import list_shards
-        from fastsae.store.reader import Shard
+        from fastsae.store import committed_shards
 
-        shards = [Shard.open(p) for p in list_shards(out)]
+        shards = committed_shards(out)
     done, next_seq, first = 0, 0, None
     for shard in shards:
         m = _SHARD_RE.match(shard.name)
@@ -189,8 +193,11 @@ def run_harvest(
     SIGTERM (in the main thread) and a full disk stop it as Ctrl-C does (harvest/stops.py): the open shard
     is dropped, committed ones stay. Input that yields no usable record is a NothingUsableError, raised
     before anything is written."""
-    with sigterm_interrupts(), DiskGuard(cfg) as disk:
-        return _harvest(cfg, disk, loaded=loaded, console=console, on_sequence_stored=on_sequence_stored)
+    try:
+        with sigterm_interrupts(), DiskGuard(cfg) as disk:
+            return _harvest(cfg, disk, loaded=loaded, console=console, on_sequence_stored=on_sequence_stored)
+    finally:
+        close_ranks()  # the process group this harvest started under torchrun
 
 
 def _first_sequence_or_raise(cfg: HarvestConfig, tokenizer, specs: list[str]) -> None:
@@ -224,10 +231,12 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     from fastsae.store import begin_writer, finish_writer, init_store
 
     t0 = time.perf_counter()
-    out = Path(cfg.out)
+    out = store_location(cfg.out)  # a Path, or an object store's URL (s3://...)
     specs = resolve_data_specs(cfg)
+    device = pick_device(cfg.device)  # under torchrun: this rank's own GPU (LOCAL_RANK)
+    ranks = init_ranks(device)
+    cfg = _rank_config(cfg, ranks)
     check_early_identity(cfg, out)  # one-line StoreMismatchError before loading anything
-    device = pick_device(cfg.device)
     set_threads(_threads(cfg, device), device)
     model_dtype = resolve_dtype(cfg.model_dtype, device)
     if loaded is None:
@@ -252,7 +261,14 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
             check_chat_template(tokenizer)
         except ChatTemplateError as e:
             raise HarvestConfigError(f"--model {cfg.model}: {e} (or --packing block)") from None
-    _first_sequence_or_raise(cfg, tokenizer, specs)  # before anything is written
+    limit = window_tokens(cfg, device)
+    part = None  # several writers: this one's slice of the sequence index, built once (harvest/slicing.py)
+    if ranks.distributed:
+        part = shared_slice(cfg, tokenizer, specs, limit, sequence_stream, ranks)
+    elif cfg.num_writers > 1:
+        part = own_slice(cfg, tokenizer, specs, limit, sequence_stream)
+    else:
+        _first_sequence_or_raise(cfg, tokenizer, specs)  # before anything is written
     meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
     item_bytes = torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
     disk.bytes_per_token = len(cfg.layers) * loaded.d_model * item_bytes + 5  # + int32 id, uint8 type
@@ -263,19 +279,15 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     skip_log = SkipLog()
     start, end = 0, None
     whole_log = skip_log  # skipped.jsonl and the counts cover the whole input stream
-    if cfg.num_writers > 1:
-        # This writer's own pass stops at the end of its slice; the counting pass reads the whole stream,
-        # so every writer writes the same, complete skipped.jsonl (whichever finishes last).
-        whole_log = SkipLog()
-        total = sum(1 for _ in sequence_stream(cfg, tokenizer, specs, whole_log))
-        start = cfg.writer * total // cfg.num_writers
-        end = (cfg.writer + 1) * total // cfg.num_writers
+    # every --num-writers writer writes the same, complete skipped.jsonl; under torchrun rank 0 does
+    write_log = ranks.main
+    if part is not None:
+        start, end, whole_log = part.start, part.end, part.skip_log
     resume_at = start + done
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     store_dtype = getattr(torch, cfg.dtype)
     sink = ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq, on_stored=on_sequence_stored)
-    window_tokens = max(8 * cfg.batch_budget(device), cfg.max_tokens, 16384)
     n_seq = n_tok = 0
     fwd_seconds = 0.0
     total = end - resume_at if end is not None else _estimate_total(cfg, specs, resume_at)
@@ -309,14 +321,11 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
                     progress.advance(len(todo), sum(len(item) for item in todo))
                 window, window_len = [], 0
 
-            for item in sequence_stream(cfg, tokenizer, specs, skip_log):
-                if item.index < start:  # another writer's slice
-                    continue
-                if end is not None and item.index >= end:
-                    break
+            items = part.items if part is not None else sequence_stream(cfg, tokenizer, specs, skip_log)
+            for item in items:
                 window.append(item)
                 window_len += len(item)
-                if len(window) >= cfg.sort_window or window_len >= window_tokens:
+                if closes_window(len(window), window_len, cfg, limit):
                     flush()
             flush()
         sink.close()
@@ -326,17 +335,48 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
         if isinstance(e, HarvestTerminated):
             e.committed = done + sink.sequences  # for the CLI's line
         try:
-            whole_log.write(out / "skipped.jsonl")
+            if write_log:
+                write_side_file(out, "skipped.jsonl", whole_log.write)
         except OSError as write_error:  # a full disk: the error in flight is the one to report
-            log.warning("%s not updated (%s) after: %s", out / "skipped.jsonl", write_error, e)
+            log.warning("%s/skipped.jsonl not updated (%s) after: %s", out, write_error, e)
         raise
-    whole_log.write(out / "skipped.jsonl")
-    _warn_unusable_specs(specs, whole_log, cfg)
-
-    return HarvestResult(
+    if write_log:
+        write_side_file(out, "skipped.jsonl", whole_log.write)
+        _warn_unusable_specs(specs, whole_log, cfg)
+    result = HarvestResult(
         out=out, sequences=n_seq, tokens=n_tok, resumed_from=done, shards=sink.shards,
         skipped=dict(whole_log.counts()), seconds=time.perf_counter() - t0, forward_seconds=fwd_seconds, load_seconds=load_seconds,
     )  # fmt: skip
+    return _all_ranks(result, ranks)
+
+
+def _rank_config(cfg: HarvestConfig, ranks) -> HarvestConfig:
+    """Under torchrun each rank is one writer (writer = RANK of WORLD_SIZE); only rank 0 shows progress."""
+    if not ranks.distributed:
+        return cfg
+    if cfg.num_writers != 1 or cfg.writer != 0:
+        raise HarvestConfigError(
+            f"--writer/--num-writers: under torchrun each rank is a writer (WORLD_SIZE={ranks.world_size}); "
+            "omit them"
+        )
+    return dataclasses.replace(
+        cfg, writer=ranks.rank, num_writers=ranks.world_size, progress=cfg.progress and ranks.main
+    )
+
+
+def _all_ranks(result: HarvestResult, ranks) -> HarvestResult:
+    """Rank 0's result counts every rank's sequences, tokens and shards (one gather); others keep their own."""
+    from fastsae.lm.distributed import gather_objects
+
+    results = gather_objects(result, ranks)
+    if not ranks.distributed or not ranks.main:
+        result.main = ranks.main
+        return result
+    for key in ("sequences", "tokens", "resumed_from", "shards"):
+        setattr(result, key, sum(getattr(r, key) for r in results))
+    for key in ("seconds", "forward_seconds", "load_seconds"):  # the slowest rank's
+        setattr(result, key, max(getattr(r, key) for r in results))
+    return result
 
 
 def _warn_unusable_specs(specs: list[str], skip_log, cfg: HarvestConfig) -> None:
