@@ -7,9 +7,11 @@ Layout (the page's script reads it; tests read it back too):
   type, `top_tokens`: the vocab indices of its top contexts' activating tokens, most frequent first, and
   the judge's `desc`, `score`, `status`, `det_acc`, `det_f1`, null where unjudged);
 - `detail`: per feature `[hist, top, quantile]`, three strings decoded only when the feature is opened:
-  `hist` the bin counts (trailing zeros dropped), comma-separated; `top`/`quantile` contexts separated by
-  `/`, each `seq,pos,center;types;tokens;acts` with `types` one base-36 digit per token, `tokens` vocab
-  indices, and `acts` the window's non-zero activations as `index:value` (3 significant digits);
+  `hist` the index of its first non-empty bin then the counts up to its last one, comma-separated;
+  `top`/`quantile` contexts separated by `/`, each `seq,pos;types;tokens;acts` over the window's 2W+1
+  slots: `types` one base-36 digit per slot, `tokens` each slot's vocab index in `meta.tok_width` digits
+  of base 64 (ALPHABET), both `.` for a slot outside the sequence (the activating token is slot W), and
+  `acts` the slots' non-zero activations as `slot:value` (3 significant digits);
 - `special`: special_tokens.json, or null.
 """
 
@@ -27,6 +29,7 @@ from fastsae.interp.feature_artifact import CONTEXT_KINDS, OUTSIDE_TYPE, Feature
 JUDGE_FILE = "judge.jsonl"
 JUDGE_SUMMARY = "judge_summary.json"
 DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+-"  # no separator, quote or <
 
 
 class DashboardInputError(InputError):
@@ -104,30 +107,60 @@ def _vocab(art: FeatureArtifact, feats: np.ndarray) -> tuple[np.ndarray, np.ndar
     return uniq[order], uniq, rank
 
 
-def _contexts(t: dict[str, np.ndarray], f: int, window: int, uniq: np.ndarray, rank: np.ndarray) -> str:
-    parts = []
-    seqs, pos = t["seq"][f], t["pos"][f]
-    for j in np.flatnonzero(seqs >= 0):
-        inside = t["types"][f, j] != OUTSIDE_TYPE
-        ids = t["ids"][f, j][inside]
-        types = t["types"][f, j][inside]
-        acts = t["acts"][f, j][inside]
-        toks = rank[np.searchsorted(uniq, ids)]
-        nz = np.flatnonzero(acts != 0)
-        parts.append(
-            f"{int(seqs[j])},{int(pos[j])},{int(inside[:window].sum())};"
-            + "".join(DIGITS36[int(x)] for x in types)
-            + ";"
-            + ",".join(map(str, toks.tolist()))
-            + ";"
-            + ",".join(f"{k}:{float(acts[k]):.3g}" for k in nz.tolist())
-        )
-    return "/".join(parts)
+def token_width(n_vocab: int) -> int:
+    """Base-64 digits per vocab index: the fewest that hold every index."""
+    width = 1
+    while 64**width < n_vocab:
+        width += 1
+    return width
+
+
+def _ascii(alphabet: str) -> np.ndarray:
+    return np.frombuffer(alphabet.encode(), np.uint8)
+
+
+def _slots(types: np.ndarray, vocab: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """ASCII of every window slot's type digit [..., C] and token digits [..., C*width]; `.` outside."""
+    outside = types == OUTSIDE_TYPE
+    t = np.where(outside, ord("."), _ascii(DIGITS36)[np.where(outside, 0, types)]).astype(np.uint8)
+    digits = (np.maximum(vocab, 0)[..., None] // (64 ** np.arange(width - 1, -1, -1))) % 64
+    k = np.where(outside[..., None], ord("."), _ascii(ALPHABET)[digits]).astype(np.uint8)
+    return t, k.reshape(*k.shape[:-2], -1)
+
+
+def _encode_kind(t: dict[str, np.ndarray], width: int) -> list[str]:
+    """Every feature's contexts of one kind in the page's encoding (module doc), one string per feature.
+    Built from whole-array numpy passes and string slices: a per-context numpy call costs more than the
+    context's text."""
+    F, K, C = t["types"].shape
+    type_chars, tok_chars = _slots(t["types"], t["vocab"], width)
+    types_text, toks_text = type_chars.tobytes().decode(), tok_chars.tobytes().decode()
+    f_nz, j_nz, k_nz = np.nonzero(t["acts"])
+    values = t["acts"][f_nz, j_nz, k_nz]
+    pairs = (("%d:%.3g\x00" * len(k_nz)) % tuple(np.stack([k_nz, values], 1).ravel().tolist())).split("\x00")
+    bounds = np.searchsorted(
+        f_nz * K + j_nz, np.arange(F * K + 1)
+    ).tolist()  # pairs of context c: bounds[c:c+2]
+    seqs, pos = t["seq"].tolist(), t["pos"].tolist()
+    out = []
+    for f in range(F):
+        parts = []
+        for j in range(K):
+            if seqs[f][j] < 0:
+                continue
+            c = f * K + j
+            parts.append(
+                f"{seqs[f][j]},{pos[f][j]};{types_text[c * C : (c + 1) * C]};"
+                f"{toks_text[c * C * width : (c + 1) * C * width]};"
+                + ",".join(pairs[bounds[c] : bounds[c + 1]])
+            )
+        out.append("/".join(parts))
+    return out
 
 
 def _hist(counts: np.ndarray) -> str:
     nz = np.flatnonzero(counts)
-    return ",".join(map(str, counts[: nz[-1] + 1].tolist())) if len(nz) else ""
+    return ",".join(map(str, [int(nz[0]), *counts[nz[0] : nz[-1] + 1].tolist()])) if len(nz) else ""
 
 
 def _top_tokens(art: FeatureArtifact, feats: np.ndarray, uniq, rank, n: int = 5) -> list[list[int]]:
@@ -153,17 +186,17 @@ def build_data(art: FeatureArtifact, decode, judged: dict[int, dict], max_featur
         raise DashboardInputError(f"{art.path}: {n_types} token types; the page encodes at most 36")
     feats = choose_features(art, judged, max_features)
     vocab_ids, uniq, rank = _vocab(art, feats)
-    ctx = {
-        kind: {name: T[f"{p}_{name}"] for name in ("seq", "pos", "ids", "types", "acts")}
-        for kind, p in CONTEXT_KINDS.items()
-    }
+    width = token_width(len(vocab_ids))
+    encoded = {}
+    for kind, p in CONTEXT_KINDS.items():
+        t = {name: T[f"{p}_{name}"][feats] for name in ("seq", "pos", "types", "acts", "ids")}
+        t["vocab"] = (
+            rank[np.searchsorted(uniq, t["ids"]).clip(0, max(0, len(uniq) - 1))] if len(uniq) else t["ids"]
+        )
+        encoded[kind] = _encode_kind(t, width)
     detail = [
-        [
-            _hist(T["hist_counts"][f]),
-            _contexts(ctx["top"], f, art.window, uniq, rank),
-            _contexts(ctx["quantile"], f, art.window, uniq, rank),
-        ]
-        for f in feats.tolist()
+        [_hist(T["hist_counts"][f]), encoded["top"][r], encoded["quantile"][r]]
+        for r, f in enumerate(feats.tolist())
     ]
     judge = [_judge_fields(judged.get(f)) for f in feats.tolist()]
     features = {
@@ -186,6 +219,7 @@ def build_data(art: FeatureArtifact, decode, judged: dict[int, dict], max_featur
             "n_sequences": meta.get("n_sequences"),
             "n_tokens": meta.get("n_tokens"),
             "window": art.window,
+            "tok_width": width,
             "top_k": meta.get("top_k"),
             "n_quantile": meta.get("n_quantile"),
             "hist_edges": [sig(x) for x in meta.get("hist_edges", [])],

@@ -46,26 +46,35 @@
   };
 
   // ---- a feature's detail, decoded on first use ----
-  const cache = new Map();
+  const cache = new Map(), TW = M.tok_width;
+  const B64 = new Int8Array(128);
+  Array.from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+-").forEach((ch, d) => { B64[ch.charCodeAt(0)] = d; });
   function contexts(s) {
     if (!s) return [];
     return s.split("/").map(c => {
       const [head, types, toks, acts] = c.split(";");
-      const [seq, pos, center] = head.split(",").map(Number);
-      const t = toks.split(",").map(Number);
-      const a = new Array(t.length).fill(0), raw = new Array(t.length).fill("0");
-      if (acts) for (const p of acts.split(",")) {
-        const k = p.indexOf(":"), j = +p.slice(0, k);
-        raw[j] = p.slice(k + 1); a[j] = parseFloat(raw[j]);
+      const [seq, pos] = head.split(",").map(Number);
+      const slotAct = new Map();
+      if (acts) for (const p of acts.split(",")) { const k = p.indexOf(":"); slotAct.set(+p.slice(0, k), p.slice(k + 1)); }
+      // keep the slots inside the sequence; the activating token is slot W
+      const ty = [], t = [], a = [], raw = [];
+      let center = 0;
+      for (let j = 0; j < types.length; j++) {
+        if (types[j] === ".") continue;
+        if (j === M.window) center = t.length;
+        let v = 0;
+        for (let d = 0, o = j * TW; d < TW; d++) v = v * 64 + B64[toks.charCodeAt(o + d)];
+        const r = slotAct.get(j);
+        ty.push(parseInt(types[j], 36)); t.push(v); raw.push(r === undefined ? "0" : r); a.push(r === undefined ? 0 : parseFloat(r));
       }
-      return { seq, pos, center, types: Array.from(types, ch => parseInt(ch, 36)), toks: t, acts: a, raw };
+      return { seq, pos, center, types: ty, toks: t, acts: a, raw };
     });
   }
   function detail(i) {
     if (!cache.has(i)) {
       const [h, top, q] = D.detail[i];
       const hist = new Array(M.hist_edges.length - 1).fill(0);
-      if (h) h.split(",").forEach((x, b) => { hist[b] = +x; });
+      if (h) { const c = h.split(",").map(Number); for (let b = 1; b < c.length; b++) hist[c[0] + b - 1] = c[b]; }
       cache.set(i, { hist, top: contexts(top), quantile: contexts(q) });
     }
     return cache.get(i);
@@ -178,27 +187,35 @@
 
   // ---- one feature ----
   function histogram(i) {
-    const h = detail(i).hist, E = M.hist_edges, B = h.length;
+    const h = detail(i).hist, E = M.hist_edges, NB = h.length;
+    let first = h.findIndex(c => c > 0), last = NB - 1 - [...h].reverse().findIndex(c => c > 0);
+    if (first < 0) return '<p class="empty">No firings counted.</p>';
+    // the bins that hold its firings, widened to at least 24 so a narrow feature still reads as a histogram
+    let lo = Math.max(0, first - 2), hi = Math.min(NB, last + 3);
+    while (hi - lo < 24 && (lo > 0 || hi < NB)) { if (lo > 0) lo--; if (hi < NB && hi - lo < 24) hi++; }
+    const B = hi - lo;
     const W = 560, H = 170, L = 44, R = 10, T = 10, Bt = 34, pw = W - L - R, ph = H - T - Bt;
     const top = Math.max(1, ...h), bw = pw / B;
     let bars = "";
-    h.forEach((c, b) => {
-      if (!c) return;
-      const y = ph * c / top;
-      bars += `<rect class="bar" x="${(L + b * bw + 0.5).toFixed(1)}" y="${(T + ph - y).toFixed(1)}" width="${Math.max(0.5, bw - 1).toFixed(1)}" height="${y.toFixed(1)}"><title>${fmt(E[b])} – ${fmt(E[b + 1])}: ${int(c)} firings</title></rect>`;
-    });
-    const ticks = [];
+    for (let b = lo; b < hi; b++) {
+      const c = h[b];
+      if (!c) continue;
+      const y = Math.max(1, ph * c / top), x = L + (b - lo) * bw;
+      bars += `<rect class="bar" x="${(x + 0.5).toFixed(1)}" y="${(T + ph - y).toFixed(1)}" width="${Math.max(0.6, bw - 1).toFixed(1)}" height="${y.toFixed(1)}"><title>${fmt(E[b])} – ${fmt(E[b + 1])}: ${int(c)} firings</title></rect>`;
+    }
     const step = Math.max(1, Math.round(B / 6));
-    for (let b = 0; b <= B; b += step) ticks.push(b);
-    const axis = ticks.map(b => `<line class="axis" x1="${L + b * bw}" x2="${L + b * bw}" y1="${T + ph}" y2="${T + ph + 4}"/><text x="${L + b * bw}" y="${T + ph + 16}" text-anchor="middle">${fmt(E[b], 2)}</text>`).join("");
-    // where the mean and the max fall on the log-spaced bins
+    let axis = "";
+    for (let b = 0; b <= B; b += step) {
+      axis += `<line class="axis" x1="${L + b * bw}" x2="${L + b * bw}" y1="${T + ph}" y2="${T + ph + 4}"/><text x="${L + b * bw}" y="${T + ph + 16}" text-anchor="middle">${fmt(E[lo + b], 2)}</text>`;
+    }
+    // the mean, placed on the log-spaced axis
     const at = v => {
       if (!(v > 0)) return null;
-      const lg = Math.log(v), l0 = Math.log(E[0]), l1 = Math.log(E[B]);
-      return L + pw * Math.min(1, Math.max(0, (lg - l0) / (l1 - l0)));
+      const l0 = Math.log(E[lo]), l1 = Math.log(E[hi]);
+      return L + pw * Math.min(1, Math.max(0, (Math.log(v) - l0) / (l1 - l0)));
     };
     const xm = at(F.mean[i]);
-    const mean = xm === null ? "" : `<line class="mean" x1="${xm}" x2="${xm}" y1="${T}" y2="${T + ph}"/><text x="${xm + 3}" y="${T + 9}">mean</text>`;
+    const mean = xm === null ? "" : `<line class="mean" x1="${xm.toFixed(1)}" x2="${xm.toFixed(1)}" y1="${T}" y2="${T + ph}"/><text x="${(xm + 3).toFixed(1)}" y="${T + 9}">mean</text>`;
     return `<svg class="hist" viewBox="0 0 ${W} ${H}" role="img" aria-label="activation histogram">
       <line class="axis" x1="${L}" x2="${L + pw}" y1="${T + ph}" y2="${T + ph}"/>
       <text x="${L - 6}" y="${T + 8}" text-anchor="end">${int(top)}</text><text x="${L - 6}" y="${T + ph}" text-anchor="end">0</text>
