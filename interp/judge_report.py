@@ -1,6 +1,12 @@
 """The judge's files beside the artifact: judge.jsonl (one row per judged feature), judge_summary.json (config,
 counts, score distribution, share scoring 4-5, mean detection accuracy), judge_scores.png (the score
-distribution and its CDF, the paper's Figure 5), and the markdown summary printed at the end."""
+distribution and its CDF, the paper's Figure 5), and the markdown summary printed at the end.
+
+A judge.jsonl row: `feature`; `description` and `score` (1-5), or null; `status` "scored" or "unscored" and
+`reason` (why not: "unparseable: ...", "request failed: ...", "not asked: ..."); `detection_accuracy`,
+`detection_f1` (null when not scored) and `detection_n` (examples answered); `detection`: those with
+precision, recall, tp/tn/fp/fn, n_activating, n_non_activating, n_unanswered, its own status and reason.
+"""
 
 from __future__ import annotations
 

@@ -250,6 +250,29 @@ def test_a_refusing_endpoint_stops_keeps_what_was_scored_and_a_resume_asks_the_r
     assert all(row["status"] == "scored" for row in rows(feats))
 
 
+def test_an_interrupted_run_keeps_its_answers_and_a_resume_asks_only_the_missing_ones(feats):
+    import os
+    import signal
+
+    def interrupting(request):
+        if server.count == 4:  # Ctrl-C while the fourth answer is on its way
+            os.kill(os.getpid(), signal.SIGINT)
+        return good_judge(request)
+
+    with OpenAIServer(respond=interrupting) as server:
+        r = judge(feats, server.url, "--concurrency", "1")
+        asked = server.count
+    assert r.exit_code == 130, r.output
+    first = rows(feats)
+    assert len(first) == LIVE and any(row["reason"] == "not asked: the run was interrupted" for row in first)
+    assert asked < LIVE * PER_FEATURE
+    with OpenAIServer(respond=good_judge) as server:
+        r = judge(feats, server.url)
+        assert r.exit_code == 0, r.output
+        assert server.count == LIVE * PER_FEATURE - asked
+    assert all(row["status"] == "scored" for row in rows(feats))
+
+
 def test_no_live_feature_is_one_line_before_any_request(tmp_path, world):
     import shutil
 
