@@ -21,6 +21,7 @@ from fastsae.errors import FastSAEError, one_line
 from fastsae.harvest.cli import harvest
 from fastsae.interp.dashboard_cli import dashboard
 from fastsae.interp.eval_cli import EVAL_CONTEXT, eval_cmd
+from fastsae.interp.features_cli import features_cmd
 from fastsae.interp.judge_cli import judge_cmd
 from fastsae.interp.steer_cli import STEER_CONTEXT, steer_cmd
 from fastsae.store.cli import inspect, verify
@@ -125,6 +126,7 @@ app.command("inspect")(inspect)
 app.command("verify")(verify)
 app.command("train")(train)
 app.command("eval", context_settings=EVAL_CONTEXT)(eval_cmd)
+app.command("features")(features_cmd)
 app.command("dashboard")(dashboard)
 app.command("judge")(judge_cmd)
 app.command("steer", context_settings=STEER_CONTEXT)(steer_cmd)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from fastsae.atomic import atomic_path, write_json_atomic
 from fastsae.errors import InputError
 
 FORMAT = "fastsae-features"
@@ -135,10 +136,9 @@ def write_artifact(path: str | os.PathLike, meta: dict, tensors: dict[str, np.nd
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": VERSION, **meta}
-    tmp = path / (TENSOR_FILE + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path / TENSOR_FILE)
-    tmp = path / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path / META_FILE)
+    (path / META_FILE).unlink(missing_ok=True)  # an older run's json must not vouch for the new tensors
+    with atomic_path(path / TENSOR_FILE) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+        os.chmod(tmp, 0o644)  # safetensors creates it 0600; the folder is meant to be shared
+    write_json_atomic(path / META_FILE, meta)
     return path

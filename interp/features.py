@@ -1,0 +1,183 @@
+"""`fastsae features`' run: check the inputs (features_inputs.py), one streaming pass over the chosen
+sequences' stored activations, then the context windows, then the artifact (interp/FEATURES.md).
+
+The pass: token batches of the store's activations (float32, the raw units the SAE folder takes: train
+folds its activation scale into the saved weights) are encoded by the SAE and fed to FeatureStats
+(density, mean, histogram, type mass, streaming top-k, quantile reservoir), to the special-token table and,
+with --delphi, to the delphi export. Nothing grows with the number of tokens but the delphi files.
+The windows: only the sequences that hold a chosen context are read and encoded again, whole, and each
+context's ±W tokens (ids, types, the feature's activations) are cut out of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastsae.interp.feature_artifact import OUTSIDE_TYPE, write_artifact
+from fastsae.interp.features_config import FeaturesConfig
+from fastsae.interp.features_inputs import FeaturesInput, FeaturesInputError, open_inputs, table_subset
+from fastsae.interp.features_read import read_batches
+from fastsae.interp.features_stream import EMPTY_SEQ, FeatureStats
+from fastsae.store import TokenType
+
+logger = logging.getLogger(__name__)
+
+HIST_EDGES = [float(e) for e in np.logspace(-4, 4, 257).astype(np.float32)]  # 32 bins a decade
+
+
+def reservoir_size(n_quantile: int) -> int:
+    return max(64, 16 * n_quantile)
+
+
+def _progress(enabled: bool, total: int, what: str):
+    from rich.progress import Progress
+
+    bar = Progress(disable=not enabled, transient=True)
+    return bar, bar.add_task(what, total=total)
+
+
+def _dev(a: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(a).to(device)
+
+
+@torch.no_grad()
+def feature_pass(cfg: FeaturesConfig, inp: FeaturesInput, sae, device, *, delphi=None):
+    """The streaming pass -> (FeatureStats, the special-token table's document)."""
+    from fastsae.interp.special_tokens import SpecialTable, table_rows
+
+    F = sae.d_sae
+    stats = FeatureStats(
+        F, top_k=cfg.top_k, reservoir=reservoir_size(cfg.n_quantile), n_types=len(TokenType),
+        hist_edges=HIST_EDGES, seed=cfg.seed, device=device,
+    )  # fmt: skip
+    rows = table_rows(inp.tokenizer)
+    table_seqs = table_subset(inp.seqs, cfg.special_sequences, cfg.seed)
+    table = SpecialTable(rows, F, table_seqs, device)
+    total = int(sum(len(inp.store.sequence(int(s))) for s in inp.seqs))
+    bar, task = _progress(cfg.progress, total, "features")
+    with bar:
+        for b in read_batches(inp.store, inp.layer, inp.seqs, batch_tokens=cfg.batch_tokens, device=device):
+            acts = sae.encode(b.x)
+            seq, pos, types = _dev(b.seq, device), _dev(b.pos, device), _dev(b.types, device)
+            tok, feat, val = stats.update(acts, seq, pos, types)
+            table.update(acts, seq, _dev(b.ids, device), types)
+            if delphi is not None:
+                delphi.add(seq[tok], pos[tok], feat, val)
+            bar.advance(task, len(b))
+    doc = table.finish()
+    doc["sequences"] = (
+        "a seeded subset of the sequences read" if len(table_seqs) < len(inp.seqs) else "all read"
+    )
+    return stats, doc
+
+
+@torch.no_grad()
+def fill_windows(inp: FeaturesInput, sae, picks: dict[str, tuple[np.ndarray, np.ndarray]], *, window: int,
+                 batch_tokens: int, device) -> dict[str, np.ndarray]:  # fmt: skip
+    """picks: prefix -> (seq [F, X], pos [F, X]). -> {prefix_ids, prefix_types, prefix_acts} [F, X, 2W+1]."""
+    C = 2 * window + 1
+    offs = np.arange(-window, window + 1)
+    out, flat = {}, []
+    for p, (seq, pos) in picks.items():
+        F, X = seq.shape
+        out[f"{p}_ids"] = np.full((F, X, C), -1, np.int32)
+        out[f"{p}_types"] = np.full((F, X, C), OUTSIDE_TYPE, np.uint8)
+        out[f"{p}_acts"] = np.zeros((F, X, C), np.float32)
+        f, j = np.nonzero(seq != EMPTY_SEQ)
+        flat.append((p, f, j, seq[f, j], pos[f, j]))
+    allseq = np.concatenate([x[3] for x in flat]) if flat else np.zeros(0, np.int64)
+    needed = np.unique(allseq)
+    for b in read_batches(
+        inp.store, inp.layer, needed, batch_tokens=batch_tokens, device=device, split=False
+    ):
+        acts = sae.encode(b.x)
+        bseq, start, length = np.unique(b.seq, return_index=True, return_counts=True)
+        for p, f, j, s, q in flat:
+            m = np.isin(s, bseq)
+            if not m.any():
+                continue
+            k = np.searchsorted(bseq, s[m])
+            at = q[m][:, None] + offs[None, :]  # [m, C] positions in the sequence
+            inside = (at >= 0) & (at < length[k][:, None])
+            rows = np.where(inside, start[k][:, None] + at, 0)
+            fm, jm = f[m], j[m]
+            a = acts[_dev(rows, device), _dev(np.repeat(fm[:, None], C, 1), device)].cpu().numpy()
+            out[f"{p}_acts"][fm, jm] = np.where(inside, a, 0.0) + 0.0  # + 0.0: no -0.0 (JumpReLU gives it)
+            out[f"{p}_ids"][fm, jm] = np.where(inside, b.ids[rows], -1)
+            out[f"{p}_types"][fm, jm] = np.where(inside, b.types[rows], OUTSIDE_TYPE)
+    return out
+
+
+def describe(cfg: FeaturesConfig, inp: FeaturesInput, n_tokens: int, n_dead: int) -> dict:
+    spec, info, st = inp.info.spec, inp.info, inp.store
+    return {
+        "sae": {
+            "path": str(inp.sae_path), "arch": spec.arch.value, "d_in": spec.d_in, "d_sae": spec.d_sae,
+            "layer": inp.layer, "hook_name": info.hook_name, "model_name": info.model_name,
+        },
+        "store": {
+            "path": str(st.path), "fingerprint": st.fingerprint, "model": (st.meta.get("model") or {}).get("name"),
+            "weights": (st.meta.get("identity") or {}).get("weights"), "trained_on": inp.own_store,
+        },
+        "config": cfg.to_json(),
+        "selection": {k: v for k, v in inp.selection.items() if k != "why_empty"},
+        "n_sequences": len(inp.seqs), "n_tokens": n_tokens,
+        "token_types": {str(int(t)): t.name.lower() for t in TokenType},
+        "window": cfg.window, "top_k": cfg.top_k, "n_quantile": cfg.n_quantile,
+        "reservoir": reservoir_size(cfg.n_quantile), "hist_edges": HIST_EDGES, "n_dead": n_dead,
+        "sequences": [int(s) for s in inp.seqs],
+    }  # fmt: skip
+
+
+def run_features(cfg: FeaturesConfig) -> dict:
+    """Check, pass, windows, write; -> features.json's document. Zero live features: the artifact is
+    written, then FeaturesInputError says so."""
+    from fastsae.interp.special_tokens import write_table
+    from fastsae.lm import pick_device
+    from fastsae.saes import load_sae
+
+    inp = open_inputs(cfg)
+    device = pick_device(cfg.device)
+    sae = load_sae(inp.sae_path, device=device).eval()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    delphi = None
+    if cfg.delphi:
+        from fastsae.interp.delphi_export import DelphiWriter
+
+        lengths = np.array([len(inp.store.sequence(int(s))) for s in inp.seqs], np.int64)
+        delphi = DelphiWriter(
+            out, module=inp.info.hook_name, d_sae=sae.d_sae, seqs=inp.seqs, lengths=lengths, device=device
+        )
+    try:
+        stats, table = feature_pass(cfg, inp, sae, device, delphi=delphi)
+    except BaseException:
+        if delphi is not None:
+            delphi.abort()
+        raise
+    tensors = stats.result(cfg.n_quantile)
+    picks = {"top": (tensors["top_seq"], tensors["top_pos"]), "q": (tensors["q_seq"], tensors["q_pos"])}
+    tensors.update(
+        fill_windows(inp, sae, picks, window=cfg.window, batch_tokens=cfg.batch_tokens, device=device)
+    )
+    n_dead = int(tensors["dead"].sum())
+    meta = describe(cfg, inp, stats.n_tokens, n_dead)
+    if delphi is not None:
+        tok = inp.tokenizer
+        pad = next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+        model = meta["store"]["model"] or inp.info.model_name or ""
+        meta["delphi"] = str(
+            delphi.finish(inp.store, inp.seqs, pad_id=pad, model_name=model, extra={"sae": str(inp.sae_path)})
+        )
+    write_table(out, table)
+    write_artifact(out, meta, tensors)
+    if n_dead == sae.d_sae:
+        raise FeaturesInputError(
+            f"all {n_dead} features of --sae {cfg.sae} are dead on the {len(inp.seqs)} sequences read "
+            f"({stats.n_tokens} tokens); {out} holds their statistics but no context"
+        )
+    return meta
