@@ -7,7 +7,8 @@ two questions to any OpenAI-compatible endpoint (interp/llm_client.py):
 - detection (delphi's): the description and a shuffled mix of held-out activating and non-activating
   texts; the judge says which activate; accuracy and F1 per feature (judge_detect.py).
 An answer that cannot be parsed is re-asked, then the feature (or those examples) is recorded unscored,
-never guessed. Answers are cached in judge_cache/, so a rerun or a resume asks only what is missing.
+never guessed. Answers are cached in judge_cache/, so a rerun or a resume asks only what is missing
+(an answer that could not be parsed counts as missing: a rerun asks it again).
 After --max-failures failed requests in a row it stops, writes what was scored and raises EndpointError.
 """
 
@@ -161,8 +162,6 @@ def run_judge(cfg: JudgeConfig, *, console=None) -> dict:
 
     art = FeatureArtifact.load(cfg.folder)
     features = select_features(art, cfg.features, cfg.seed)
-    tokenizer = load_tokenizer(art)
-    plans = plan_features(art, features, tokenizer, cfg)
     client = LLMClient(
         cfg.endpoint,
         cfg.model,
@@ -172,7 +171,12 @@ def run_judge(cfg: JudgeConfig, *, console=None) -> dict:
         max_retries=cfg.max_retries,
         cache_dir=art.path / CACHE_DIR,
         max_failures=cfg.max_failures,
-    )
+    )  # before the slow part: a bad endpoint URL or a missing openai package is one line at once
+    try:
+        plans = plan_features(art, features, load_tokenizer(art), cfg)
+    except BaseException:
+        client.close()
+        raise
     rows: dict[int, dict] = {}
     bar, task = _progress(cfg.progress, len(plans))
     pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="judge")

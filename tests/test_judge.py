@@ -294,6 +294,25 @@ def test_no_live_feature_is_one_line_before_any_request(tmp_path, world):
     assert r.exit_code == 2 and "not a features folder" in r.stderr
 
 
+def test_a_missing_sae_or_a_bad_endpoint_is_one_line_and_detection_0_needs_no_sae(tmp_path, world):
+    from fastsae.interp.feature_artifact import FeatureArtifact
+
+    art = FeatureArtifact.load(world["feats"])
+    meta = {k: v for k, v in art.meta.items() if k not in ("format", "version")}
+    meta["sae"] = {**meta["sae"], "path": str(tmp_path / "gone")}
+    write_artifact(tmp_path / "moved", meta, art.tensors)
+    with OpenAIServer(respond=good_judge) as server:
+        r = judge(tmp_path / "moved", server.url)
+        assert r.exit_code == 2 and server.count == 0 and r.stderr.count("\n") == 1
+        assert "its SAE" in r.stderr and "--detection 0 skips detection" in r.stderr
+        r = judge(tmp_path / "moved", "localhost:8000/v1")
+        assert r.exit_code == 2 and "expected an http:// or https:// URL" in r.stderr
+        r = judge(tmp_path / "moved", server.url, "--detection", "0")
+        assert r.exit_code == 0, r.output
+        assert server.count == LIVE  # the explanations only
+    assert all(row["status"] == "scored" and row["detection"] is None for row in rows(tmp_path / "moved"))
+
+
 def test_parsers_are_strict():
     assert parse_explanation('```json\n{"description": "commas", "score": 4}\n```') == ("commas", 4)
     assert parse_explanation(' {"description": "a  b\\n c", "score": 1} ') == ("a b c", 1)
