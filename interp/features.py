@@ -5,8 +5,8 @@ The pass: token batches of the store's activations (float32, the raw units the S
 folds its activation scale into the saved weights) are encoded by the SAE and fed to FeatureStats
 (density, mean, histogram, type mass, streaming top-k, quantile reservoir), to the special-token table and,
 with --delphi, to the delphi export. Nothing grows with the number of tokens but the delphi files.
-The windows: only the sequences that hold a chosen context are read and encoded again, whole, and each
-context's ±W tokens (ids, types, the feature's activations) are cut out of them.
+The windows: only the tokens inside some chosen context's ±W window are read and encoded again (each
+once), and each context's window (ids, types, the feature's activations) is gathered from them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fastsae.interp.features_config import FeaturesConfig
 from fastsae.interp.features_inputs import FeaturesInput, FeaturesInputError, open_inputs, table_subset
 from fastsae.interp.features_read import read_batches
 from fastsae.interp.features_stream import EMPTY_SEQ, FeatureStats
-from fastsae.store import TokenType
+from fastsae.store import TokenType, to_float32
 
 logger = logging.getLogger(__name__)
 
@@ -75,40 +75,66 @@ def feature_pass(cfg: FeaturesConfig, inp: FeaturesInput, sae, device, *, delphi
     return stats, doc
 
 
+def _gather_rows(store, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(acts float32 [n, d_model], ids, types) of sorted store-order token rows."""
+    k = np.searchsorted(store.token_starts, rows, side="right") - 1
+    x = np.empty((len(rows), store.d_model), np.float32)
+    ids, types = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+    for sh in np.unique(k):
+        m = np.flatnonzero(k == sh)
+        shard, local = store.shards[sh], rows[m] - store.token_starts[sh]
+        raw = np.asarray(shard.raw_acts(layer)[local])
+        x[m] = to_float32(raw, store.dtype)
+        ids[m], types[m] = shard.token_ids[local], shard.token_types[local]
+    return x, ids, types
+
+
 @torch.no_grad()
 def fill_windows(inp: FeaturesInput, sae, picks: dict[str, tuple[np.ndarray, np.ndarray]], *, window: int,
                  batch_tokens: int, device) -> dict[str, np.ndarray]:  # fmt: skip
-    """picks: prefix -> (seq [F, X], pos [F, X]). -> {prefix_ids, prefix_types, prefix_acts} [F, X, 2W+1]."""
-    C = 2 * window + 1
+    """picks: prefix -> (seq [F, X], pos [F, X]). -> {prefix_ids, prefix_types, prefix_acts} [F, X, 2W+1].
+
+    Only the tokens inside some window are read and encoded (an SAE's inference encode is per token),
+    each once, however many windows hold it."""
+    store, C = inp.store, 2 * window + 1
     offs = np.arange(-window, window + 1)
-    out, flat = {}, []
+    out, parts = {}, []
     for p, (seq, pos) in picks.items():
         F, X = seq.shape
         out[f"{p}_ids"] = np.full((F, X, C), -1, np.int32)
         out[f"{p}_types"] = np.full((F, X, C), OUTSIDE_TYPE, np.uint8)
         out[f"{p}_acts"] = np.zeros((F, X, C), np.float32)
         f, j = np.nonzero(seq != EMPTY_SEQ)
-        flat.append((p, f, j, seq[f, j], pos[f, j]))
-    allseq = np.concatenate([x[3] for x in flat]) if flat else np.zeros(0, np.int64)
-    needed = np.unique(allseq)
-    for b in read_batches(
-        inp.store, inp.layer, needed, batch_tokens=batch_tokens, device=device, split=False
-    ):
-        acts = sae.encode(b.x)
-        bseq, start, length = np.unique(b.seq, return_index=True, return_counts=True)
-        for p, f, j, s, q in flat:
-            m = np.isin(s, bseq)
-            if not m.any():
-                continue
-            k = np.searchsorted(bseq, s[m])
-            at = q[m][:, None] + offs[None, :]  # [m, C] positions in the sequence
-            inside = (at >= 0) & (at < length[k][:, None])
-            rows = np.where(inside, start[k][:, None] + at, 0)
-            fm, jm = f[m], j[m]
-            a = acts[_dev(rows, device), _dev(np.repeat(fm[:, None], C, 1), device)].cpu().numpy()
-            out[f"{p}_acts"][fm, jm] = np.where(inside, a, 0.0) + 0.0  # + 0.0: no -0.0 (JumpReLU gives it)
-            out[f"{p}_ids"][fm, jm] = np.where(inside, b.ids[rows], -1)
-            out[f"{p}_types"][fm, jm] = np.where(inside, b.types[rows], OUTSIDE_TYPE)
+        at = pos[f, j].astype(np.int64)[:, None] + offs[None, :]  # [m, C] positions in the sequence
+        s = seq[f, j]
+        length = store.seq_offsets[s + 1] - store.seq_offsets[s]
+        m, c = np.nonzero((at >= 0) & (at < length[:, None]))
+        rows = store.seq_offsets[s[m]] + at[m, c]
+        parts.append((p, f[m].astype(np.int64), j[m], c, rows))
+    if not parts:
+        return out
+    rows = np.concatenate([x[4] for x in parts])
+    feats = np.concatenate([x[1] for x in parts])
+    uniq, inv = np.unique(rows, return_inverse=True)
+    vals = np.empty(len(rows), np.float32)
+    ids, types = np.empty(len(uniq), np.int64), np.empty(len(uniq), np.int64)
+    by_row = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[by_row], np.arange(0, len(uniq) + batch_tokens, batch_tokens))
+    for i, a in enumerate(range(0, len(uniq), batch_tokens)):
+        x, ids[a : a + batch_tokens], types[a : a + batch_tokens] = _gather_rows(
+            store, inp.layer, uniq[a : a + batch_tokens]
+        )
+        acts = sae.encode(torch.from_numpy(x).to(device))
+        sel = by_row[bounds[i] : bounds[i + 1]]
+        got = acts[_dev(inv[sel] - a, device), _dev(feats[sel], device)]
+        vals[sel] = got.cpu().numpy() + 0.0  # + 0.0: no -0.0 (JumpReLU gives it)
+    k = 0
+    for p, f, j, c, r in parts:
+        n = len(r)
+        out[f"{p}_acts"][f, j, c] = vals[k : k + n]
+        out[f"{p}_ids"][f, j, c] = ids[inv[k : k + n]]
+        out[f"{p}_types"][f, j, c] = types[inv[k : k + n]]
+        k += n
     return out
 
 

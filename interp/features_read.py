@@ -23,21 +23,12 @@ class TokenBatch:
         return len(self.seq)
 
 
-def segments(store, seqs: np.ndarray, batch_tokens: int, *, split: bool = True) -> Iterator[list[tuple]]:
-    """Lists of (shard, first row, stop row, sequence, first position) holding <= batch_tokens rows each;
-    split=False keeps each sequence whole in one batch (a longer one alone)."""
+def segments(store, seqs: np.ndarray, batch_tokens: int) -> Iterator[list[tuple]]:
+    """Lists of (shard, first row, stop row, sequence, first position) holding <= batch_tokens rows each."""
     batch, room = [], batch_tokens
     for s in seqs:
         sq = store.sequence(int(s))
         a, pos = sq.start, 0
-        if not split and len(sq) > room and batch:
-            yield batch
-            batch, room = [], batch_tokens
-        if not split and len(sq) >= room:
-            batch.append((sq.shard, sq.start, sq.stop, int(s), 0))
-            yield batch
-            batch, room = [], batch_tokens
-            continue
         while a < sq.stop:
             take = min(room, sq.stop - a)
             batch.append((sq.shard, a, a + take, int(s), pos))
@@ -49,12 +40,10 @@ def segments(store, seqs: np.ndarray, batch_tokens: int, *, split: bool = True) 
         yield batch
 
 
-def read_batches(
-    store, layer: int, seqs: np.ndarray, *, batch_tokens: int, device, split: bool = True
-) -> Iterator[TokenBatch]:
-    """TokenBatches over `seqs` (store sequence indices, in this order); see `segments` for split."""
+def read_batches(store, layer: int, seqs: np.ndarray, *, batch_tokens: int, device) -> Iterator[TokenBatch]:
+    """TokenBatches over `seqs` (store sequence indices, in this order)."""
     pinned = device.type == "cuda"
-    for segs in segments(store, seqs, batch_tokens, split=split):
+    for segs in segments(store, seqs, batch_tokens):
         n = sum(b - a for _, a, b, _, _ in segs)
         buf = np.empty((n, store.d_model), np.float32)  # a fresh one: the consumer may keep x
         seq, pos = np.empty(n, np.int64), np.empty(n, np.int64)
