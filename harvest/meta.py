@@ -48,14 +48,14 @@ def _config_identity(cfg: HarvestConfig) -> dict:
 
 def check_early_identity(cfg: HarvestConfig, out: Path) -> None:
     """Compare the config-only part of an existing store's identity before any work."""
-    from fastsae.store import StoreMismatchError
+    from fastsae.store import StoreMismatchError, peek_store_json
 
-    path = Path(out) / "store.json"
-    if not path.is_file():
+    raw = peek_store_json(out)  # a directory's, or an object store's
+    if raw is None:
         return
     try:
-        stored = json.loads(path.read_text()).get("identity") or {}
-    except (OSError, ValueError):
+        stored = json.loads(raw).get("identity") or {}
+    except (OSError, ValueError, AttributeError):
         return  # init_store reports a damaged store.json
     new = json.loads(json.dumps(_config_identity(cfg)))
     diff = [k for k in new if k in stored and stored[k] != new[k]]

@@ -15,8 +15,10 @@ from .errors import (
 )
 from .format import MAX_ABS_ACTIVATION, SCHEMA_VERSION
 from .identity import init_store
+from .location import committed_shards, peek_store_json, store_location, write_side_file
 from .locking import clean_partial
 from .reader import Sequence, Shard, Store, TokenLocation, open_store, to_float32
+from .remote import StoreRemoteError, is_url
 from .scan import BadActivation, find_bad_activation
 from .summary import summarize_store
 from .token_types import TokenType
@@ -40,18 +42,24 @@ __all__ = [
     "StoreIncompleteError",
     "StoreMismatchError",
     "StoreNotFoundError",
+    "StoreRemoteError",
     "StoreWriteError",
     "TokenLocation",
     "TokenType",
     "begin_writer",
     "clean_partial",
+    "committed_shards",
     "find_bad_activation",
     "finish_writer",
     "init_store",
+    "is_url",
     "open_store",
+    "peek_store_json",
     "quick_check",
     "store_completeness",
+    "store_location",
     "summarize_store",
     "to_float32",
     "verify_store",
+    "write_side_file",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .declared import check_declared, where, zstd_chunks
 from .errors import StoreCorruptError
-from .format import ATTRS_KEY, DTYPES, ZARR_JSON, act_array_name, act_shard_file, file_crc32c
+from .format import ATTRS_KEY, DTYPES, ZARR_JSON, act_array_name, file_crc32c
 from .shardfile import check_compressed_index, check_shard_index, memmappable
 from .token_types import NUM_TOKEN_TYPES
 
@@ -61,7 +61,7 @@ def check_acts_index(shard: Shard, layers: Iterable[int]) -> None:
         name = act_array_name(layer)
         what = f"shard {shard.name} array {name}"
         np_dtype, itemsize = DTYPES[shard.dtype]
-        meta, path = shard._array_meta(name), act_shard_file(shard.path, layer)
+        meta, path = shard._array_meta(name), shard.act_file(layer)
         plan = memmappable(meta, (shard.num_tokens, shard.d_model), np_dtype)
         if plan is not None:
             check_shard_index(
@@ -88,7 +88,7 @@ def quick_check(store: Store, *, layers: Iterable[int] | None = None) -> list[st
     vocab = vocab_size_of(store.meta)
     for shard in store.shards:
         try:
-            check_declared(shard.path, shard.attrs[ATTRS_KEY], act_layers=layers)
+            check_declared(shard.path, shard.attrs[ATTRS_KEY], act_layers=layers, tree=shard.objects)
             check_acts_index(shard, shard.layers if layers is None else layers)
             check_small(shard, vocab_size=vocab)
         except StoreCorruptError as e:

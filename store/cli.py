@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +25,9 @@ def _fmt_bytes(n: float) -> str:
 
 
 def inspect(
-    store: Annotated[Path, typer.Argument(help="Store directory (contains store.json and shard-*.zarr).")],
+    store: Annotated[
+        str, typer.Argument(help="Store directory (contains store.json and shard-*.zarr), or an fsspec URL.")
+    ],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
     ] = False,
@@ -81,7 +82,9 @@ def inspect(
 
 
 def verify(
-    store: Annotated[Path, typer.Argument(help="Store directory to check.")],
+    store: Annotated[
+        str, typer.Argument(help="Store directory, or an fsspec URL (s3://bucket/path), to check.")
+    ],
     quick: Annotated[
         bool,
         typer.Option("--quick", help="Skip reading the activations (their crc32c, NaN/inf/|x|>1e6 scan)."),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .errors import StoreWriteError
 from .format import SHARD_RE, WRITER_RECORD_RE, list_shards, write_json_atomic, writer_record_name
 from .locking import clean_partial
+from .remote import is_url
 
 if TYPE_CHECKING:
     from .reader import Shard
@@ -66,14 +67,26 @@ def begin_writer(root: str | os.PathLike, *, writer: int, num_writers: int = 1) 
     """A writer starts: removes the partial shards of dead writers (this one's included; clean_partial), then
     records this writer as running. Returns the partial directories removed."""
     _check_ids(writer, num_writers)
-    root = Path(root)
-    removed = clean_partial(root, writer=writer)
     record = {
         "writer": writer, "num_writers": num_writers, "state": "running", "started": _now(),
         "host": socket.gethostname(), "pid": os.getpid(),
     }  # fmt: skip
+    if is_url(root):  # its uncommitted shards (objects without a manifest) and its local staging leftovers
+        from .remote import RemoteRoot, clean_uncommitted, mirror_dir
+
+        url = str(root).rstrip("/")
+        gone = clean_uncommitted(url, writer=writer)
+        removed = [Path(url) / n for n in gone] + clean_partial(mirror_dir(url) / "staging", writer=writer)
+        RemoteRoot(url).put_bytes(writer_record_name(writer), _record_bytes(record))
+        return removed
+    root = Path(root)
+    removed = clean_partial(root, writer=writer)
     write_json_atomic(root / writer_record_name(writer), record)
     return removed
+
+
+def _record_bytes(record: dict) -> bytes:
+    return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
 
 
 def finish_writer(root: str | os.PathLike, *, writer: int, num_writers: int = 1) -> Completeness:
@@ -82,15 +95,26 @@ def finish_writer(root: str | os.PathLike, *, writer: int, num_writers: int = 1)
     from .reader import Shard
 
     _check_ids(writer, num_writers)
-    root = Path(root)
-    mine = [Shard.open(p) for p in list_shards(root) if int(SHARD_RE.match(p.name).group(1)) == writer]
+    if is_url(root):
+        from .reader import open_store
+
+        every = open_store(root).shards
+    else:
+        root = Path(root)
+        every = [Shard.open(p) for p in list_shards(root)]
+    mine = [sh for sh in every if int(SHARD_RE.match(sh.name).group(1)) == writer]
     record = {
         "writer": writer, "num_writers": num_writers, "state": "finished", "finished": _now(),
         "sequences": sum(sh.num_sequences for sh in mine), "tokens": sum(sh.num_tokens for sh in mine),
         "shards": {sh.name: {"first_sequence": sh.first_sequence, "sequences": sh.num_sequences,
                              "tokens": sh.num_tokens} for sh in mine},
     }  # fmt: skip
-    write_json_atomic(root / writer_record_name(writer), record)
+    if is_url(root):
+        from .remote import RemoteRoot
+
+        RemoteRoot(str(root)).put_bytes(writer_record_name(writer), _record_bytes(record))
+    else:
+        write_json_atomic(root / writer_record_name(writer), record)
     return store_completeness(root)
 
 
@@ -116,15 +140,25 @@ def read_records(root: Path) -> tuple[dict[int, dict], list[str]]:
     return records, bad
 
 
-def store_completeness(root: str | os.PathLike, shards: list[Shard] | None = None) -> Completeness:
-    """Compares the writers' records with the committed shards (``shards``: already opened, else opened)."""
+def store_completeness(
+    root: str | os.PathLike, shards: list[Shard] | None = None, *, where: str | None = None
+) -> Completeness:
+    """Compares the writers' records with the committed shards (``shards``: already opened, else opened).
+    ``root`` may be a URL (the records and shards of a remote store, through its mirror); ``where``: the
+    store's name in messages (a mirror's URL)."""
     from .reader import Shard
+    from .remote import is_url
 
+    if is_url(root):
+        from .reader import open_store
+
+        store = open_store(root)
+        return store.completeness
     root = Path(root)
     if shards is None:
         shards = [Shard.open(p) for p in list_shards(root)]
     records, bad = read_records(root)
-    where = f"store {root}"
+    where = f"store {where or root}"
     if bad:
         return Completeness("incomplete", f"{where}: {bad[0]}", damaged=True)
     if not records:

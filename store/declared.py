@@ -263,12 +263,17 @@ def zstd_chunks(meta: dict, shape: tuple[int, int], np_dtype: np.dtype) -> tuple
 
 
 def check_declared(
-    shard_dir: Path, info: dict, *, act_layers: Iterable[int] | None = None
+    shard_dir: Path,
+    info: dict,
+    *,
+    act_layers: Iterable[int] | None = None,
+    tree: dict[str, int] | None = None,
 ) -> dict[str, dict]:
     """check_files, then every array's zarr.json: its crc32c (schema 2), declared shape, dtype and layout as
-    the attributes and FORMAT.md say. Returns {array name: its zarr.json}; raises StoreCorruptError."""
+    the attributes and FORMAT.md say. ``tree``: the files' sizes (a remote shard's objects) instead of lstat.
+    Returns {array name: its zarr.json}; raises StoreCorruptError."""
     what = f"shard {shard_dir.name}"
-    check_files(shard_dir, info, act_layers=act_layers)
+    check_files(shard_dir, info, act_layers=act_layers, tree=tree)
     S, T, d = info["num_sequences"], info["num_tokens"], info["d_model"]
     files = info.get(FILES_KEY) or {}
     metas: dict[str, dict] = {}

@@ -19,8 +19,10 @@ import numpy as np
 
 from .errors import StoreCorruptError, StoreNotFoundError
 
-SCHEMA_VERSION = 2  # 2: per-file checksums and writer records; 1 is still read (no checksums, no records)
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
+# 3: object-store commit (a shard counts once its manifest object exists); 2: per-file checksums and writer
+# records; 1 (no checksums, no records) and 2 are still read
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3})
 FORMAT_NAME = "fastsae-store"
 
 STORE_JSON = "store.json"

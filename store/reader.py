@@ -1,7 +1,9 @@
 """Reading a store: open_store -> Store -> Shard / Sequence. Read-only, lazy, memmap-based.
 
 Activations of uncompressed shards are np.memmap views of the zarr shard file (the data region is one
-row-major [T_pad, d_model] matrix); compressed shards fall back to zarr reads. At open every shard's declared
+row-major [T_pad, d_model] matrix); compressed shards fall back to zarr reads. A store on object storage (an
+fsspec URL) is opened from its local mirror (remote.py: everything but the activations), its activations read
+by range requests through the block cache (blockcache.py) or, compressed, through zarr's FsspecStore. At open every shard's declared
 counts and shapes are checked against its files' sizes (checks.check_declared: zarr.json reads and lstat()s
 only) and the writers' records against the shards present (completeness.py); no array is read.
 """
@@ -38,7 +40,9 @@ from .sequence import Sequence, TokenLocation
 from .shardfile import check_compressed_index, check_shard_index, memmappable
 
 if TYPE_CHECKING:
+    from .blockcache import BlockCache
     from .completeness import Completeness
+    from .remote import RemoteFile, RemoteShard
 
 _SHARD_KEYS = ("num_sequences", "num_tokens", "first_sequence", "layers", "d_model", "dtype")
 
@@ -90,6 +94,24 @@ class Shard:
         self.dtype: str = info["dtype"]
         self._acts: dict[int, Any] = {}
         self._small: dict[str, np.ndarray] = {}
+        self.remote: RemoteShard | None = None  # set for a shard of a store on object storage
+
+    @property
+    def objects(self) -> dict[str, int] | None:
+        """A remote shard's {object path inside the shard: size} (the checks' sizes); None for a local one."""
+        return None if self.remote is None else self.remote.objects
+
+    def act_file(self, layer: int) -> Path | RemoteFile:
+        """The activation file of ``layer``: a Path, or a remote shard's object (its size, its byte ranges)."""
+        if self.remote is None:
+            return act_shard_file(self.path, layer)
+        return self.remote.file(act_shard_file(Path(), layer).as_posix())
+
+    def row_source(self, layer: int):
+        """The layer's rows behind one interface (store/rows.py): in place from the memmap, or read."""
+        from .rows import row_source
+
+        return row_source(self.raw_acts(layer))
 
     def __getstate__(self) -> dict:  # pickle without memmaps (they would be pickled as full copies)
         state = dict(self.__dict__)
@@ -97,16 +119,18 @@ class Shard:
         return state
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Shard:
+    def open(cls, path: str | os.PathLike, *, remote: RemoteShard | None = None) -> Shard:
         """Opens a committed shard after checking its files against its attributes (declared.check_files: an
-        lstat per file; the activation files' sizes are checked when each layer is first read)."""
+        lstat per file; the activation files' sizes are checked when each layer is first read). ``remote``:
+        ``path`` is the mirror of a remote shard, whose objects' sizes are the ones checked."""
         from .declared import check_files, stat_files
 
         path = Path(path)
         if ZARR_JSON not in stat_files(path, [ZARR_JSON]):
             raise StoreCorruptError(f"shard {path.name}: missing {ZARR_JSON} (not a shard, or damaged)")
         shard = cls(path, read_json(path / ZARR_JSON, what=f"shard {path.name}"))
-        check_files(path, shard.attrs[ATTRS_KEY], act_layers=())
+        shard.remote = remote
+        check_files(path, shard.attrs[ATTRS_KEY], act_layers=(), tree=shard.objects)
         return shard
 
     def __repr__(self) -> str:
@@ -168,8 +192,12 @@ class Shard:
         import zarr
         from zarr.storage import LocalStore
 
+        if self.remote is not None:
+            store: Any = self.remote.zarr_store()
+        else:
+            store = LocalStore(self.path, read_only=True)
         try:
-            return zarr.open_array(LocalStore(self.path, read_only=True), path=name, mode="r")
+            return zarr.open_array(store, path=name, mode="r")
         except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
             raise StoreCorruptError(f"shard {self.name} array {name}: cannot open with zarr ({e})") from None
 
@@ -223,18 +251,21 @@ class Shard:
             raise StoreCorruptError(f"{what}: shape {meta.get('shape')} != expected {list(shape)}")
         plan = memmappable(meta, shape, np_dtype)
         if plan is not None:
-            path = act_shard_file(self.path, layer)
+            path = self.act_file(layer)
             check_shard_index(
                 path, rows_per_chunk=plan[0], n_chunks=plan[1], row_bytes=itemsize * self.d_model, what=what
             )
-            arr: Any = np.memmap(path, dtype=np_dtype, mode="r", shape=shape)
+            if self.remote is not None:
+                arr: Any = self.remote.rows(layer, shape, np_dtype)
+            else:
+                arr = np.memmap(path, dtype=np_dtype, mode="r", shape=shape)
         else:
             from .declared import zstd_chunks
 
             zplan = zstd_chunks(meta, shape, np_dtype)
             if zplan is None:
                 raise StoreCorruptError(f"{what}: chunks or codecs differ from the format's")
-            check_compressed_index(act_shard_file(self.path, layer), zplan[1], what)
+            check_compressed_index(self.act_file(layer), zplan[1], what)
             arr = ZarrRows(self._zarr_array(name))
         self._acts[layer] = arr
         return arr
@@ -260,15 +291,18 @@ class Shard:
         )  # fmt: skip
 
     def bytes(self) -> int:
-        return tree_bytes(self.path)
+        return tree_bytes(self.path) if self.remote is None else sum(self.remote.objects.values())
 
 
 class Store:
     """A read-only view of the committed shards of a store directory. Use open_store()."""
 
     def __init__(self, path: Path, meta: dict, shards: list[Shard], completeness: Completeness | None = None):
-        self.path, self.meta, self.shards = path, meta, shards
+        self.path, self.meta, self.shards = path, meta, shards  # a remote store's path: its local mirror
         self.completeness = completeness
+        self.url: str | None = None  # a store on object storage: its URL
+        self.uncommitted: list[str] = []  # a remote store's shard prefixes without a manifest (ignored)
+        self.cache: BlockCache | None = None  # a remote store's activation block cache
         if shards:
             first = shards[0]
             for sh in shards[1:]:
@@ -287,7 +321,7 @@ class Store:
         self.num_tokens = sum(sh.num_tokens for sh in shards)
 
     def __repr__(self) -> str:
-        return f"Store({self.path}, shards={len(self.shards)}, sequences={self.num_sequences}, tokens={self.num_tokens})"
+        return f"Store({self.url or self.path}, shards={len(self.shards)}, sequences={self.num_sequences}, tokens={self.num_tokens})"
 
     def __len__(self) -> int:
         return self.num_sequences
@@ -354,16 +388,32 @@ def check_sequence_ranges(shards: list[Shard]) -> list[str]:
     return problems
 
 
-def open_store(root: str | os.PathLike, *, allow_incomplete: bool = True) -> Store:
+def open_store(
+    root: str | os.PathLike,
+    *,
+    allow_incomplete: bool = True,
+    storage_options: dict | None = None,
+    cache_bytes: int | None = None,
+    fresh: bool = False,
+    check_ranges: bool = True,
+) -> Store:
     """Open a store read-only (committed shards only; .partial-* directories are ignored). Every shard's
     declared sizes are checked against its files first (StoreCorruptError names the shard and file).
 
     ``store.completeness`` compares the shards with the writers' records (completeness.py). With
     ``allow_incomplete=False`` a store whose records name missing shards, or a writer that has not finished,
     raises StoreIncompleteError; a store without records (schema 1, or not written by harvest) opens, its
-    completeness "unknown"."""
-    from .completeness import store_completeness
+    completeness "unknown".
 
+    ``root`` may be an fsspec URL (s3://bucket/store): committed shards are those whose manifest object exists
+    (schema 3), the others are listed in ``store.uncommitted``; ``storage_options`` go to fsspec,
+    ``cache_bytes`` bounds the activation block cache, ``fresh`` re-downloads the mirrored small objects.
+    ``check_ranges=False``: no store-wide sequence-range check (a harvest writer among others still running)."""
+    from .completeness import store_completeness
+    from .remote import is_url
+
+    if is_url(root):
+        return _open_remote(str(root), allow_incomplete, storage_options, cache_bytes, fresh, check_ranges)
     root = Path(root)
     if not root.exists():
         raise StoreNotFoundError(f"store not found: {root}")
@@ -374,13 +424,39 @@ def open_store(root: str | os.PathLike, *, allow_incomplete: bool = True) -> Sto
             shards.append(Shard.open(p))
         except StoreNotFoundError as e:
             raise StoreCorruptError(str(e)) from None
+    return _checked(root, meta, shards, store_completeness(root, shards), allow_incomplete, check_ranges)
+
+
+def _open_remote(url, allow_incomplete, storage_options, cache_bytes, fresh, check_ranges) -> Store:
+    from .blockcache import BlockCache
+    from .completeness import store_completeness
+    from .remote import Mirror, RemoteShard
+
+    mirror = Mirror.sync(url, storage_options=storage_options, fresh=fresh)
+    meta = read_store_json(mirror.path)
+    cache = BlockCache(mirror.remote, mirror.path.parent / "blocks", max_bytes=cache_bytes)
+    shards = []
+    for p in list_shards(mirror.path):
+        remote = RemoteShard(mirror.remote, p.name, mirror.object_sizes(p.name), cache)
+        try:
+            shards.append(Shard.open(p, remote=remote))
+        except StoreNotFoundError as e:
+            raise StoreCorruptError(str(e)) from None
+    completeness = store_completeness(mirror.path, shards, where=mirror.remote.url)
+    store = _checked(
+        mirror.remote.url, meta, shards, completeness, allow_incomplete, check_ranges, path=mirror.path
+    )
+    store.url, store.uncommitted, store.cache = mirror.remote.url, mirror.uncommitted, cache
+    return store
+
+
+def _checked(root, meta, shards, completeness, allow_incomplete, check_ranges, *, path=None) -> Store:
     shards.sort(key=lambda sh: (sh.first_sequence, sh.name))
-    problems = check_sequence_ranges(shards)
-    completeness = store_completeness(root, shards)
+    problems = check_sequence_ranges(shards) if check_ranges else []
     if problems and completeness.missing:  # a gap the writers' records explain: name the missing shard
         raise StoreCorruptError(completeness.message, [completeness.message, *problems])
     if problems:
         raise StoreCorruptError(f"store {root}: {problems[0]}", problems)
     if not allow_incomplete and completeness.state == "incomplete":
         raise StoreIncompleteError(completeness.message, completeness.missing, completeness.unfinished)
-    return Store(root, meta, shards, completeness)
+    return Store(root if path is None else path, meta, shards, completeness)

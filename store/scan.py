@@ -88,12 +88,19 @@ def find_bad_activation(
     return None
 
 
+def _remote_crc32c(obj) -> int:
+    crc, size = 0, obj.size()
+    for a in range(0, size, BLOCK_BYTES):
+        crc = crc32c(obj.read(a, min(size, a + BLOCK_BYTES)), crc)
+    return crc
+
+
 def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = MAX_ABS_ACTIVATION) -> None:
     """Index crc and entries; with ``values``: every activation finite and |x| <= bound, and (schema 2) the file's
     crc32c equal to its manifest's. Raises StoreCorruptError naming the shard, array, token and sequence."""
     name = act_array_name(layer)
     what = f"shard {shard.name} array {name}"
-    path = act_shard_file(shard.path, layer)
+    path = shard.act_file(layer)  # a Path, or a remote shard's object (read by range requests)
     entry = shard.files.get(act_shard_file(Path(), layer).as_posix())
     np_dtype, itemsize = DTYPES[shard.dtype]
     row_bytes = itemsize * shard.d_model
@@ -108,7 +115,7 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
         check_compressed_index(path, zplan[1], what)
         if not values:
             return
-        crc = file_crc32c(path) if entry else None
+        crc = (file_crc32c(path) if isinstance(path, Path) else _remote_crc32c(path)) if entry else None
         raw = shard.raw_acts(layer)
         first = None
         for start in range(0, T, block_rows):
@@ -127,18 +134,27 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
             return
         crc, first = 0, None
         step = block_rows * row_bytes
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            data = np.frombuffer(m, dtype=np.uint8)  # one pass over the mapped file: no copy
-            for a in range(0, len(data), step):
-                if entry:
-                    crc = crc32c(data[a : a + step], crc)
-                k = min(block_rows, T - a // row_bytes)
-                if first is None and k > 0:
-                    rows = data[a : a + k * row_bytes].view(np_dtype).reshape(k, shard.d_model)
-                    if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
-                        first = (a // row_bytes + bad[0], bad[1])
-                    del rows
-            del data  # before the mapping closes
+
+        def visit(a: int, block: np.ndarray) -> None:  # bytes [a, a + len(block)) of the file
+            nonlocal crc, first
+            if entry:
+                crc = crc32c(block, crc)
+            k = min(block_rows, T - a // row_bytes)
+            if first is None and k > 0:
+                rows = block[: k * row_bytes].view(np_dtype).reshape(k, shard.d_model)
+                if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
+                    first = (a // row_bytes + bad[0], bad[1])
+
+        if not isinstance(path, Path):  # a remote object: one range request per block, nothing kept
+            size = path.size()
+            for a in range(0, size, step):
+                visit(a, np.frombuffer(path.read(a, min(size, a + step)), dtype=np.uint8))
+        else:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                data = np.frombuffer(m, dtype=np.uint8)  # one pass over the mapped file: no copy
+                for a in range(0, len(data), step):
+                    visit(a, data[a : a + step])
+                del data  # before the mapping closes
     crc_ok = entry is None or crc == entry["crc32c"]
     if first is not None:
         since = (

@@ -4,6 +4,7 @@ inner chunks in row order, then the shard index ((offset, nbytes) uint64 LE per 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,22 +49,39 @@ def memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple
     return (int(inner[0]), int(grid[0] // inner[0])) if ok else None
 
 
-def check_shard_index(path: Path, *, rows_per_chunk: int, n_chunks: int, row_bytes: int, what: str) -> None:
-    """Checks size, crc32c and entries of an uncompressed acts shard file; raises StoreCorruptError."""
-    chunk_bytes = rows_per_chunk * row_bytes
-    expected = chunk_bytes * n_chunks + index_nbytes(n_chunks)
+def file_size(path: Path | Any, what: str) -> int:
+    """Size of a local file or of a remote object (remote.RemoteFile)."""
     try:
-        size = path.stat().st_size
+        return path.stat().st_size if isinstance(path, Path) else path.size()
     except FileNotFoundError:
         raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
+
+
+def read_index(path: Path | Any, size: int, n_chunks: int) -> tuple[bytes, int]:
+    """(index entry bytes, stored crc32c) from the end of a file of ``size`` bytes: one read (or range)."""
+    nidx = index_nbytes(n_chunks)
+    if isinstance(path, Path):
+        with open(path, "rb") as f:
+            f.seek(size - nidx)
+            tail = f.read(nidx)
+    else:
+        tail = path.read(size - nidx, size)
+    return tail[: INDEX_ENTRY_BYTES * n_chunks], int(np.frombuffer(tail[-4:], dtype="<u4")[0])
+
+
+def check_shard_index(
+    path: Path | Any, *, rows_per_chunk: int, n_chunks: int, row_bytes: int, what: str
+) -> None:
+    """Checks size, crc32c and entries of an uncompressed acts shard file (local, or a remote object);
+    raises StoreCorruptError."""
+    chunk_bytes = rows_per_chunk * row_bytes
+    expected = chunk_bytes * n_chunks + index_nbytes(n_chunks)
+    size = file_size(path, what)
     if size != expected:
         raise StoreCorruptError(
             f"{what}: shard file is {size} bytes, expected {expected} (truncated or overwritten)"
         )
-    with open(path, "rb") as f:
-        f.seek(size - index_nbytes(n_chunks))
-        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
-        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
+    idx_bytes, crc = read_index(path, size, n_chunks)
     if crc32c(idx_bytes) != crc:
         raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
     idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)
@@ -74,18 +92,12 @@ def check_shard_index(path: Path, *, rows_per_chunk: int, n_chunks: int, row_byt
         raise StoreCorruptError(f"{what}: shard index entries do not describe contiguous inner chunks")
 
 
-def check_compressed_index(path: Path, n_chunks: int, what: str) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise StoreCorruptError(f"{what}: shard file {path.name} is missing") from None
+def check_compressed_index(path: Path | Any, n_chunks: int, what: str) -> None:
+    size = file_size(path, what)
     nidx = index_nbytes(n_chunks)
     if size < nidx:
         raise StoreCorruptError(f"{what}: shard file is {size} bytes, smaller than its index ({nidx} bytes)")
-    with open(path, "rb") as f:
-        f.seek(size - nidx)
-        idx_bytes = f.read(INDEX_ENTRY_BYTES * n_chunks)
-        crc = int(np.frombuffer(f.read(4), dtype="<u4")[0])
+    idx_bytes, crc = read_index(path, size, n_chunks)
     if crc32c(idx_bytes) != crc:
         raise StoreCorruptError(f"{what}: shard index crc32c mismatch")
     idx = np.frombuffer(idx_bytes, dtype="<u8").reshape(n_chunks, 2)

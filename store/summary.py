@@ -33,12 +33,12 @@ def _skipped_counts(path: Path) -> dict[str, int] | None:
     return dict(counts)
 
 
-def summarize_store(root: str | os.PathLike) -> dict:
+def summarize_store(root: str | os.PathLike, *, storage_options: dict | None = None) -> dict:
     """Model, layers, d_model, dtype, sequences, tokens, bytes, bytes/token, overhead ratio, token-type counts,
     data provenance, skipped counts (from skipped.jsonl, if present) and completeness. Validates first: the
     cheap checks (open_store's declared sizes, quick_check) and the writers' records; raises
     StoreCorruptError on damage (a store still being written is reported, not refused)."""
-    s = open_store(root)
+    s = open_store(root, storage_options=storage_options)
     warnings = quick_check(s)
     if s.completeness.damaged:
         raise StoreCorruptError(s.completeness.message)
@@ -63,7 +63,7 @@ def summarize_store(root: str | os.PathLike) -> dict:
         model = model.get("name") or model.get("id")
     revision = revision or identity.get("revision")
     return {
-        "path": str(s.path),
+        "path": s.url or str(s.path),
         "model": model,
         "revision": revision,
         "layers": s.layers,
@@ -79,7 +79,7 @@ def summarize_store(root: str | os.PathLike) -> dict:
         "token_types": token_types,
         "data": meta.get("data"),
         "skipped": _skipped_counts(s.path / SKIPPED_JSONL),
-        "partial_shards": len(list_partials(s.path)),
+        "partial_shards": len(s.uncommitted) if s.url else len(list_partials(s.path)),
         "fingerprint": s.fingerprint,
         "complete": {"state": s.completeness.state, "message": s.completeness.message},
         "checksummed": all(sh.files for sh in s.shards),

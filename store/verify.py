@@ -6,33 +6,52 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .blockcache import BlockCache
 from .checks import check_small, meta_consistency, vocab_size_of
 from .completeness import store_completeness
 from .declared import check_declared, walk_shard
 from .errors import StoreCorruptError, StoreError, StoreNotFoundError
 from .format import ATTRS_KEY, ZARR_JSON, list_partials, read_json, read_store_json, scan_shards
 from .reader import Shard, check_sequence_ranges
+from .remote import Mirror, RemoteShard, is_url
 from .scan import scan_acts
 
 
 def verify_shard(shard: Shard, *, check_values: bool = True, vocab_size: int | None = None) -> None:
     """Checks one opened shard's arrays completely; raises StoreCorruptError with a one-line message naming
     what is wrong (and, for a bad value, the token and its sequence)."""
-    walk_shard(shard.path)  # a symbolic link anywhere inside the shard, even where nothing reads
-    check_declared(shard.path, shard.attrs[ATTRS_KEY])  # every layer's file size, too
+    if shard.remote is None:  # object stores have no symbolic links
+        walk_shard(shard.path)  # a symbolic link anywhere inside the shard, even where nothing reads
+    check_declared(shard.path, shard.attrs[ATTRS_KEY], tree=shard.objects)  # every layer's file size, too
     check_small(shard, vocab_size=vocab_size)
     for layer in shard.layers:
         scan_acts(shard, layer, values=check_values)
 
 
-def verify_store(root: str | os.PathLike, *, check_values: bool = True) -> dict:
+def verify_store(
+    root: str | os.PathLike, *, check_values: bool = True, storage_options: dict | None = None
+) -> dict:
     """Full integrity check. Returns a report dict (with 'warnings', e.g. leftover .partial dirs, unknown
     completeness, shards without checksums, and 'complete'); raises StoreCorruptError (``.problems``: one line
     per damaged shard/array, missing shard or unfinished writer) on any damage or an incomplete store.
-    ``check_values=False``: everything but the activation files' full read (crc32c and values)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise StoreNotFoundError(f"store not found: {root} is not a directory")
+    ``check_values=False``: everything but the activation files' full read (crc32c and values).
+
+    ``root`` may be a URL: its small objects are downloaded afresh into the mirror and checked there, the
+    activation objects are read by range requests (nothing of them is kept)."""
+    remote_of = None
+    if is_url(root):
+        mirror = Mirror.sync(str(root), storage_options=storage_options, fresh=True)
+        cache = BlockCache(mirror.remote, mirror.path.parent / "blocks")
+        name, root = mirror.remote.url, mirror.path
+        leftovers = mirror.uncommitted
+
+        def remote_of(p: Path) -> RemoteShard:
+            return RemoteShard(mirror.remote, p.name, mirror.object_sizes(p.name), cache)
+    else:
+        root = name = Path(root)
+        if not root.is_dir():
+            raise StoreNotFoundError(f"store not found: {root} is not a directory")
+        leftovers = [p.name for p in list_partials(root)]
     problems: list[str] = []
     meta: dict = {}
     try:
@@ -40,8 +59,9 @@ def verify_store(root: str | os.PathLike, *, check_values: bool = True) -> dict:
     except StoreError as e:
         problems.append(str(e))
     warnings = [
-        f"leftover partial shard {p.name} (a crashed writer; the next harvest removes it)"
-        for p in list_partials(root)
+        f"leftover {'uncommitted' if remote_of else 'partial'} shard {p} (a crashed writer; the next harvest "
+        "removes it)"
+        for p in leftovers
     ]
     vocab = vocab_size_of(meta)
     dirs, link_problems = scan_shards(root)
@@ -49,7 +69,7 @@ def verify_store(root: str | os.PathLike, *, check_values: bool = True) -> dict:
     shards: list[Shard] = []
     for p in dirs:
         try:
-            shard = Shard.open(p)
+            shard = Shard.open(p, remote=remote_of(p) if remote_of else None)
         except StoreError as e:
             problems.append(str(e))
             try:  # its sequence range still counts if its attributes can be read
@@ -63,7 +83,7 @@ def verify_store(root: str | os.PathLike, *, check_values: bool = True) -> dict:
         except StoreCorruptError as e:
             problems.append(str(e))
     shards.sort(key=lambda sh: (sh.first_sequence, sh.name))
-    completeness = store_completeness(root, shards)
+    completeness = store_completeness(root, shards, where=str(name))
     if completeness.state == "incomplete":
         problems.insert(0, completeness.message)
     elif completeness.state == "unknown":
@@ -82,9 +102,9 @@ def verify_store(root: str | os.PathLike, *, check_values: bool = True) -> dict:
         )
     if problems:
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems, first: {problems[0]}"
-        raise StoreCorruptError(f"store {root}: {head}", problems)
+        raise StoreCorruptError(f"store {name}: {head}", problems)
     return {
-        "path": str(root),
+        "path": str(name),
         "ok": True,
         "shards": len(shards),
         "sequences": sum(sh.num_sequences for sh in shards),

@@ -7,6 +7,11 @@ chunks, appends the sharding index + crc32c itself, writes the zarr.json metadat
 shard's file manifest (size and crc32c of every file), checks every file is still there with its size,
 fsyncs everything and renames the directory to ``shard-<writer>-<seq>.zarr`` in one os.replace. A kill at
 any point leaves at most the ``.partial-*`` directory.
+
+A store on object storage (``root`` an fsspec URL) has no rename: the partial is written in a local staging
+folder (remote.mirror_dir) exactly as above, and its commit uploads the shard's data objects first and its
+group zarr.json (the manifest) last, the object that makes it committed (schema 3, FORMAT.md). A kill before
+that leaves objects without a manifest, which readers ignore and this writer's next begin_writer removes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .format import (
     SMALL_ARRAYS,
     STORE_JSON,
     STORE_META_KEY,
+    ZARR_JSON,
     ZSTD_LEVEL,
     act_shard_file,
     auto_rows_per_chunk,
@@ -85,7 +91,11 @@ class ShardWriter:
             raise StoreWriteError("d_model must be > 0 and writer, seq, first_sequence >= 0")
         if rows_per_chunk is not None and rows_per_chunk <= 0:
             raise StoreWriteError(f"rows_per_chunk must be positive, got {rows_per_chunk}")
-        self.root = Path(root)
+        from .remote import RemoteRoot, is_url, mirror_dir
+
+        self.remote = RemoteRoot(str(root)) if is_url(root) else None
+        self.root = Path(root) if self.remote is None else mirror_dir(self.remote.url) / "staging"
+        self.store = self.root if self.remote is None else self.remote.url  # where store.json and shards go
         self.writer, self.seq, self.first_sequence = int(writer), int(seq), int(first_sequence)
         self.layers, self.d_model, self.dtype = layers, int(d_model), dtype
         self.compression = compression
@@ -94,25 +104,28 @@ class ShardWriter:
         self._row_bytes = itemsize * self.d_model
         self._rows_per_chunk = rows_per_chunk
         self._target_rows = rows_per_chunk or auto_rows_per_chunk(self._row_bytes)
-        if meta is None and not (self.root / STORE_JSON).exists():
+        if self.remote is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            meta = {} if meta is None else meta  # init_store reads the remote store.json (or creates it)
+        elif meta is None and not (self.root / STORE_JSON).exists():
             meta = {}
         if meta is not None:
             meta = {"layers": layers, "d_model": self.d_model, "dtype": dtype, **dict(meta)}
-            self.meta = init_store(self.root, meta=meta)
+            self.meta = init_store(self.store, meta=meta)
         else:
             self.meta = read_store_json(self.root)
         self.name = shard_name(self.writer, self.seq)
         self.path = self.root / self.name
-        if self.path.exists():
-            raise StoreExistsError(f"shard {self.path} is already committed; pick another writer/seq")
+        if self._committed():
+            raise StoreExistsError(f"shard {self._where()} is already committed; pick another writer/seq")
         self.partial_path = self.root / partial_name(self.writer, self.seq)
         self._files = {}
         self._dir_fd: int | None = None
         self._lock = WriterLock(self.root, self.writer)
         self._lock.acquire()  # before the partial exists: clean_partial never removes a live writer's work
         try:
-            if self.path.exists():
-                raise StoreExistsError(f"shard {self.path} is already committed; pick another writer/seq")
+            if self._committed():
+                raise StoreExistsError(f"shard {self._where()} is already committed; pick another writer/seq")
             if self.partial_path.exists():  # left by a dead run of this same writer/seq
                 shutil.rmtree(self.partial_path)
             self.partial_path.mkdir()
@@ -142,6 +155,18 @@ class ShardWriter:
         self._doc_sources: list[tuple[int, int]] = []
         self._zstd = None
         self._state = "open"
+
+    def _where(self) -> str:
+        return str(self.path) if self.remote is None else f"{self.remote.url}/{self.name}"
+
+    def _committed(self) -> bool:
+        if self.remote is None:
+            return self.path.exists()
+        try:
+            self.remote.cat(f"{self.name}/{ZARR_JSON}")
+        except FileNotFoundError:
+            return False
+        return True
 
     @property
     def num_tokens(self) -> int:
@@ -270,16 +295,30 @@ class ShardWriter:
             fsync_tree(self.partial_path)
             check_partial(self.partial_path, self._dir_ino, self._inodes(), files, name=self.name)
             self._close_handles()
-            if self.path.exists():
-                raise StoreExistsError(f"shard {self.path} appeared while writing; not overwriting it")
-            os.replace(self.partial_path, self.path)
-            fsync_path(self.root)
+            if self._committed():
+                raise StoreExistsError(f"shard {self._where()} appeared while writing; not overwriting it")
+            if self.remote is None:
+                os.replace(self.partial_path, self.path)
+                fsync_path(self.root)
+            else:
+                self._upload(files)
         except BaseException:
             self.abort()
             raise
         self._state = "committed"
         self._lock.release()
         return self.path
+
+    def _upload(self, files: dict[str, dict]) -> None:
+        """Object-store commit: objects left by a dead run of this shard go, then every data object, then the
+        group zarr.json holding the manifest, the last object, whose existence commits the shard."""
+        from .remote import shard_objects
+
+        stale = shard_objects(self.remote.listing(self.name)).get(self.name, {})
+        self.remote.remove([f"{self.name}/{rel}" for rel in stale])
+        self.remote.put_files([(self.partial_path / rel, f"{self.name}/{rel}") for rel in sorted(files)])
+        self.remote.put_file(self.partial_path / ZARR_JSON, f"{self.name}/{ZARR_JSON}")
+        shutil.rmtree(self.partial_path, ignore_errors=True)
 
     def _finish_act_files(self) -> tuple[int, int]:
         T = self.num_tokens

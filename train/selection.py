@@ -10,12 +10,12 @@ per epoch; the mixing buffer does the fine shuffle). Canonical ids are what the 
 
 Memory: 8 bytes per selected token for the row index (activations cost ``2 * d_model``
 bytes per token in bf16, so this is < 1% of the store for d_model >= 576).
+
+The reads themselves go through each shard's row source (``fastsae.store.rows``: in place from a local memmap,
+or range requests through the block cache of a store on object storage); this module only says which rows.
 """
 
 from __future__ import annotations
-
-import mmap
-import warnings
 
 import numpy as np
 import torch
@@ -155,10 +155,8 @@ class TokenSelection:
             self.chunk_start + chunk_tokens, np.repeat(self.shard_start[1:], per_shard)
         )
         self.chunk_shard = np.repeat(np.arange(len(self.rows)), per_shard)  # [K]
-        self._raw = [None] * len(self.rows)
-        self._maps: list[torch.Tensor | None] = [None] * len(self.rows)
-        for i in range(len(self.rows)):  # open (and check) every shard's array now: errors before training
-            self.raw(i)
+        # open (and check) every shard's array now: errors before training
+        self.sources = [shard.row_source(layer) for shard in store.shards]
 
     @property
     def num_chunks(self) -> int:
@@ -171,26 +169,13 @@ class TokenSelection:
         return np.random.default_rng([self.seed, CHUNK_ORDER_STREAM, epoch]).permutation(self.num_chunks)
 
     def raw(self, shard: int):
-        """The shard's stored activation matrix (np.memmap when uncompressed), opened once."""
-        if self._raw[shard] is None:
-            self._raw[shard] = self.store.shards[shard].raw_acts(self.layer)
-        return self._raw[shard]
+        """The shard's stored activation matrix (np.memmap when uncompressed and local)."""
+        return self.sources[shard].array
 
     def read_raw(self, shard: int, rows: np.ndarray) -> np.ndarray:
-        """Stored representation [len(rows), d_model] (uint16 bits for bf16) of sorted local ``rows``.
-
-        Consecutive rows: a view of the memmap (no copy) whose pages are faulted in here, so that
-        the consumer's copy out of it does no I/O; otherwise a sorted gather (sequential in the
-        file), or the decompressed rows of a zarr-compressed store."""
-        raw = self.raw(shard)
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-            block = raw[int(rows[0]) : int(rows[-1]) + 1]
-            if isinstance(block, np.memmap):
-                block = block.view(np.ndarray)  # a plain view: slicing a memmap subclass is slow
-                if block.size:
-                    np.bitwise_or.reduce(block.reshape(-1).view(np.uint8)[::PAGE_BYTES])  # fault pages in
-            return block
-        return np.asarray(raw[rows])
+        """Stored representation [len(rows), d_model] (uint16 bits for bf16) of sorted local ``rows``
+        (consecutive rows of a memmap: a view with its pages faulted in; see ``fastsae.store.rows``)."""
+        return self.sources[shard].read(rows)
 
     def decode(self, raw: np.ndarray, out: torch.Tensor) -> torch.Tensor:
         """Stored representation -> float32 ``out`` [n, d_model] (CPU), exact; numpy releases the GIL."""
@@ -215,64 +200,38 @@ class TokenSelection:
     # -- rows read in place (uncompressed stores): the mixing buffer then holds canonical ids only ----------
     @property
     def mapped(self) -> bool:
-        """Whether every shard's activations are an np.memmap (uncompressed), readable in place."""
-        return all(isinstance(self.raw(s), np.memmap) for s in range(len(self.rows)))
+        """Whether every shard's rows are readable in place (uncompressed local memmaps)."""
+        return all(src.in_place for src in self.sources)
+
+    def _chunk_rows(self, chunk: int, skip: int = 0) -> tuple[int, int, int, np.ndarray]:
+        """(shard, first canonical id, stop, sorted local rows) of a chunk from its ``skip``-th token on."""
+        s = int(self.chunk_shard[chunk])
+        lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
+        base = int(self.shard_start[s])
+        return s, lo, hi, self.rows[s][lo - base : hi - base]
 
     def advise_chunk(self, chunk: int) -> None:
-        """Ask the kernel to start reading a chunk's span of the memmap now (madvise WILLNEED: asynchronous
-        readahead into the page cache), so that faulting it in later waits for no disk. Without the hint a
-        cold chunk is read by its page faults, one 128 KB readahead window at a time, each a synchronous
-        disk round trip; the reader hints a few chunks ahead of the one it pages in. No-op when compressed."""
-        s = int(self.chunk_shard[chunk])
-        raw = self.raw(s)
-        mm = getattr(raw, "_mmap", None)  # np.memmap's mmap.mmap of the file (from offset 0 here)
-        if mm is None or not hasattr(mm, "madvise") or self.chunk_stop[chunk] <= self.chunk_start[chunk]:
-            return
-        base = int(self.shard_start[s])
-        rows = self.rows[s][int(self.chunk_start[chunk]) - base : int(self.chunk_stop[chunk]) - base]
-        row_bytes = raw.strides[0]
-        # np.memmap maps the file from offset - offset % ALLOCATIONGRANULARITY: the array starts this far into mm
-        base_in_mm = int(raw.offset) % mmap.ALLOCATIONGRANULARITY
-        start = base_in_mm + int(rows[0]) * row_bytes
-        stop = base_in_mm + (int(rows[-1]) + 1) * row_bytes
-        start -= start % mmap.PAGESIZE
-        try:
-            mm.madvise(mmap.MADV_WILLNEED, start, stop - start)
-        except OSError:  # a hint: a file system that refuses it costs speed, never the run
-            pass
+        """Start reading a chunk's span now (read-ahead: madvise WILLNEED on a memmap, block fetches on a remote
+        store), so that reading it later waits for no I/O; the reader hints a few chunks ahead."""
+        s, _lo, _hi, rows = self._chunk_rows(chunk)
+        if len(rows):
+            self.sources[s].advise(int(rows[0]), int(rows[-1]) + 1)
 
     def touch_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, None]:
         """(canonical ids [n], None) of a chunk, from its ``skip``-th token on, after faulting the pages of its
         span of the memmap in (what read_chunk does, without handing rows out: they are read by gather_ids)."""
-        s = int(self.chunk_shard[chunk])
-        lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
-        base = int(self.shard_start[s])
-        rows = self.rows[s][lo - base : hi - base]
+        s, lo, hi, rows = self._chunk_rows(chunk, skip)
         if len(rows):
-            block = self.raw(s)[int(rows[0]) : int(rows[-1]) + 1].view(np.ndarray)
-            if block.size:
-                np.bitwise_or.reduce(block.reshape(-1).view(np.uint8)[::PAGE_BYTES])
+            self.sources[s].touch(int(rows[0]), int(rows[-1]) + 1)
         return np.arange(lo, hi, dtype=np.int64), None
-
-    def _mapped_tensor(self, shard: int) -> torch.Tensor:
-        """The shard's memmap as a read-only torch tensor (bf16 bits as int16), made once."""
-        if self._maps[shard] is None:
-            arr = self.raw(shard).view(np.ndarray)
-            if arr.dtype == np.uint16:
-                arr = arr.view(np.int16)
-            with warnings.catch_warnings():  # read-only mapping: torch warns that it is not writable
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                self._maps[shard] = torch.from_numpy(arr)
-        return self._maps[shard]
 
     def gather_ids(self, ids: np.ndarray, out: torch.Tensor) -> None:
         """Stored rows of sorted canonical ``ids`` into ``out`` [len(ids), d_model] (stored dtype; bf16 as int16),
-        read in place from the memmaps: one monotone index_select per shard the ids fall in."""
+        read in place from the memmaps: one monotone gather per shard the ids fall in."""
         bounds = np.searchsorted(ids, self.shard_start)  # [n_shards + 1]: where each shard's ids begin
         for s in np.flatnonzero(bounds[1:] > bounds[:-1]):
             a, b = int(bounds[s]), int(bounds[s + 1])
-            local = self.rows[s][ids[a:b] - self.shard_start[s]]
-            torch.index_select(self._mapped_tensor(int(s)), 0, torch.from_numpy(local), out=out[a:b])
+            self.sources[int(s)].gather(self.rows[s][ids[a:b] - self.shard_start[s]], out[a:b])
 
     def read_ids(self, ids: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
         """Stored rows of canonical ``ids`` into rows ``dest`` of ``out`` (rebuilds a buffer on resume)."""
