@@ -1,7 +1,7 @@
 """Headless Chromium for the dashboard tests (Debian's /usr/bin/chromium through playwright; never a
 downloaded browser), and the README's screenshot:
 
-    python -m tests._dashboard_browser demo/feats/index.html docs/dashboard.png [--feature 123]
+    python -m tests._dashboard_browser demo/feats/index.html docs/dashboard.png --feature 110 --colors 256
 """
 
 from __future__ import annotations
@@ -82,5 +82,13 @@ if __name__ == "__main__":
     ap.add_argument("--feature", type=int)
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument("--colors", type=int, help="quantise the PNG to this many colours (a smaller file)")
     a = ap.parse_args()
     print(screenshot(a.html, a.png, a.feature, a.width, a.height) or "no console errors")
+    if a.colors:
+        from PIL import Image
+
+        Image.open(a.png).convert("RGB").quantize(a.colors, dither=Image.Dither.NONE).save(
+            a.png, optimize=True
+        )
+    print(f"{a.png}: {a.png.stat().st_size / 1e3:.0f} kB")

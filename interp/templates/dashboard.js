@@ -45,6 +45,10 @@
     return h;
   };
 
+  // a token shown on its own (chips, tables): every space visible too
+  const alone = s => /^ +$/.test(s) || s === "" ? visible(s) : visible(s).replace(/^ +| +$/g, m => '<span class="ws">' + "·".repeat(m.length) + "</span>");
+  const fix3 = x => (x > 0 && x < 1e5 && x >= 1e-3 ? x.toPrecision(3) : fmt(x));
+
   // ---- a feature's detail, decoded on first use ----
   const cache = new Map(), TW = M.tok_width;
   const B64 = new Int8Array(128);
@@ -148,7 +152,7 @@
       body += `<tr data-f="${f}" class="${dead ? "dead" : ""}"><td class="id"><a href="#feature/${f}">#${f}</a>${dead ? '<span class="badge">dead</span>' : ""}</td>`
         + `<td class="r num">${densBar(F.density[i])}${pct(F.density[i])}</td><td class="r num">${fmt(F.max[i])}</td><td class="r num">${fmt(F.mean[i])}</td>`
         + `<td class="sel">${dead ? "" : mini(i) + `${esc(tlabel(domType[i]))} <span class="muted">${pct(domShare[i])}</span>`}</td>`
-        + `<td class="toptoks">${topText(i).slice(0, 4).map(t => `<span class="tk">${visible(t)}</span>`).join("")}</td>`;
+        + `<td class="toptoks">${topText(i).slice(0, 4).map(t => `<span class="tk">${alone(t)}</span>`).join("")}</td>`;
       if (judged) body += `<td class="r">${scoreChip(F.score[i])}</td><td class="r num">${F.det_acc[i] === null ? '<span class="muted">–</span>' : fmt(F.det_acc[i], 2)}</td>`
         + `<td class="desc" title="${esc(F.desc[i] || "")}">${F.desc[i] ? esc(F.desc[i]) : `<span class="muted">${esc(F.status[i] || "")}</span>`}</td>`;
       body += "</tr>";
@@ -233,9 +237,19 @@
         toks += `<span class="tok ty-${esc(TNAME(t))}${k === c.center ? " ctr" : ""}${v > 0 ? " on" : ""}" data-k="${k}" data-id="${VID[c.toks[k]]}"${v > 0 ? ` data-v="${c.raw[k]}"` : ""}${bg}>${visible(V[c.toks[k]])}</span>`;
       }
       const va = c.acts[c.center], w = fmax > 0 ? (100 * va / fmax).toFixed(0) : 0;
-      return `<div class="ctx" data-kind="${kind}" data-n="${n}" data-seq="${c.seq}" data-pos="${c.pos}"><div class="act">${fmt(va)}<span class="b" style="width:${w}%"></span></div>`
+      return `<div class="ctx" data-kind="${kind}" data-n="${n}" data-seq="${c.seq}" data-pos="${c.pos}"><div class="act">${fix3(va)}<span class="b" style="width:${w}%"></span></div>`
         + `<div class="toks">${toks}</div><div class="loc">seq ${int(c.seq)} · pos ${int(c.pos)}</div></div>`;
     }).join("");
+  }
+  // the activating tokens of the top contexts: how often each is the one, and its largest activation there
+  function centerChips(list) {
+    const by = new Map();
+    for (const c of list) {
+      const v = c.toks[c.center], e = by.get(v) || { n: 0, max: 0 };
+      e.n++; e.max = Math.max(e.max, c.acts[c.center]); by.set(v, e);
+    }
+    return [...by.entries()].sort((a, b) => b[1].n - a[1].n || b[1].max - a[1].max).slice(0, 12)
+      .map(([v, e]) => `<span class="cchip"><span class="tk">${alone(V[v])}</span><span class="muted">×${e.n}</span><span class="num">${fmt(e.max)}</span></span>`).join("");
   }
   function typeLegend() {
     return '<div class="legend">' + TYPES.filter(t => TNAME(t) !== "text").map(t => `<span><span class="ul" style="border-color:${tcolor(t)}"></span>${esc(tlabel(t))}</span>`).join("")
@@ -268,7 +282,8 @@
         <div class="card"><div class="stats">${stats.map(([k, v]) => `<div class="stat"><div class="k">${k}</div><div class="v">${v}</div></div>`).join("")}</div>
           ${judge}
           <h2 style="margin-top:10px">Activation mass by token type</h2>
-          <div class="massbar" id="massbar">${massbar}</div><div class="legend">${massLegend}</div></div>
+          <div class="massbar" id="massbar">${massbar}</div><div class="legend">${massLegend}</div>
+          ${dead ? "" : `<h2 style="margin-top:14px">Activating tokens <span class="n">of the top contexts</span></h2><div class="centers">${centerChips(d.top)}</div>`}</div>
         <div class="card"><h2>Activation histogram <span class="n">${int(d.hist.reduce((a, b) => a + b, 0))} firings</span></h2>${dead ? '<p class="empty">Dead: never fired on the tokens read.</p>' : histogram(i)}</div>
       </div>
       ${dead ? "" : `<div class="card ctxs" id="top"><div class="head"><h2>Top activations <span class="n">${d.top.length}</span></h2>${typeLegend()}</div>${ctxRows(d.top, F.max[i], "top")}</div>
@@ -294,7 +309,7 @@
         const body = `<span class="f">#${x.feature}</span><span class="vb" style="width:${(36 * x.value / vmax).toFixed(1)}px"></span><span class="v">${fmt(x.value)}</span>`;
         return inside ? `<a class="fchip" href="#feature/${x.feature}">${body}</a>` : `<span class="fchip" title="not in this dashboard">${body}</span>`;
       }).join("");
-      return `<tr><td><span class="tokcell">${visible(t.token)}</span></td><td class="r num">${esc(t.id)}</td><td><span class="kind ${esc(t.kind)}">${esc(t.kind)}</span></td>`
+      return `<tr><td><span class="tokcell">${alone(t.token)}</span></td><td class="r num">${esc(t.id)}</td><td><span class="kind ${esc(t.kind)}">${esc(t.kind)}</span></td>`
         + `<td class="r num">${int(t.n_sequences)}</td><td class="r num">${int(t.n_positions)}</td><td>${chips}</td></tr>`;
     }).join("");
     app.innerHTML = `<div class="card" style="margin-bottom:10px"><h2>Special tokens and role words</h2>
