@@ -5,7 +5,8 @@ Layout (the page's script reads it; tests read it back too):
 - `vocab`: the decoded text of every token id the contexts use, most frequent first; `vocab_ids` its ids;
 - `features`: the table, one column per field (`id`, `density`, `max`, `mean`, `dead`, `mass` per token
   type, `top_tokens`: the vocab indices of its top contexts' activating tokens, most frequent first, and
-  the judge's `desc`, `score`, `status`, `det_acc`, `det_f1`, null where unjudged);
+  the judge's `desc`, `score`, `status`, `why` (its reason when unscored), `det_acc`, `det_f1`, null
+  where unjudged);
 - `detail`: per feature `[hist, top, quantile]`, three strings decoded only when the feature is opened:
   `hist` the index of its first non-empty bin then the counts up to its last one, comma-separated;
   `top`/`quantile` contexts separated by `/`, each `seq,pos;types;tokens;acts` over the window's 2W+1
@@ -64,7 +65,7 @@ def load_judge(feats: Path) -> dict[int, dict]:
 def _judge_fields(rec: dict | None) -> dict:
     """The judge's description, score and detection figures, whatever nesting judge.jsonl uses."""
     if rec is None:
-        return {"desc": None, "score": None, "status": None, "det_acc": None, "det_f1": None}
+        return {"desc": None, "score": None, "status": None, "why": None, "det_acc": None, "det_f1": None}
     det = rec.get("detection") if isinstance(rec.get("detection"), dict) else {}
 
     def num(*names):
@@ -78,6 +79,7 @@ def _judge_fields(rec: dict | None) -> dict:
         "desc": rec.get("description"),
         "score": num("score"),
         "status": rec.get("status"),
+        "why": rec.get("reason"),
         "det_acc": num("detection_accuracy", "accuracy", "det_accuracy"),
         "det_f1": num("detection_f1", "f1", "det_f1"),
     }
@@ -207,7 +209,7 @@ def build_data(art: FeatureArtifact, decode, judged: dict[int, dict], max_featur
         "dead": [int(x) for x in T["dead"][feats]],
         "mass": np.round(T["type_mass"][feats], 3).tolist(),
         "top_tokens": _top_tokens(art, feats, uniq, rank),
-        **{k: [j[k] for j in judge] for k in ("desc", "score", "status", "det_acc", "det_f1")},
+        **{k: [j[k] for j in judge] for k in ("desc", "score", "status", "why", "det_acc", "det_f1")},
     }
     summary_path = art.path / JUDGE_SUMMARY
     meta = art.meta

@@ -122,10 +122,16 @@ def _special(out: Path, ids, types, F: int, rng) -> None:
 
 
 def write_judge(out: Path, features: dict[int, tuple[str | None, float | None]]) -> None:
-    """judge.jsonl: per feature a description and a score (None: unscored)."""
+    """judge.jsonl rows as `fastsae judge` writes them: per feature a description and a score (None:
+    unscored, with its reason), detection figures at the top level and in `detection`."""
     with open(out / "judge.jsonl", "w") as f:
         for feat, (desc, score) in features.items():
+            det = (
+                {"accuracy": 0.8, "f1": 0.75, "n": 10, "status": "scored", "reason": None} if score else None
+            )
             rec = {"feature": feat, "description": desc, "score": score,
-                   "status": "scored" if score is not None else "unparseable",
-                   "detection": {"accuracy": 0.8 if score else None, "f1": 0.75 if score else None}}  # fmt: skip
+                   "status": "scored" if score is not None else "unscored",
+                   "reason": None if score is not None else "unparseable: no score in the answer",
+                   "detection": det, "detection_accuracy": det and det["accuracy"], "detection_f1": det and det["f1"],
+                   "detection_n": det["n"] if det else 0}  # fmt: skip
             f.write(json.dumps(rec) + "\n")

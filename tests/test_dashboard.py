@@ -164,6 +164,9 @@ def test_the_table_lists_searches_and_sorts(page, feats):
     pg = page.page
     assert table_ids(page) == list(range(50))
     assert "1–50 of 60 features" in pg.inner_text("#count")
+    row0, row8 = pg.inner_text("#ftable tr[data-f='0']"), pg.inner_text("#ftable tr[data-f='8']")
+    assert "newline tokens in code blocks" in row0 and "\t4\t" in row0  # the judge's description and score
+    assert "unscored" in row8
     pg.click("#next")
     assert table_ids(page) == list(range(50, 60))
     pg.fill("#q", "#17")
@@ -234,6 +237,61 @@ def test_the_special_token_page(page, feats, tmp_path):
     page.page.evaluate("location.hash = '#special'")
     page.page.screenshot(path=str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def real_feats(store, tmp_path_factory):
+    """`fastsae features` itself, over a tiny SAE trained on the store, then `fastsae dashboard`."""
+    from fastsae.interp.features import run_features
+    from fastsae.interp.features_config import FeaturesConfig
+    from fastsae.train.config import TrainConfig
+    from fastsae.train.trainer import train_saes
+
+    root = tmp_path_factory.mktemp("dash_real")
+    saes = train_saes(
+        TrainConfig(
+            store=str(store),
+            layer=1,
+            out=str(root / "sae"),
+            arch=("topk",),
+            k=(8,),
+            batch_size=64,
+            tokens=64 * 30,
+            lr=(1e-3,),
+            buffer_tokens=1024,
+            chunk_tokens=64,
+            holdout=0.25,
+            log_every=10,
+            eval_every=20,
+            checkpoint_every=1000,
+            progress=False,
+            init_sample_tokens=512,
+        )  # fmt: skip
+    )
+    out = root / "feats"
+    run_features(FeaturesConfig(sae=str(saes[0]), out=str(out), top_k=5, window=4, n_quantile=4,
+                                progress=False, device="cpu"))  # fmt: skip
+    r = runner.invoke(app, ["dashboard", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@needs_browser
+def test_the_page_of_a_real_features_run(chromium, real_feats):
+    art = FeatureArtifact.load(real_feats)
+    p = Page(chromium, real_feats / "index.html")
+    assert f"of {art.d_sae:,} features" in p.page.inner_text("#count")
+    f = int(art.live()[np.argmax(art.tensors["max_act"][art.live()])])  # its strongest feature
+    p.page.fill("#q", f"#{f}")
+    p.page.click(f"#ftable tbody tr[data-f='{f}'] td.r")
+    p.page.wait_for_selector("#top .ctx")
+    for row, w in zip(p.page.query_selector_all("#top .ctx"), art.contexts(f, "top"), strict=True):
+        toks = row.eval_on_selector_all(".tok", "ts => ts.map(t => [+t.dataset.id, t.dataset.v || null])")
+        assert [t[0] for t in toks] == w.ids.tolist()
+        np.testing.assert_allclose([float(t[1] or 0) for t in toks], w.acts, rtol=5e-3)
+    p.page.click(".tabs a[data-tab='special']")
+    assert len(p.page.query_selector_all("#stable tbody tr")) == len(art.special_table()["tokens"])
+    assert p.problems() == []
 
 
 @needs_browser

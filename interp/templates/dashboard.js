@@ -154,7 +154,7 @@
         + `<td class="sel">${dead ? "" : mini(i) + `${esc(tlabel(domType[i]))} <span class="muted">${pct(domShare[i])}</span>`}</td>`
         + `<td class="toptoks">${topText(i).slice(0, 4).map(t => `<span class="tk">${alone(t)}</span>`).join("")}</td>`;
       if (judged) body += `<td class="r">${scoreChip(F.score[i])}</td><td class="r num">${F.det_acc[i] === null ? '<span class="muted">–</span>' : fmt(F.det_acc[i], 2)}</td>`
-        + `<td class="desc" title="${esc(F.desc[i] || "")}">${F.desc[i] ? esc(F.desc[i]) : `<span class="muted">${esc(F.status[i] || "")}</span>`}</td>`;
+        + `<td class="desc" title="${esc(F.desc[i] || F.why[i] || "")}">${F.desc[i] ? esc(F.desc[i]) : `<span class="muted">${esc(F.status[i] || "")}</span>`}</td>`;
       body += "</tr>";
     }
     const typeOpts = TYPES.map(t => `<option value="${t}"${String(t) === S.type ? " selected" : ""}>${esc(tlabel(t))}</option>`).join("");
@@ -267,7 +267,7 @@
     const d = detail(i), dead = F.dead[i], m = F.mass[i];
     const fires = M.n_tokens && F.density[i] !== null ? Math.round(F.density[i] * M.n_tokens) : null;
     const judge = F.desc[i] || F.status[i] ? `<div class="judge"><div class="d">${F.desc[i] ? esc(F.desc[i]) : '<span class="muted">no description</span>'}</div>
-        <div class="m">judge score ${scoreChip(F.score[i])} · detection accuracy ${fmt(F.det_acc[i], 2)} · F1 ${fmt(F.det_f1[i], 2)}${F.status[i] ? ` · ${esc(F.status[i])}` : ""}</div></div>` : "";
+        <div class="m">judge score ${scoreChip(F.score[i])} · detection accuracy ${fmt(F.det_acc[i], 2)} · F1 ${fmt(F.det_f1[i], 2)}${F.status[i] ? ` · ${esc(F.status[i])}` : ""}${F.why[i] ? ` (${esc(F.why[i])})` : ""}</div></div>` : "";
     const stats = [["density", pct(F.density[i])], ["fires on", fires === null ? "–" : `${int(fires)} tok`], ["max act", fmt(F.max[i])], ["mean act", fmt(F.mean[i])],
       ["dominant type", dead ? "–" : `${esc(tlabel(domType[i]))} ${pct(domShare[i])}`]];
     const massbar = TYPES.map(t => m[t] > 0 ? `<i style="width:${(100 * m[t]).toFixed(2)}%;background:${tcolor(t)}" title="${esc(tlabel(t))} ${pct(m[t])}"></i>` : "").join("");
