@@ -271,7 +271,8 @@ def steering_for(cfg: SteerConfig, target: Target, device):
 
 @torch.no_grad()
 def residual_norm(model, prompts: list[Prompt], layer: int, device) -> float:
-    """Mean ‖x‖ of the residual after the SAE's block over the prompts' tokens (what α is weighed against)."""
+    """Median ‖x‖ of the residual after the SAE's block over the prompts' tokens (what α is weighed against;
+    the median, since an attention-sink first token can be many times the norm of the rest)."""
     from fastsae.lm import ResidualHooks
 
     norms = []
@@ -279,7 +280,7 @@ def residual_norm(model, prompts: list[Prompt], layer: int, device) -> float:
         for p in prompts:
             x = hooks(torch.as_tensor(p.ids, device=device)[None]).captured[layer][0]
             norms.append(x.float().norm(dim=-1).cpu())
-    return float(torch.cat(norms).mean())
+    return float(torch.cat(norms).median())
 
 
 def _progress(enabled: bool, total: int):

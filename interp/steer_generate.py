@@ -108,13 +108,14 @@ class Decoding:
     seed: int = 0
     batch_size: int = 16
 
-    def config(self, pad: int, stops: list[int]):
+    def config(self, pad: int, stops: list[int], vocab: int):
         from transformers import GenerationConfig
 
         sample = self.temperature > 0
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens, min_new_tokens=0, do_sample=sample, num_beams=1,
-            temperature=self.temperature if sample else 1.0, top_p=self.top_p if sample else 1.0, top_k=0,
+            temperature=self.temperature if sample else 1.0, top_p=self.top_p if sample else 1.0,
+            top_k=vocab if sample else None,  # no top-k cut (transformers' default is 50)
             repetition_penalty=1.0, no_repeat_ngram_size=0, pad_token_id=pad, eos_token_id=stops or None,
             bos_token_id=None, use_cache=True,
         )  # fmt: skip
@@ -145,7 +146,7 @@ def generate(
     device = next(model.parameters()).device
     stops = stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
-    gen_config = decoding.config(pad, stops)
+    gen_config = decoding.config(pad, stops, int(model.config.vocab_size))
     tokens: list = [None] * len(rows)
     ended = [False] * len(rows)
     for b, batch in enumerate(batches_of(rows, prompts, decoding.batch_size)):

@@ -65,7 +65,7 @@ def markdown(doc: dict) -> str:
         "",
         f"SAE {s['path']} ({s['arch']}, d_sae {s['d_sae']}, after block {s['layer']}) on model {doc['model']['name']}.",
         f"Method **{doc['method']}** at positions **{doc['positions']}**; features: {feats}.",
-        f"Mean residual norm after block {s['layer']} over the prompts: {doc['residual_norm']:.3g}; "
+        f"Median residual norm after block {s['layer']} over the prompts: {doc['residual_norm']:.3g}; "
         f"‖Σ coef·W_dec‖ = {doc['direction_norm']:.3g} (add puts α times that vector in).",
         f"{len(doc['prompts'])} prompts, {decoding}, at most {dec['max_new_tokens']} new tokens.",
         "",

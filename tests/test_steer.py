@@ -106,7 +106,7 @@ def run_rows(world, c: SteerConfig, *, batch_size: int):
     m = world["loaded"]
     gen = generate(
         m.model, m.tokenizer, prompts, rows, layer=LAYER, steer=steering_for(c, target, "cpu"),
-        decoding=Decoding(c.max_new_tokens, batch_size=batch_size),
+        decoding=Decoding(c.max_new_tokens, c.temperature, c.top_p, c.seed, batch_size=batch_size),
     )  # fmt: skip
     return rows, gen.tokens
 
@@ -337,3 +337,34 @@ def test_the_judge_scores_every_response(world, tmp_path):
             4 / 3
         )
     assert doc["summary"]["sweet_spot"] == []  # equal scores: no prompt wins
+
+
+def test_sampling_is_seeded(world):
+    c = cfg(world, alpha="0,10", temperature=1.0)
+    _, a = run_rows(world, c, batch_size=8)
+    _, b = run_rows(world, c, batch_size=8)
+    _, other = run_rows(world, cfg(world, alpha="0,10", temperature=1.0, seed=5), batch_size=8)
+    assert [t.tolist() for t in a] == [t.tolist() for t in b]
+    assert [t.tolist() for t in a] != [t.tolist() for t in other]
+
+
+def test_measures_and_the_sweet_spot():
+    from fastsae.interp.steer_measures import distinct_share, script_switch, summarize
+
+    assert distinct_share([1, 2, 3, 1, 2, 3]) == 3 / 4 and distinct_share([1, 2]) is None
+    assert script_switch("What is this?", "Это тест") == 1.0 and script_switch("What?", "It is.") == 0.0
+    assert script_switch("What?", "42") is None
+
+    def rec(prompt, alpha, ppl, distinct):
+        return {"prompt": prompt, "alpha": alpha, "reference": alpha == 0, "perplexity": ppl, "distinct_3": distinct,
+                "n_tokens": 5, "script_switch": 0.0, "hit_limit": False}  # fmt: skip
+
+    records = [rec(p, 0.0, 4.0, 0.9) for p in (0, 1)]
+    records += [rec(p, 1.0, 3.0, 0.9) for p in (0, 1)]  # lower perplexity, same repetition: wins
+    records += [rec(p, 2.0, 2.0, 0.3) for p in (0, 1)]  # lower perplexity through a loop: losses
+    records += [rec(0, 3.0, 3.5, 0.85), rec(1, 3.0, 5.0, 0.9)]  # one win, one loss: no
+    records += [rec(p, 4.0, 3.9, 0.95) for p in (0, 1)]
+    s = summarize(records)
+    beats = {p["alpha"]: p["beats"] for p in s["points"] if not p["reference"]}
+    assert beats == {1.0: True, 2.0: False, 3.0: False, 4.0: True}
+    assert s["measure"] == "perplexity" and s["sweet_spot"] == [[1.0, 1.0], [4.0, 4.0]]
