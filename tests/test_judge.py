@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -135,8 +136,6 @@ def world(tmp_path_factory):
 @pytest.fixture
 def feats(world, tmp_path):
     """A fresh copy of the features folder per test (the judge writes into it)."""
-    import shutil
-
     return shutil.copytree(world["feats"], tmp_path / "feats")
 
 
@@ -274,8 +273,6 @@ def test_an_interrupted_run_keeps_its_answers_and_a_resume_asks_only_the_missing
 
 
 def test_no_live_feature_is_one_line_before_any_request(tmp_path, world):
-    import shutil
-
     from fastsae.interp.feature_artifact import FeatureArtifact
 
     art = FeatureArtifact.load(world["feats"])

@@ -6,6 +6,7 @@ SAE: the judge must be shown the same five top contexts, so the scripted judge g
 from __future__ import annotations
 
 import json
+import shutil
 
 from fastsae.cli import app
 from tests._openai_server import OpenAIServer
@@ -26,8 +27,6 @@ def test_features_then_judge(world, tmp_path):  # noqa: F811
         assert r.exit_code == 0, r.output
         assert server.count == LIVE * PER_FEATURE
         brute = world["root"] / "brute"
-        import shutil
-
         shutil.copytree(world["feats"], brute, dirs_exist_ok=True)
         assert judge(brute, server.url).exit_code == 0
     ours, theirs = rows(out), rows(brute)
