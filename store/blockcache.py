@@ -1,9 +1,9 @@
 """Activations of a remote shard: range requests through a bounded local block cache.
 
 An uncompressed activation object is one row-major [T, d_model] matrix from byte 0 (FORMAT.md), so rows
-``[a, b)`` are the byte range ``[a * row_bytes, b * row_bytes)``. Reads go by *blocks* of whole rows
-(``BLOCK_BYTES`` rounded down to rows): a block missing from the cache is fetched with one range request
-(the missing blocks of one read concurrently), written to the cache folder and kept there until the
+``[a, b)`` are the byte range ``[a * row_bytes, b * row_bytes)``. Reads go by *blocks* of whole rows (a
+power of two of rows, at most ``BLOCK_BYTES``): a block missing from the cache is fetched with one range
+request (the missing blocks of one read concurrently), written to the cache folder and kept there until the
 cache exceeds its byte budget, when the least recently used blocks are removed. So a second epoch over a
 store that fits in the budget makes no request, and one that does not re-fetches what it must; nothing is
 ever downloaded before it is read. A few recent blocks also stay in memory (a chunk read and its
@@ -167,7 +167,8 @@ class RemoteRows:
         self.dtype = np.dtype(dtype)
         self.shape = (int(num_rows), int(d_model))
         self.row_bytes = self.dtype.itemsize * self.shape[1]
-        self.block_rows = max(1, BLOCK_BYTES // self.row_bytes)
+        # a power of two of rows: the reader's chunks (4096 rows by default, from a shard's row 0) are whole blocks
+        self.block_rows = 1 << max(0, (BLOCK_BYTES // self.row_bytes).bit_length() - 1)
 
     def __len__(self) -> int:
         return self.shape[0]
