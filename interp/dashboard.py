@@ -14,7 +14,13 @@ from pathlib import Path
 from fastsae.atomic import write_atomic
 from fastsae.errors import FastSAEError
 from fastsae.interp.dashboard_config import DashboardConfig
-from fastsae.interp.dashboard_data import DashboardInputError, build_data, load_judge, script_json
+from fastsae.interp.dashboard_data import (
+    DashboardInputError,
+    build_data,
+    detail_blob,
+    load_judge,
+    script_json,
+)
 from fastsae.interp.feature_artifact import FeatureArtifact
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -86,7 +92,8 @@ def render_html(doc: dict) -> str:
         chips=_chips(meta),
         style=(TEMPLATES / "dashboard.css").read_text(),
         script=(TEMPLATES / "dashboard.js").read_text(),
-        data=script_json(doc),
+        data=script_json({k: v for k, v in doc.items() if k != "detail"}),
+        detail=detail_blob(doc["detail"]),
     )
 
 

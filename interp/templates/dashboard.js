@@ -49,7 +49,17 @@
   const alone = s => /^ +$/.test(s) || s === "" ? visible(s) : visible(s).replace(/^ +| +$/g, m => '<span class="ws">' + "·".repeat(m.length) + "</span>");
   const fix3 = x => (x > 0 && x < 1e5 && x >= 1e-3 ? x.toPrecision(3) : fmt(x));
 
-  // ---- a feature's detail, decoded on first use ----
+  // ---- a feature's detail: the compressed blob inflated once after load, each feature decoded on first use ----
+  let DETAIL = null;
+  async function inflate() {
+    if (typeof DecompressionStream === "undefined") {
+      throw new Error("this browser has no DecompressionStream (Chrome 80, Firefox 113, Safari 16.4 or later)");
+    }
+    const bin = atob(document.getElementById("fs-detail").textContent.trim()), bytes = new Uint8Array(bin.length);
+    for (let j = 0; j < bin.length; j++) bytes[j] = bin.charCodeAt(j);
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return JSON.parse(await new Response(stream).text());
+  }
   const cache = new Map(), TW = M.tok_width;
   const B64 = new Int8Array(128);
   Array.from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+-").forEach((ch, d) => { B64[ch.charCodeAt(0)] = d; });
@@ -76,7 +86,7 @@
   }
   function detail(i) {
     if (!cache.has(i)) {
-      const [h, top, q] = D.detail[i];
+      const [h, top, q] = DETAIL[i];
       const hist = new Array(M.hist_edges.length - 1).fill(0);
       if (h) { const c = h.split(",").map(Number); for (let b = 1; b < c.length; b++) hist[c[0] + b - 1] = c[b]; }
       cache.set(i, { hist, top: contexts(top), quantile: contexts(q) });
@@ -262,6 +272,7 @@
       app.innerHTML = `<p class="empty">Feature ${esc(f)} is not in this dashboard (${int(N)} of ${int(M.d_sae)} features shown). <a href="#features">Back to the table</a></p>`;
       return;
     }
+    if (DETAIL === null) { app.innerHTML = '<p class="empty">Loading the contexts…</p>'; return; }
     const rows = view(), r = rows.indexOf(i);
     const prev = r > 0 ? F.id[rows[r - 1]] : null, next = r >= 0 && r < rows.length - 1 ? F.id[rows[r + 1]] : null;
     const d = detail(i), dead = F.dead[i], m = F.mass[i];
@@ -362,5 +373,13 @@
   }
   window.addEventListener("hashchange", route);
   route();
-  document.body.dataset.ready = "1";
+  inflate().then(d => {
+    DETAIL = d;
+    if (location.hash.startsWith("#feature/")) route();
+    document.body.dataset.readyMs = String(Math.round(performance.now()));  // since navigation start
+    document.body.dataset.ready = "1";
+  }, e => {
+    app.insertAdjacentHTML("afterbegin", `<p class="empty">Cannot read the contexts: ${esc(e.message)}</p>`);
+    console.error(e);
+  });
 })();
