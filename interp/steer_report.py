@@ -154,9 +154,11 @@ def plot(doc: dict, path: Path) -> Path:
     for ax in list(axes.flat)[len(measures) :]:
         ax.axis("off")
     feats = ", ".join(f"{f['id']}" + (f"×{f['coef']:g}" if f["coef"] != 1 else "") for f in doc["features"])
+    runs = ", ".join(f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}" for lo, hi in summary["sweet_spot"])
+    what = "judge score" if summary["measure"] == "judge_score" else "perplexity"
     fig.suptitle(
         f"steer ({doc['method']}, {doc['positions']}): feature {feats} after block {doc['sae']['layer']}; "
-        f"shaded: sweet spot by {'judge score' if summary['measure'] == 'judge_score' else 'perplexity'}",
+        f"grey: each prompt, dashed: unsteered; sweet spot by {what} (shaded): {runs or 'none'}",
         fontsize=9,
     )
     fig.tight_layout()
