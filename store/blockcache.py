@@ -73,6 +73,18 @@ class BlockCache:
         self._bytes = sum(self._lru.values())
         self._evict()  # a smaller budget than the last run's
 
+    def __getstate__(self) -> dict:  # pickled (a Store sent to another process): no threads, no locks
+        state = dict(self.__dict__)
+        for key in ("_lock", "_pool", "_memory", "_inflight"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._memory, self._inflight = OrderedDict(), {}
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fastsae-blocks")
+
     @property
     def bytes(self) -> int:
         return self._bytes
@@ -113,8 +125,8 @@ class BlockCache:
             fut = self._inflight.get(name)
             if fut is None and name in self._lru:
                 try:
-                    data = np.fromfile(self.folder / name, dtype=np.uint8)
-                except FileNotFoundError:  # evicted by a process sharing the folder
+                    data = np.memmap(self.folder / name, dtype=np.uint8, mode="r")  # page cache, no read copy
+                except (FileNotFoundError, ValueError):  # evicted by another process sharing the folder
                     self._bytes -= self._lru.pop(name)
                 else:
                     if len(data) == stop - start:

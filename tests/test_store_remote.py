@@ -5,6 +5,7 @@ verify/inspect on the bucket, the remote reader's batches equal the local memmap
 from __future__ import annotations
 
 import json
+import pickle
 import uuid
 
 import numpy as np
@@ -60,6 +61,8 @@ def test_a_remote_store_reads_as_its_local_twin(twins):
             rows = np.array([0, 3, 4, a.num_tokens - 1])
             np.testing.assert_array_equal(a.raw_acts(layer)[rows], b.raw_acts(layer)[rows])
     assert remote.sequence(20).acts(3).tolist() == local.sequence(20).acts(3).tolist()
+    copy = pickle.loads(pickle.dumps(remote))  # a Store sent to another process reads on there
+    np.testing.assert_array_equal(copy.shards[1].raw_acts(1)[2:9], local.shards[1].raw_acts(1)[2:9])
     assert remote.fingerprint != "" and quick_check(remote) == quick_check(local)
     objects = RemoteRoot(url).listing()
     assert not any(".partial" in k or ".lock" in k for k in objects)  # staging stays local
