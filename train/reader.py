@@ -26,8 +26,13 @@ Memory, uncompressed stores (``zero_copy``, the default there): the buffer is it
 the page cache (file-backed, reclaimable, shared) and are read in place when emitted, straight into
 the batch: one copy per token, as a plain sequential read makes. If memory pressure evicts a page
 before its rows are emitted, they are read again from disk then (slower, never wrong).
-Compressed stores (or ``zero_copy=False``): the buffer keeps a copy of the rows in the stored
-representation, B * d_model * itemsize bytes (bf16: 0.6 GB at B = 2^19, d_model = 576).
+Compressed stores, stores on object storage (or ``zero_copy=False``): the buffer keeps a copy of the rows
+in the stored representation, B * d_model * itemsize bytes (bf16: 0.6 GB at B = 2^19, d_model = 576). A
+remote store's rows come by range requests through its bounded local block cache (``fastsae.store``'s
+blockcache.py), which the read-ahead fills ahead and later epochs reuse; nothing is downloaded up front.
+
+Where rows come from is the row-source interface of ``fastsae.store.rows`` (one per shard: the local memmap
+or the remote/compressed reads); this module and ``train/mixing.py`` only decide which rows, in which order.
 Either way batches are decoded to float32 as they are emitted (on the GPU when ``device`` is CUDA:
 the stored dtype is uploaded from pinned memory); gathers (token-type filters) and compressed
 stores cost (prefetch + 2) chunks at most, and up to (prefetch + 2) batches are made ahead.
