@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import Enum
 from typing import Annotated
 
 import typer
 
 from fastsae.options import ConfigFields, parse_count
-from fastsae.train.config import BDecInit, Recipe, TrainConfig, TrainConfigError
+from fastsae.train.config import PARALLEL, BDecInit, Recipe, TrainConfig, TrainConfigError
 
 F = ConfigFields(TrainConfig)
 _o, _c, _d = F.option, F.count, F.default
 # the sweep axes: comma-separated on the command line, tuples in the config
 _SWEEP = {"arch": str, "expansion": parse_count, "sparsity_coef": float, "k": parse_count, "lr": float}
+Parallel = Enum("Parallel", [(v, v) for v in PARALLEL], type=str)  # typer reads choices from an Enum
 
 
 def _joined(values: tuple | None) -> str | None:
@@ -49,6 +51,7 @@ def to_config(values: dict) -> TrainConfig:
         kw[name] = _split(kw[name], kind, name.replace("_", "-"))
     kw["recipe"] = Recipe(kw["recipe"])
     kw["b_dec_init"] = BDecInit(kw["b_dec_init"])
+    kw["parallel"] = getattr(kw["parallel"], "value", kw["parallel"])
     return TrainConfig(**kw)
 
 
@@ -99,6 +102,7 @@ def train(
     sae_workers: Annotated[int, _c("sae_workers")] = _d("sae_workers"),
     allow_incomplete: Annotated[bool, _o("allow_incomplete")] = _d("allow_incomplete"),
     reuse_host_memory: Annotated[bool, _o("reuse_host_memory")] = _d("reuse_host_memory"),
+    parallel: Annotated[Parallel, _o("parallel")] = Parallel(_d("parallel")),
 ) -> None:
     """Train sparse autoencoders on a layer of an activation store (a sweep: every combination in one pass)."""
     cfg = to_config(locals())
@@ -118,7 +122,11 @@ def _run(cfg: TrainConfig, err) -> None:
     except TrainInterrupted as e:  # not an error: the run saved its progress and stops as the signal asked
         logging.getLogger(__name__).info(str(e))
         raise typer.Exit(e.exit_code) from None
+    from fastsae.lm.distributed import ranks_from_env
     from fastsae.train.metrics import heldout_summary, read_metrics
+
+    if not ranks_from_env().main:  # under torchrun rank 0 reports
+        return
 
     for p in paths:
         err.print(f"saved {p}", soft_wrap=True)  # a log line: no hard breaks at the terminal width

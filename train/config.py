@@ -94,8 +94,9 @@ MIN_BUFFER_TOKENS = 2  # the mixing buffer emits a random half of its slots a ro
 
 # Fields that change how a run is operated but not what it computes: a rerun may change them.
 OPERATIONAL_FIELDS = (
-    "device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers", "allow_incomplete",
+    "device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers", "allow_incomplete", "parallel",
 )  # fmt: skip
+PARALLEL = ("auto", "sweep", "data")
 
 
 def _help(text: str) -> dict:
@@ -264,6 +265,14 @@ class TrainConfig:
             "shards missing); refused by default."
         ),
     )
+    parallel: str = field(
+        default="auto",
+        metadata=_help(
+            "Under torchrun: sweep (the sweep's SAEs spread over the ranks, each reading every batch), data (every "
+            "rank a part of each batch, gradients all-reduced), or auto (sweep when there are at least as many "
+            "SAEs as ranks). One process ignores it."
+        ),
+    )
     reuse_host_memory: bool = field(
         default=True,
         metadata=_help(
@@ -361,6 +370,8 @@ def _validate(c: TrainConfig) -> None:
             f"--holdout must be in [0, {MAX_HOLDOUT}], got {c.holdout}: it is the share of sequences kept out of "
             "training for the metrics; more than half would train on less than it evaluates"
         )
+    if c.parallel not in PARALLEL:
+        _fail(f"unknown --parallel {c.parallel!r}; choose one of {', '.join(PARALLEL)}")
     for name in ("checkpoint_every", "sae_workers"):
         if getattr(c, name) < 0:
             _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(c, name)}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +41,7 @@ from fastsae.train.guards import (
 from fastsae.train.host_memory import reuse_freed_host_memory
 from fastsae.train.interrupt import StopSignals, TrainInterrupted
 from fastsae.train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
+from fastsae.train.parallel import Parallel
 from fastsae.train.progress import ProgressBar
 from fastsae.train.resources import check_disk, check_memory, disk_full_error, is_disk_full
 from fastsae.train.run import RUN_JSON, RunPlan, make_reader, plan_run, run_document, write_json_atomic
@@ -61,26 +63,32 @@ class SweepTrainer:
         self.plan, self.cfg = plan, plan.cfg
         self.console = console
         self.device = pick_device(self.cfg.device)
+        self.par = Parallel.start(
+            self.cfg, len(plan.points), self.device
+        )  # under torchrun: train/parallel.py
+        self.points = [plan.points[i] for i in self.par.local]  # the SAEs this rank trains
+        self.specs = [plan.specs[i] for i in self.par.local]
         if self.device.type == "cpu" and self.cfg.reuse_host_memory:
             reuse_freed_host_memory()  # see train/host_memory.py: else large temporaries page-fault every step
         self.schedule = Schedule.from_config(self.cfg)
         self.total_steps = total_steps(self.cfg)
-        n = len(plan.specs)
+        n = len(self.specs)
         workers = self.cfg.sae_workers or min(n, torch.get_num_threads())
         self.workers = max(1, min(workers, n)) if self.device.type == "cpu" else 1
-        check_memory(plan, self.device, workers=self.workers)  # before the SAEs are allocated
+        mine = dataclasses.replace(plan, points=self.points, specs=self.specs)
+        check_memory(mine, self.device, workers=self.workers)  # before the SAEs are allocated
         self.saes = [
             SparseAutoencoder(
                 spec, device=self.device, generator=torch.Generator().manual_seed(self.cfg.seed)
             )
-            for spec in plan.specs
+            for spec in self.specs
         ]
         self.optimizer = torch.optim.Adam(
             [
                 {"params": list(sae.parameters()), "lr": p.lr}
-                for sae, p in zip(self.saes, plan.points, strict=True)
+                for sae, p in zip(self.saes, self.points, strict=True)
             ],
-            lr=plan.points[0].lr,
+            lr=self.points[0].lr,
             betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
             # fused: one kernel for all SAEs' params on GPU; on CPU faster than torch's per-tensor loop
             # (benchmarks/cpu_ops.py adam_fused)
@@ -155,6 +163,7 @@ class SweepTrainer:
         }
 
     def load_state(self, st: dict) -> None:
+        st = self.par.select_state(st)  # sweep-parallel: this rank's SAEs of the whole sweep's checkpoint
         self.step, self.scale, self.window_tokens = (
             int(st["step"]),
             float(st["scale"]),
@@ -180,27 +189,35 @@ class SweepTrainer:
         backward passes are independent (one per thread with ``sae_workers`` > 1); the optimizer step is one."""
         k = self.hist_len
         lr_f, sc_f = self.schedule.lr_factor(self.step), self.schedule.sparsity_factor(self.step)
+        rows = x.shape[0]
+        x = self.par.part(x)  # data-parallel: this rank's rows of the global batch
         self.batch_ok[k] = inputs_ok(x)
         if self.scale != 1.0:
             x = x * self.scale
         if self.step == 0:
-            self.energy0 = x.pow(2).sum(1).mean()
+            self.energy0 = self.par.reduce_mean(x.pow(2).sum(1).mean())
         self.optimizer.zero_grad(set_to_none=True)
+        n, data = range(len(self.saes)), self.par.data
+        before = [self.par.before_step(sae) for sae in self.saes]
         if self._pool is None:
-            for i in range(len(self.saes)):
-                self._sae_step(i, x, lr_f, sc_f)
+            counts = [self._sae_step(i, x, lr_f, sc_f, update=not data) for i in n]
         else:
-            list(self._pool.map(lambda i: self._sae_step(i, x, lr_f, sc_f), range(len(self.saes))))
+            counts = list(self._pool.map(lambda i: self._sae_step(i, x, lr_f, sc_f, update=not data), n))
+        if data:  # one all-reduce of every SAE's gradients and feature counts, then their updates
+            counts = self.par.all_reduce(self.saes, counts, before, rows)
+            for i in n:
+                self._sae_update(i, counts[i])
         self.optimizer.step()
         for sae in self.saes:
             sae.normalize_decoder_()
         self.step += 1
         self.hist_len += 1
-        self.window_tokens += x.shape[0]
+        self.window_tokens += rows
 
-    def _sae_step(self, i: int, x: torch.Tensor, lr_f: float, sc_f: float) -> None:
-        """Forward, backward, statistics and gradient clipping of SAE i (touches only its own state)."""
-        c, k, sae, p = self.cfg, self.hist_len, self.saes[i], self.plan.points[i]
+    def _sae_step(self, i: int, x: torch.Tensor, lr_f: float, sc_f: float, *, update: bool) -> torch.Tensor:
+        """Forward, backward and statistics of SAE i (touches only its own state), then its update unless the
+        gradients are all-reduced first; -> its feature counts."""
+        k, sae, p = self.hist_len, self.saes[i], self.points[i]
         self.optimizer.param_groups[i]["lr"] = p.lr * lr_f
         out = sae.training_forward(x, sparsity_coef=(p.sparsity_coef or 0.0) * sc_f)
         out.loss.backward()
@@ -209,9 +226,17 @@ class SweepTrainer:
                 [out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss, out.l0.mean()]
             ).detach()
             counts = feature_counts(out.acts)  # [d_sae]; from the sparse plan when there is one
+        del out
+        if update:
+            self._sae_update(i, counts)
+        return counts
+
+    def _sae_update(self, i: int, counts: torch.Tensor) -> None:
+        """Feature bookkeeping and the gradient's projection and clipping of SAE i (after any all-reduce)."""
+        c, sae = self.cfg, self.saes[i]
+        with torch.no_grad():
             self.fire_count[i] += counts
             self.since_fired[i].add_(1).masked_fill_(counts > 0, 0)
-        del out
         sae.remove_parallel_grad_()
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), c.grad_clip, foreach=True)
@@ -222,14 +247,15 @@ class SweepTrainer:
         n = self.hist_len
         if n == 0:
             return None
-        hist, ok = self.hist[:n].cpu(), self.batch_ok[:n].cpu()
+        hist, ok = self.par.reduce_stats(self.hist[:n], self.batch_ok[:n])  # data-parallel: over the ranks
+        hist, ok = hist.cpu(), ok.cpu()
         first = self.step - n
         if not bool(ok.all()):
             bad = first + int((~ok).nonzero()[0, 0])
             raise bad_input_error(self.plan.store, self.cfg.layer, f"the training batch of step {bad}")
         if self.references is None and first == 0:
             self.references = references(hist[0, :, 1], float(self.energy0))
-        check_losses(hist, first, self.references, self.plan.points)
+        check_losses(hist, first, self.references, self.points)
         return hist
 
     def flush(self) -> list[dict] | None:
@@ -245,7 +271,7 @@ class SweepTrainer:
         wait_frac = min(1.0, self.data_wait / max(now - self._since, 1e-9))
         self.data_wait, self._since = 0.0, now
         recs = []
-        for i, (log, p) in enumerate(zip(self.logs, self.plan.points, strict=True)):
+        for i, p in enumerate(self.points):
             rec = {"split": "train", "step": self.step, "tokens": self.step * self.cfg.batch_size}
             rec.update({name: float(means[i, j]) for j, name in enumerate(STAT_NAMES)})
             rec["mse"] = rec["mse_loss"] / (self.saes[i].d_in * self.scale**2)  # the held-out "mse"'s unit
@@ -253,19 +279,22 @@ class SweepTrainer:
             rec["sparsity_coef"] = (p.sparsity_coef or 0.0) * self.schedule.sparsity_factor(self.step - 1)
             rec["dead_frac"] = float(dead[i])
             rec["data_wait_frac"] = wait_frac  # share of the loop's time spent waiting for batches
-            log.write(rec)
-            log.flush()
             recs.append(rec)
         self.hist_len = 0
+        recs = self.par.collect(recs)  # rank 0 writes every SAE's line
+        for log, rec in zip(self.logs, recs or [], strict=True):
+            log.write(rec)
+            log.flush()
         return recs
 
     def feature_window(self) -> None:
         """End of a feature sampling window: log the fraction of features firing below the threshold."""
         tokens = max(1, self.window_tokens)
-        for log, counts in zip(self.logs, self.fire_count, strict=True):
+        recs = []
+        for counts in self.fire_count:
             freq = counts.double() / tokens
             rare = float((freq < self.cfg.dead_feature_threshold).double().mean())
-            log.write(
+            recs.append(
                 {
                     "split": "features",
                     "step": self.step,
@@ -277,12 +306,17 @@ class SweepTrainer:
             )
             counts.zero_()
         self.window_tokens = 0
+        for log, rec in zip(self.logs, self.par.collect(recs) or [], strict=True):
+            log.write(rec)
 
     def evaluate(self, held: HeldOut) -> None:
-        for i, (sae, log) in enumerate(zip(self.saes, self.logs, strict=True)):
+        if not self.par.evaluates():  # data-parallel: rank 0's replicas are every rank's
+            return
+        recs = []
+        for i, sae in enumerate(self.saes):
             m = heldout_metrics(sae, held, scale=self.scale)
             dead = float((self.since_fired[i] >= self.cfg.dead_feature_window).float().mean())
-            log.write(
+            recs.append(
                 {
                     "split": "heldout",
                     "step": self.step,
@@ -296,6 +330,8 @@ class SweepTrainer:
                     "heldout_tokens": len(held),
                 }
             )
+        for log, rec in zip(self.logs, self.par.collect(recs) or [], strict=True):
+            log.write(rec)
 
     # ---------------------------------------------------------------- the run
     def run(self) -> list[Path]:
@@ -309,30 +345,38 @@ class SweepTrainer:
             with self.stop:
                 return self._run()
         except BaseException as e:
-            if plan.out.is_dir():  # what a failed write left; the checkpoint on disk stays the resume point
+            if (
+                self.par.main and plan.out.is_dir()
+            ):  # what a failed write left; the checkpoint stays the resume point
                 clean_tmp(plan.out)
             if is_disk_full(e):
                 raise disk_full_error(e, plan, saved_step=self.saved_step) from None
             raise
 
     def _run(self) -> list[Path]:
-        plan, c = self.plan, self.cfg
-        plan.out.mkdir(parents=True, exist_ok=True)
-        clean_tmp(plan.out)
-        write_json_atomic(plan.out / RUN_JSON, run_document(plan))
+        plan, c, main = self.plan, self.cfg, self.par.main
         ckpt = plan.checkpoint_path
-        resumed = plan.status == "resume" and ckpt.exists()
+        if main:  # only rank 0 writes into --out
+            plan.out.mkdir(parents=True, exist_ok=True)
+            clean_tmp(plan.out)
+            write_json_atomic(plan.out / RUN_JSON, run_document(plan))
+        resumed = self.par.decide(plan.status == "resume" and ckpt.exists())  # rank 0's view of --out
         if resumed:
             self.load_state(load_checkpoint(ckpt, device="cpu"))
             logger.info(f"resuming {plan.out} from step {self.step} of {self.total_steps}")
         else:
             self.init_fresh()
-        for p in plan.points:
-            plan.sae_dir(p).mkdir(exist_ok=True)
-        self.logs = [
-            MetricsLog(plan.sae_dir(p) / "metrics.jsonl", keep_through_step=self.step if resumed else None)
-            for p in plan.points
-        ]
+        if self.par.describe():
+            logger.info(self.par.describe())
+        if main:
+            for p in plan.points:
+                plan.sae_dir(p).mkdir(exist_ok=True)
+            self.logs = [
+                MetricsLog(
+                    plan.sae_dir(p) / "metrics.jsonl", keep_through_step=self.step if resumed else None
+                )
+                for p in plan.points
+            ]
         held = HeldOut.from_sequences(
             (
                 (h.acts, h.token_types)
@@ -362,13 +406,13 @@ class SweepTrainer:
 
     def _loop(self, held: HeldOut) -> None:
         c, T = self.cfg, self.total_steps
-        bar = ProgressBar(self, enabled=c.progress, console=self.console)
+        bar = ProgressBar(self, enabled=c.progress and self.par.main, console=self.console)
         with bar:
             if self.step == 0 and c.eval_every and len(held):
                 self.evaluate(held)
             self._since = time.perf_counter()
             while self.step < T:
-                if self.stop.received:
+                if self.par.stop_now(bool(self.stop.received), self.step, c.log_every):  # every rank at once
                     self._interrupted()
                 w = time.perf_counter()
                 x = next(self.reader)  # blocks only when the reader is behind (host time, no device sync)
@@ -394,7 +438,9 @@ class SweepTrainer:
                     self._save()
 
     def _save(self) -> None:
-        save_checkpoint(self.plan.checkpoint_path, self.state())
+        state = self.par.merge_state(self.state())  # sweep-parallel: every rank's SAEs, on rank 0
+        if state is not None:
+            save_checkpoint(self.plan.checkpoint_path, state)
         self.saved_step = self.step
 
     def _interrupted(self) -> None:
@@ -410,17 +456,25 @@ class SweepTrainer:
             done = f"its checkpoint of step {step} of {T} is on disk"
         else:
             done = "before the first step, nothing to save"
+        signum = self.stop.received or signal.SIGTERM  # under torchrun: another rank's signal
         raise TrainInterrupted(
-            f"{self.stop.name}: training stopped, {done}; rerun the same command to continue",
-            self.stop.received,
+            f"{signal.Signals(signum).name}: training stopped, {done}; rerun the same command to continue",
+            signum,
         )
 
     def finish(self) -> list[Path]:
         """Save every SAE (activation scale folded in), plot its curves, mark the run complete."""
-        from fastsae.saes import save_sae
+        from fastsae.saes import SparseAutoencoder, save_sae
 
         plan, c = self.plan, self.cfg
         hook = f"blocks.{c.layer}.hook_resid_post"
+        weights = self.par.gather_weights(self.saes)  # every SAE's, on rank 0
+        if weights is None:
+            return [plan.sae_dir(p) for p in plan.points]
+        if self.par.sweep:  # the other ranks' SAEs, rebuilt from their weights
+            self.saes = [SparseAutoencoder(spec, device="cpu") for spec in plan.specs]
+            for sae, sd in zip(self.saes, weights, strict=True):
+                sae.load_state_dict(sd)
         paths = []
         for sae, p in zip(self.saes, plan.points, strict=True):
             if self.scale != 1.0:
@@ -444,8 +498,13 @@ class SweepTrainer:
 
 def train_saes(cfg, *, console=None) -> list[Path]:
     """Plan (all input checks), then train every SAE of the sweep in one pass; returns the SAE folders."""
+    from fastsae.lm.distributed import close_ranks
+
     plan = plan_run(cfg)
     if plan.status == "complete":
         logger.info(f"{plan.out}: already trained ({len(plan.points)} SAEs); nothing to do")
         return [plan.sae_dir(p) for p in plan.points]
-    return SweepTrainer(plan, console=console).run()
+    try:
+        return SweepTrainer(plan, console=console).run()
+    finally:
+        close_ranks()  # the process group a torchrun run started
