@@ -21,7 +21,7 @@ def to_config(values: dict) -> DashboardConfig:
 
 
 def dashboard(
-    feats: Annotated[str, typer.Argument(help=F.help("feats"), show_default=False)],
+    feats: Annotated[str, typer.Argument(help=F.help("feats"), metavar="FEATS", show_default=False)],
     out: Annotated[str | None, _o("out")] = _d("out"),
     max_features: Annotated[int | None, _c("max_features")] = _d("max_features"),
     store: Annotated[str | None, _o("store")] = _d("store"),

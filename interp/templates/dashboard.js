@@ -137,7 +137,7 @@
     return '<span class="mini">' + TYPES.map(t => m[t] > 0 ? `<i style="width:${(100 * m[t]).toFixed(1)}%;background:${tcolor(t)}" title="${esc(tlabel(t))} ${pct(m[t])}"></i>` : "").join("") + "</span>";
   };
   const scoreChip = s => s === null || s === undefined ? '<span class="muted">–</span>' : `<span class="score s${Math.round(s) || 0}">${fmt(s, 2)}</span>`;
-  const maxDensity = Math.max(1e-12, ...F.density.filter(x => x !== null));
+  const maxDensity = F.density.reduce((a, x) => (x !== null && x > a ? x : a), 1e-12);  // no spread: d_sae can pass V8's argument limit
   const densBar = x => {
     const w = x > 0 ? Math.max(2, 100 * (Math.log10(x) + 7) / (Math.log10(maxDensity) + 7)) : 0;
     return `<span class="dens"><i style="width:${Math.min(100, w).toFixed(0)}%"></i></span>`;
