@@ -1,7 +1,8 @@
 """Headless Chromium for the dashboard tests (Debian's /usr/bin/chromium through playwright; never a
 downloaded browser), and the README's screenshot:
 
-    python -m tests._dashboard_browser demo/feats/index.html docs/dashboard.png --feature 110 --colors 256
+    python -m tests._dashboard_browser demo/feats/index.html docs/dashboard.png --feature 110 --height 900 --colors 256
+    python -m tests._dashboard_browser demo/feats/index.html docs/dashboard_table.png --height 640 --colors 256
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ class Page:
 
 
 def screenshot(html: Path, png: Path, feature: int | None = None, width: int = 1400, height: int = 1000):
-    """The feature page of `feature` (default: the first in the table sorted by density) as a PNG."""
+    """The feature page of `feature` as a PNG; without one, the table sorted by density."""
     with browser() as b:
         p = Page(b, html, width, height)
         if feature is None:
             p.page.click("th[data-key='density']")
-            feature = int(p.page.get_attribute("#ftable tbody tr", "data-f"))
-        p.page.evaluate(f"location.hash = '#feature/{feature}'")
-        p.page.wait_for_selector("#top .ctx")
+        else:
+            p.page.evaluate(f"location.hash = '#feature/{feature}'")
+            p.page.wait_for_selector("#top .ctx")
         p.page.screenshot(path=str(png))
         return p.problems()
 

@@ -143,6 +143,42 @@
     return `<span class="dens"><i style="width:${Math.min(100, w).toFixed(0)}%"></i></span>`;
   };
 
+  // ---- the overview above the table: feature density histogram, features by dominant token type ----
+  let overviewHTML = null;
+  function overview() {
+    if (overviewHTML !== null) return overviewHTML;
+    const lo = -7, hi = 0, nb = 28, bins = new Array(nb).fill(0);
+    let nLive = 0;
+    const byType = new Map(TYPES.map(t => [t, 0]));
+    for (let i = 0; i < N; i++) {
+      if (F.dead[i] || !(F.density[i] > 0)) continue;
+      nLive++;
+      const b = Math.floor((Math.log10(F.density[i]) - lo) / (hi - lo) * nb);
+      bins[Math.min(nb - 1, Math.max(0, b))]++;
+      if (domType[i] >= 0) byType.set(domType[i], (byType.get(domType[i]) || 0) + 1);
+    }
+    const W = 420, H = 110, L = 8, B = 22, pw = W - 2 * L, ph = H - B - 8, top = Math.max(1, ...bins), bw = pw / nb;
+    let bars = "";
+    bins.forEach((c, b) => {
+      if (!c) return;
+      const y = Math.max(1, ph * c / top);
+      bars += `<rect class="bar" x="${(L + b * bw + 0.5).toFixed(1)}" y="${(8 + ph - y).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${y.toFixed(1)}"><title>density 1e${(lo + b * (hi - lo) / nb).toFixed(2)} – 1e${(lo + (b + 1) * (hi - lo) / nb).toFixed(2)}: ${int(c)} features</title></rect>`;
+    });
+    let ticks = "";
+    for (let e = lo; e <= hi; e++) {
+      const x = L + (e - lo) / (hi - lo) * pw;
+      ticks += `<text x="${x.toFixed(1)}" y="${H - 6}" text-anchor="middle">1e${e}</text>`;
+    }
+    const dens = `<svg class="hist" viewBox="0 0 ${W} ${H}" role="img" aria-label="feature density histogram"><line class="axis" x1="${L}" x2="${L + pw}" y1="${8 + ph}" y2="${8 + ph}"/>${bars}${ticks}</svg>`;
+    const tmax = Math.max(1, ...byType.values());
+    const types = [...byType.entries()].filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([t, n]) =>
+      `<a class="trow" href="#features" data-type="${t}"><span class="tl">${esc(tlabel(t))}</span><span class="tb"><i style="width:${(100 * n / tmax).toFixed(1)}%;background:${tcolor(t)}"></i></span><span class="num">${int(n)}</span></a>`).join("");
+    overviewHTML = `<div class="overview">
+      <div class="card"><h2>Feature density <span class="n">${int(nLive)} live of ${int(N)}, log scale</span></h2>${dens}</div>
+      <div class="card"><h2>Features by dominant token type <span class="n">click to filter</span></h2><div class="types">${types}</div></div></div>`;
+    return overviewHTML;
+  }
+
   // ---- the feature table ----
   function showTable() {
     const rows = view();
@@ -168,7 +204,7 @@
       body += "</tr>";
     }
     const typeOpts = TYPES.map(t => `<option value="${t}"${String(t) === S.type ? " selected" : ""}>${esc(tlabel(t))}</option>`).join("");
-    app.innerHTML = `<div class="controls">
+    app.innerHTML = `${overview()}<div class="controls">
         <input type="search" id="q" placeholder="Search: feature id, description or top token…" value="${esc(S.q)}" autocomplete="off">
         <label>dominant type <select id="type"><option value="">any</option>${typeOpts}</select></label>
         <label><input type="checkbox" id="hidedead"${S.hideDead ? " checked" : ""}> hide dead</label>
@@ -184,6 +220,10 @@
       const nq = document.getElementById("q"); nq.focus(); nq.setSelectionRange(nq.value.length, nq.value.length);
     });
     document.getElementById("type").addEventListener("change", e => { S.type = e.target.value; invalidate(); showTable(); });
+    app.querySelectorAll(".overview a.trow").forEach(a => a.classList.toggle("on", a.dataset.type === S.type));
+    app.querySelectorAll(".overview a.trow").forEach(a => a.addEventListener("click", e => {
+      e.preventDefault(); S.type = S.type === a.dataset.type ? "" : a.dataset.type; invalidate(); showTable();
+    }));
     document.getElementById("hidedead").addEventListener("change", e => { S.hideDead = e.target.checked; invalidate(); showTable(); });
     document.getElementById("per").addEventListener("change", e => { S.per = +e.target.value; S.page = 0; showTable(); });
     document.getElementById("prev").addEventListener("click", () => { S.page--; showTable(); });
