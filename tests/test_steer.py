@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from fastsae.cli import app
 from fastsae.interp.steer import build_rows, open_target, run_steer, steering_for
 from fastsae.interp.steer_config import SteerConfig
-from fastsae.interp.steer_generate import Decoding, Prompt, generate, prompt_tokens
+from fastsae.interp.steer_generate import Decoding, Prompt, Row, generate, prompt_tokens
 from fastsae.interp.steer_hook import Steering
 from fastsae.lm import ResidualHooks, load_model
 from fastsae.saes import SAESpec, SparseAutoencoder, load_sae, save_sae
@@ -368,3 +368,33 @@ def test_measures_and_the_sweet_spot():
     beats = {p["alpha"]: p["beats"] for p in s["points"] if not p["reference"]}
     assert beats == {1.0: True, 2.0: False, 3.0: False, 4.0: True}
     assert s["measure"] == "perplexity" and s["sweet_spot"] == [[1.0, 1.0], [4.0, 4.0]]
+
+
+def test_a_batch_gives_the_tokens_of_one_at_a_time_with_a_sliding_window():
+    from tests._tiny_models import build_tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer(
+        "qwen2"
+    )  # its template adds a default system prompt: prompts pass the 16-token window
+    model = build_tiny_model("qwen2", vocab_size=len(tok))
+    prompts = []
+    for i, q in enumerate(QUESTIONS):
+        messages = ({"role": "user", "content": q},)
+        prompts.append(Prompt(messages, f"q:{i}", *prompt_tokens(tok, messages)))
+    assert min(len(p.ids) for p in prompts) > 16 and len({len(p.ids) for p in prompts}) > 1
+    W = torch.randn(1, 64, generator=torch.Generator().manual_seed(0))
+    rows = [Row(p, a, (a,), True) for p in range(len(prompts)) for a in (0.0, 3.0)]
+
+    def steer(batch, types):
+        values = torch.tensor([r.values for r in batch])
+        return Steering(W, values, types != 255, torch.ones(len(batch), dtype=torch.bool))
+
+    def run(size):
+        gen = generate(
+            model, tok, prompts, rows, layer=LAYER, steer=steer, decoding=Decoding(6, batch_size=size)
+        )
+        return [t.tolist() for t in gen.tokens]
+
+    batched = run(len(rows))
+    assert batched == run(1)
+    assert any(batched[2 * p] != batched[2 * p + 1] for p in range(len(prompts)))  # α = 3 does steer
