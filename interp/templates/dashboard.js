@@ -87,7 +87,7 @@
   function detail(i) {
     if (!cache.has(i)) {
       const [h, top, q] = DETAIL[i];
-      const hist = new Array(M.hist_edges.length - 1).fill(0);
+      const hist = new Array(Math.max(0, M.hist_edges.length - 1)).fill(0);
       if (h) { const c = h.split(",").map(Number); for (let b = 1; b < c.length; b++) hist[c[0] + b - 1] = c[b]; }
       cache.set(i, { hist, top: contexts(top), quantile: contexts(q) });
     }
