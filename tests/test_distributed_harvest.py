@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsae.harvest.config import HarvestConfig
-from fastsae.harvest.runner import run_harvest
+from fastsae.harvest.config import HarvestConfig, HarvestConfigError
+from fastsae.harvest.runner import _rank_config, run_harvest
 from fastsae.harvest.slicing import slice_bounds
+from fastsae.lm.distributed import Ranks
 from fastsae.store import open_store
 from tests._torchrun import popen, torchrun
 from tests.test_harvest_store import env, write_chats  # noqa: F401  (module fixture)
@@ -68,6 +69,15 @@ def test_slices_are_whole_windows_balanced_by_tokens():
     bounds = slice_bounds([3] * 4, 8, cfg, 10**9)  # fewer windows than writers: some harvest nothing
     assert bounds[0][0] == 0 and bounds[-1][1] == 4 and all(a <= b for a, b in bounds)
     assert all(bounds[i][1] == bounds[i + 1][0] for i in range(7))
+
+
+def test_under_torchrun_each_rank_is_a_writer():
+    cfg = HarvestConfig(out="x", progress=True)
+    assert _rank_config(cfg, Ranks()) is cfg
+    mine = _rank_config(cfg, Ranks(rank=1, world_size=3))
+    assert (mine.writer, mine.num_writers, mine.progress) == (1, 3, False)  # rank 0 alone shows progress
+    with pytest.raises(HarvestConfigError, match="under torchrun each rank is a writer"):
+        _rank_config(dataclasses.replace(cfg, num_writers=2), Ranks(world_size=2))
 
 
 @pytest.mark.slow  # torchrun with 2 ranks, each importing torch and transformers

@@ -4,6 +4,7 @@ resumes across the ranks from its one checkpoint; only rank 0 writes into --out 
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastsae.lm.distributed import Ranks
 from fastsae.saes import load_sae
-from fastsae.train.config import TrainConfig
+from fastsae.train.config import TrainConfig, TrainConfigError
 from fastsae.train.metrics import TIMING_KEYS, read_metrics
+from fastsae.train.parallel import Parallel
 from fastsae.train.trainer import train_saes
 from tests._torchrun import popen, torchrun
 from tests.test_train_store import make_store
@@ -52,6 +55,21 @@ def _same(a: Path, b: Path, names: list[str], exact: bool) -> None:
 def _lines(path: Path) -> list[dict]:
     """Every metrics line (train, features, held-out), timings left out."""
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(path)]
+
+
+def test_the_mode_and_who_trains_what():
+    cfg = TrainConfig(store="s", layer=3, out="o", batch_size=64)
+    one = Parallel.plan(cfg, 3, Ranks())
+    assert (one.local, one.sweep, one.data) == ([0, 1, 2], False, False)  # one process: every SAE, no comms
+    two = [Parallel.plan(cfg, 5, Ranks(rank=r, world_size=2)) for r in (0, 1)]
+    assert [p.mode for p in two] == ["sweep", "sweep"] and [p.local for p in two] == [[0, 1], [2, 3, 4]]
+    data = Parallel.plan(cfg, 1, Ranks(rank=1, world_size=2))
+    assert data.mode == "data" and data.local == [0]
+    assert data.part(torch.arange(64)[:, None]).flatten().tolist() == list(range(32, 64))
+    with pytest.raises(TrainConfigError, match="leaves a rank without one"):
+        Parallel.plan(dataclasses.replace(cfg, parallel="sweep"), 1, Ranks(world_size=2))
+    with pytest.raises(TrainConfigError, match="does not split evenly"):
+        Parallel.plan(dataclasses.replace(cfg, batch_size=63), 1, Ranks(world_size=2))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,11 @@ class Parallel:
     @classmethod
     def start(cls, cfg, n_saes: int, device) -> Parallel:
         """Starts the process group under torchrun and decides who trains what."""
-        ranks = init_ranks(device)
+        return cls.plan(cfg, n_saes, init_ranks(device))
+
+    @classmethod
+    def plan(cls, cfg, n_saes: int, ranks: Ranks) -> Parallel:
+        """Who trains what (`cfg.parallel` resolved); a mode the sweep cannot use is a TrainConfigError."""
         w = ranks.world_size
         mode = cfg.parallel if cfg.parallel != "auto" else ("sweep" if n_saes >= w else "data")
         if w == 1:
