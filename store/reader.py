@@ -410,11 +410,11 @@ def open_store(
     ``cache_bytes`` bounds the activation block cache, ``fresh`` re-downloads the mirrored small objects.
     ``check_ranges=False``: no store-wide sequence-range check (a harvest writer among others still running)."""
     from .completeness import store_completeness
-    from .remote import is_url
+    from .remote import is_url, store_location
 
     if is_url(root):
         return _open_remote(str(root), allow_incomplete, storage_options, cache_bytes, fresh, check_ranges)
-    root = Path(root)
+    root = store_location(root)
     if not root.exists():
         raise StoreNotFoundError(f"store not found: {root}")
     meta = read_store_json(root)

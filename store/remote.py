@@ -46,7 +46,9 @@ def is_url(root: Any) -> bool:
 
 def store_location(root: str | os.PathLike) -> str | Path:
     """A store argument as the store functions take it: a URL string (no trailing slash) or a Path."""
-    return str(root).rstrip("/") if is_url(root) else Path(root)
+    if is_url(root):
+        return str(root).rstrip("/")
+    return Path(root[len("file://") :] if isinstance(root, str) and root.startswith("file://") else root)
 
 
 def cache_root() -> Path:
