@@ -398,3 +398,15 @@ def test_a_batch_gives_the_tokens_of_one_at_a_time_with_a_sliding_window():
     batched = run(len(rows))
     assert batched == run(1)
     assert any(batched[2 * p] != batched[2 * p + 1] for p in range(len(prompts)))  # α = 3 does steer
+
+
+def test_clamp_runs_an_unsteered_reference_beside_the_sweep(world, tmp_path):
+    from fastsae.interp.steer_report import write_all
+
+    doc = run_steer(cfg(world, method="clamp", alpha="0,5", positions="special,generated", max_new_tokens=3))
+    refs = [r for r in doc["records"] if r["reference"]]
+    assert [r["alpha"] for r in refs] == [None] * len(QUESTIONS)
+    assert sorted({r["alpha"] for r in doc["records"] if not r["reference"]}) == [0.0, 5.0]
+    assert [p["alpha"] for p in doc["summary"]["points"]] == [None, 0.0, 5.0]
+    write_all(doc, tmp_path)
+    assert "| unsteered |" in (tmp_path / "steer.md").read_text()
