@@ -67,6 +67,7 @@ class Target:
     coefs: list[float]
     origins: list[str]  # how each feature was chosen (the --feature item, and the table's value for top:)
     sae: object = None
+    table: dict | None = None  # --features-from's special-token table, when a top: item reads it
 
 
 def open_target(cfg: SteerConfig) -> Target:
@@ -99,13 +100,16 @@ def open_target(cfg: SteerConfig) -> Target:
             meta = read_store_json(Path(store["path"]))
         except (OSError, ValueError) as e:
             logger.warning(f"--sae {cfg.sae}: its store {store['path']} is unreadable ({e}); not checked")
-    return Target(Path(cfg.sae), info, layer, meta, [], [], [], None)
+    target = Target(Path(cfg.sae), info, layer, meta, [], [], [])
+    if any(s.token is not None for s in specs):
+        target.table = _special_table(cfg, target)
+    return target
 
 
 def resolve_features(cfg: SteerConfig, target: Target, tokenizer) -> None:
     """Feature ids and coefficients of --feature; `top:` through the artifact's special-token table."""
     specs = parse_features(cfg.feature)
-    table = _special_table(cfg, target) if any(s.token is not None for s in specs) else None
+    table = target.table
     for s in specs:
         origin = s.text
         if s.token is not None:
