@@ -6,7 +6,8 @@ Downstream (per scored position t: the prediction at t of token t+1, grouped by 
     ce_per_seq = mean over sequences of their own token-weighted mean
     delta_loss = ce_sae − ce_clean
     recovered  = (ce_ablation − ce_sae) / (ce_ablation − ce_clean)       for zero- and mean-ablation
-    kl         = mean_t KL(p_clean,t ‖ p_sae,t)
+    kl         = mean_t KL(p_clean,t ‖ p_sae,t)     (--saelens-compatible: also at the sequence's last token,
+                                                   whose prediction has no target: it counts in "all" only)
 Reconstruction: saes.ReconstructionStats (train's math) on the residuals the model computed here, per
 group of the token's own type ("first": the conversation's first token).
 
@@ -34,50 +35,74 @@ def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(x, -1) - x.gather(-1, input_ids[:, 1:, None]).squeeze(-1)).double()
 
 
+KL_CHUNK = 256  # vocabulary slice of one float32 partial dot in token_kl
+
+
 class CleanDist:
-    """The clean predictions of a batch, computed once for every SAE's KL: p_clean and its logsumexp."""
+    """The clean predictions of a batch, computed once for every SAE's KL: p_clean and its logsumexp (every
+    position, the last one's too: SAELens scores its KL)."""
 
     def __init__(self, clean_logits: torch.Tensor):
-        self.logits = clean_logits[:, :-1].float()
+        self.logits = clean_logits.float()
         self.lse = torch.logsumexp(self.logits, -1)
         self.p = torch.exp(self.logits - self.lse[..., None])
 
 
 def token_kl(clean: CleanDist, logits: torch.Tensor) -> torch.Tensor:
-    """[B, T-1] KL(p_clean ‖ p) = Σ_v p_clean,v (x_clean,v − x_v) − lse_clean + lse (x: logits)."""
-    x = logits[:, :-1].float()
-    dot = torch.einsum("btv,btv->bt", clean.p, clean.logits - x)
+    """[B, T] KL(p_clean ‖ p) = Σ_v p_clean,v (x_clean,v − x_v) − lse_clean + lse (x: logits), at every
+    position (t < T-1: the prediction of token t+1)."""
+    x = logits.float()
+    d, V = clean.logits - x, x.shape[-1]
+    m = V // KL_CHUNK * KL_CHUNK
+    # partial dots over KL_CHUNK-wide slices of the vocabulary, then their sum: one float32 dot over the
+    # whole vocabulary (49k terms) is biased by ~1e-4 on SmolLM2 and depends on the batch's shape
+    dot = torch.einsum(
+        "btkv,btkv->btk",
+        clean.p[..., :m].unflatten(-1, (-1, KL_CHUNK)),
+        d[..., :m].unflatten(-1, (-1, KL_CHUNK)),
+    ).sum(-1)
+    dot = dot + torch.einsum("btv,btv->bt", clean.p[..., m:], d[..., m:])
     return (dot.double() - clean.lse.double() + torch.logsumexp(x, -1).double()).clamp_min(0.0)
 
 
+NO_TARGET = NUM_TOKEN_TYPES  # the "type" of the prediction after a sequence's last token: in "all" only
+
+
 class PositionSums:
-    """Float64 sums of per-position values by (sequence, type of the predicted token), per named variant."""
+    """Float64 sums of per-position values by (sequence, type of the predicted token), per named variant.
+
+    Each variant is divided by the position counts of its `counts` key (the CE positions by default;
+    --saelens-compatible's KL has positions of its own)."""
 
     def __init__(self, num_sequences: int, device):
-        self.shape = (num_sequences, NUM_TOKEN_TYPES)
+        self.shape = (num_sequences, NUM_TOKEN_TYPES + 1)
         self.device = device
-        self.counts = torch.zeros(self.shape, dtype=torch.float64, device=device)
+        self.counts: dict[str, torch.Tensor] = {}
         self.sums: dict[str, torch.Tensor] = {}
+        self.counted_by: dict[str, str] = {}
+
+    def _zeros(self) -> torch.Tensor:
+        return torch.zeros(self.shape, dtype=torch.float64, device=self.device)
 
     def _index(self, seq, types, mask):
-        return (seq[mask] * NUM_TOKEN_TYPES + types[mask]).long()
+        return (seq[mask] * self.shape[1] + types[mask]).long()
 
-    def count(self, seq, types, mask) -> None:
+    def count(self, seq, types, mask, key: str = "") -> None:
         idx = self._index(seq, types, mask)
-        self.counts.view(-1).index_add_(
-            0, idx, torch.ones(idx.shape, dtype=torch.float64, device=self.device)
-        )
+        c = self.counts.setdefault(key, self._zeros())
+        c.view(-1).index_add_(0, idx, torch.ones(idx.shape, dtype=torch.float64, device=self.device))
 
-    def add(self, name: str, seq, types, mask, values) -> None:
+    def add(self, name: str, seq, types, mask, values, counts: str = "") -> None:
         if name not in self.sums:
-            self.sums[name] = torch.zeros(self.shape, dtype=torch.float64, device=self.device)
+            self.sums[name] = self._zeros()
+            self.counted_by[name] = counts
         self.sums[name].view(-1).index_add_(0, self._index(seq, types, mask), values[mask].double())
 
     def group(self, name: str, group: str) -> dict:
         """{"ce": token-weighted mean, "ce_per_seq": mean of per-sequence means, "positions": n} of one group."""
         if group == "first":
             return {"ce": None, "ce_per_seq": None, "positions": 0}
-        s, c = self.sums[name], self.counts
+        s, c = self.sums[name], self.counts.get(self.counted_by[name], self._zeros())
         if group != "all":
             col = int(TYPE_NAMES[group])
             s, c = s[:, col : col + 1], c[:, col : col + 1]

@@ -21,6 +21,7 @@ import torch
 from fastsae.errors import UsageError
 from fastsae.interp.eval_config import GROUPS, EvalConfig, parse_types
 from fastsae.interp.eval_metrics import (
+    NO_TARGET,
     CleanDist,
     PositionSums,
     ReconGroups,
@@ -51,7 +52,8 @@ SCORED = (
 
 SAELENS = (
     "; --saelens-compatible: positions whose input token is bos, eos or pad are neither spliced, scored nor in "
-    "the reconstruction metrics, and zero-ablation zeroes every position"
+    "the reconstruction metrics, zero-ablation zeroes every position, and KL also scores the prediction after "
+    "each sequence's last token (in the overall KL only)"
 )
 
 
@@ -248,8 +250,10 @@ def evaluate(cfg: EvalConfig, entries: list[SAEEntry], loaded, evalset: EvalSet,
 
 
 def saelens_skip_ids(tokenizer, device) -> torch.Tensor:
-    """SAELens run_evals' excluded input tokens: the tokenizer's bos, eos and pad ids."""
-    ids = {getattr(tokenizer, f"{n}_token_id", None) for n in ("bos", "eos", "pad")} - {None}
+    """SAELens run_evals' excluded input tokens (sae_lens.util.get_special_token_ids): the tokenizer's bos,
+    eos, pad, sep and decoder-start ids."""
+    names = ("bos", "eos", "pad", "sep", "decoder_start")
+    ids = {getattr(tokenizer, f"{n}_token_id", None) for n in names} - {None}
     return torch.as_tensor(sorted(ids), dtype=torch.long, device=device)
 
 
@@ -258,11 +262,14 @@ def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error, sk
     seq, tgt, scored = b.seq[:, :-1], b.types[:, 1:], b.valid[:, 1:]
     spliced = b.valid & torch.isin(b.types, splice_types)
     used, zeroed = b.valid, spliced  # tokens of the reconstruction metrics; positions zero-ablation zeroes
-    if (
-        skip_ids is not None
-    ):  # SAELens: bos/eos/pad inputs neither spliced nor scored; zero-ablation everywhere
+    kl_at = None  # SAELens: KL at every kept input position, the last one's too ([B, T]); else CE's positions
+    if skip_ids is not None:
+        # SAELens: bos/eos/pad inputs neither spliced nor scored; zero-ablation everywhere
         skip = torch.isin(b.input_ids, skip_ids) & b.valid
         spliced, scored, used, zeroed = spliced & ~skip, scored & ~skip[:, :-1], b.valid & ~skip, b.valid
+        kl_at, kl_tgt = used, torch.full_like(b.types, NO_TARGET)
+        kl_tgt[:, :-1] = torch.where(b.valid[:, 1:], tgt, NO_TARGET)
+        sums.count(b.seq, kl_tgt, kl_at, key="kl")
     sums.count(seq, tgt, scored)
     sums.add("clean", seq, tgt, scored, token_nll(clean.logits, b.input_ids))
     dist = CleanDist(clean.logits) if entries else None
@@ -294,7 +301,11 @@ def _batch(b, splicer, entries, means, sums, recon, splice_types, with_error, sk
             r[b.valid] = torch.where(spliced[b.valid][:, None], put.to(x.dtype), xv)
             logits = splicer.rerun(clean, L, r)
             sums.add(f"sae{i}", seq, tgt, scored, token_nll(logits, b.input_ids))
-            sums.add(f"kl{i}", seq, tgt, scored, token_kl(dist, logits))
+            kl = token_kl(dist, logits)
+            if kl_at is None:
+                sums.add(f"kl{i}", seq, tgt, scored, kl[:, :-1])
+            else:
+                sums.add(f"kl{i}", b.seq, kl_tgt, kl_at, kl, counts="kl")
 
 
 def assemble(cfg, entries, evalset, sums, recon, loaded) -> dict:
