@@ -135,6 +135,7 @@ class BlockCache:
                         if count:
                             self.stats.hits += 1
                         return data
+                    self._bytes -= self._lru.pop(name)  # not this block's size: fetched again below
             if count:  # not cached yet (an in-flight read-ahead included): the read waits for a request
                 self.stats.misses += 1
             if fut is None:

@@ -255,8 +255,11 @@ class Shard:
             check_shard_index(
                 path, rows_per_chunk=plan[0], n_chunks=plan[1], row_bytes=itemsize * self.d_model, what=what
             )
-            if self.remote is not None:
-                arr: Any = self.remote.rows(layer, shape, np_dtype)
+            if (
+                self.remote is not None
+            ):  # cached blocks are keyed by the file's crc32c: a new shard is new data
+                entry = self.files.get(act_shard_file(Path(), layer).as_posix())
+                arr: Any = self.remote.rows(layer, shape, np_dtype, version=entry and entry.get("crc32c"))
             else:
                 arr = np.memmap(path, dtype=np_dtype, mode="r", shape=shape)
         else:

@@ -286,13 +286,19 @@ class RemoteShard:
     def file(self, rel: str) -> RemoteFile:
         return RemoteFile(self.remote, f"{self.name}/{rel}", self.objects.get(rel))
 
-    def rows(self, layer: int, shape: tuple[int, int], np_dtype: Any):
+    def rows(self, layer: int, shape: tuple[int, int], np_dtype: Any, *, version: int | None = None):
+        """The layer's rows through the block cache; ``version`` (the file's crc32c) keys its cached blocks,
+        so a shard harvested again under the same name never meets the old one's blocks."""
         from .blockcache import RemoteRows
 
-        rel = f"{self.name}/acts/layer_{layer}/c/0/0"
+        rel = f"acts/layer_{layer}/c/0/0"
+        if version is None:  # schema 1: no checksum; the object's ETag (or size) stands in
+            version = self.remote.etags.get(f"{self.name}/{rel}") or self.objects.get(rel)
+        tag = re.sub(r"[^A-Za-z0-9]", "", str(version))[:32]
         return RemoteRows(
-            self.cache, rel, key=f"{self.name}.{layer}", num_rows=shape[0], d_model=shape[1], dtype=np_dtype
-        )
+            self.cache, f"{self.name}/{rel}", key=f"{self.name}.{layer}.{tag}", num_rows=shape[0],
+            d_model=shape[1], dtype=np_dtype,
+        )  # fmt: skip
 
     def zarr_store(self):
         """The shard as a read-only zarr FsspecStore (compressed activations are decoded by zarr)."""

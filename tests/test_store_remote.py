@@ -138,3 +138,14 @@ def test_a_missing_store_or_bucket_is_one_line(s3, s3_url):
     assert res.exit_code == 2 and "store not found" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["verify", "s3://no-such-bucket-fastsae/x"])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_a_shard_harvested_again_under_its_name_is_not_read_from_the_old_cache(twins, tmp_path):
+    remote, local, url = twins
+    s = open_store(url)
+    old = s.shards[0].raw_acts(1)[:]  # its blocks are in the cache now
+    root = RemoteRoot(url)
+    root.remove([k for k in root.listing() if k.startswith("shard-")])
+    other = build_store(url, dtype="bfloat16", seed=1)  # the same names, other values
+    np.testing.assert_array_equal(other.shards[0].raw_acts(1)[:], open_store(url).shards[0].raw_acts(1)[:])
+    assert not np.array_equal(other.shards[0].raw_acts(1)[: len(old)], old)
