@@ -68,6 +68,7 @@ class RemoteRoot:
         from fsspec.core import url_to_fs
 
         self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
         try:
             self.fs, base = url_to_fs(self.url, **(storage_options or {}))
         except (ImportError, ValueError) as e:
@@ -304,12 +305,9 @@ class RemoteShard:
         """The shard as a read-only zarr FsspecStore (compressed activations are decoded by zarr)."""
         from zarr.storage import FsspecStore
 
-        fs = self.remote.fs
-        if not getattr(fs, "async_impl", False):
-            from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
-
-            fs = AsyncFileSystemWrapper(fs)
-        return FsspecStore(fs, read_only=True, path=self.remote.key(self.name))
+        # its own file system instance, made by zarr on zarr's event loop (fsspec's sync one is another loop)
+        url = f"{self.remote.url}/{self.name}"
+        return FsspecStore.from_url(url, storage_options=self.remote.storage_options or None, read_only=True)
 
 
 def clean_uncommitted(url: str, *, writer: int, storage_options: dict | None = None) -> list[str]:

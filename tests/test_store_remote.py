@@ -149,3 +149,15 @@ def test_a_shard_harvested_again_under_its_name_is_not_read_from_the_old_cache(t
     other = build_store(url, dtype="bfloat16", seed=1)  # the same names, other values
     np.testing.assert_array_equal(other.shards[0].raw_acts(1)[:], open_store(url).shards[0].raw_acts(1)[:])
     assert not np.array_equal(other.shards[0].raw_acts(1)[: len(old)], old)
+
+
+def test_a_compressed_remote_store_reads_through_zarrs_fsspec_store(s3_url, tmp_path):
+    remote = build_store(s3_url, dtype="bfloat16", compression="zstd", shards=1)
+    local = build_store(tmp_path / "z", dtype="bfloat16", compression="zstd", shards=1)
+    rows = np.array([0, 2, 3, 17, remote.num_tokens - 1])
+    np.testing.assert_array_equal(remote.shards[0].raw_acts(3)[rows], local.shards[0].raw_acts(3)[rows])
+    kw = dict(layer=1, batch_size=16, buffer_tokens=64, chunk_tokens=32, epochs=1, seed=3)
+    assert torch.equal(
+        torch.cat(list(ActivationReader(remote, **kw))), torch.cat(list(ActivationReader(local, **kw)))
+    )
+    assert verify_store(s3_url)["ok"]
