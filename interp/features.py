@@ -19,10 +19,16 @@ import torch
 
 from fastsae.interp.feature_artifact import OUTSIDE_TYPE, write_artifact
 from fastsae.interp.features_config import FeaturesConfig
-from fastsae.interp.features_inputs import FeaturesInput, FeaturesInputError, open_inputs, table_subset
-from fastsae.interp.features_read import read_batches
+from fastsae.interp.features_inputs import (
+    FeaturesInput,
+    FeaturesInputError,
+    model_name,
+    open_inputs,
+    table_subset,
+)
+from fastsae.interp.features_read import RowReader, read_batches, to_float32_into
 from fastsae.interp.features_stream import EMPTY_SEQ, FeatureStats
-from fastsae.store import TokenType, to_float32
+from fastsae.store import TokenType
 
 logger = logging.getLogger(__name__)
 
@@ -75,17 +81,18 @@ def feature_pass(cfg: FeaturesConfig, inp: FeaturesInput, sae, device, *, delphi
     return stats, doc
 
 
-def _gather_rows(store, layer: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(acts float32 [n, d_model], ids, types) of sorted store-order token rows."""
-    k = np.searchsorted(store.token_starts, rows, side="right") - 1
+def _gather_rows(store, layer: int, rows: np.ndarray, reader: RowReader):
+    """(acts float32 [n, d_model], ids, types) of sorted store-order token rows, read run by run."""
     x = np.empty((len(rows), store.d_model), np.float32)
     ids, types = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
-    for sh in np.unique(k):
-        m = np.flatnonzero(k == sh)
-        shard, local = store.shards[sh], rows[m] - store.token_starts[sh]
-        raw = np.asarray(shard.raw_acts(layer)[local])
-        x[m] = to_float32(raw, store.dtype)
-        ids[m], types[m] = shard.token_ids[local], shard.token_types[local]
+    k = np.searchsorted(store.token_starts, rows, side="right") - 1
+    cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(k) != 0)) + 1  # runs of consecutive rows, one shard
+    for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(rows)], strict=True):
+        shard = store.shards[k[lo]]
+        a = int(rows[lo] - store.token_starts[k[lo]])
+        b = a + hi - lo
+        to_float32_into(reader.read(shard.raw_acts(layer), a, b), store.dtype, x[lo:hi])
+        ids[lo:hi], types[lo:hi] = reader.read(shard.token_ids, a, b), reader.read(shard.token_types, a, b)
     return x, ids, types
 
 
@@ -120,14 +127,16 @@ def fill_windows(inp: FeaturesInput, sae, picks: dict[str, tuple[np.ndarray, np.
     ids, types = np.empty(len(uniq), np.int64), np.empty(len(uniq), np.int64)
     by_row = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[by_row], np.arange(0, len(uniq) + batch_tokens, batch_tokens))
+    reader = RowReader()
     for i, a in enumerate(range(0, len(uniq), batch_tokens)):
         x, ids[a : a + batch_tokens], types[a : a + batch_tokens] = _gather_rows(
-            store, inp.layer, uniq[a : a + batch_tokens]
+            store, inp.layer, uniq[a : a + batch_tokens], reader
         )
         acts = sae.encode(torch.from_numpy(x).to(device))
         sel = by_row[bounds[i] : bounds[i + 1]]
         got = acts[_dev(inv[sel] - a, device), _dev(feats[sel], device)]
         vals[sel] = got.cpu().numpy() + 0.0  # + 0.0: no -0.0 (JumpReLU gives it)
+    reader.close()
     k = 0
     for p, f, j, c, r in parts:
         n = len(r)
@@ -146,7 +155,7 @@ def describe(cfg: FeaturesConfig, inp: FeaturesInput, n_tokens: int, n_dead: int
             "layer": inp.layer, "hook_name": info.hook_name, "model_name": info.model_name,
         },
         "store": {
-            "path": str(st.path), "fingerprint": st.fingerprint, "model": (st.meta.get("model") or {}).get("name"),
+            "path": str(st.path), "fingerprint": st.fingerprint, "model": model_name(st.meta),
             "weights": (st.meta.get("identity") or {}).get("weights"), "trained_on": inp.own_store,
         },
         "config": cfg.to_json(),
@@ -162,11 +171,15 @@ def describe(cfg: FeaturesConfig, inp: FeaturesInput, n_tokens: int, n_dead: int
 def run_features(cfg: FeaturesConfig) -> dict:
     """Check, pass, windows, write; -> features.json's document. Zero live features: the artifact is
     written, then FeaturesInputError says so."""
+    return features_from(cfg, open_inputs(cfg))
+
+
+def features_from(cfg: FeaturesConfig, inp: FeaturesInput) -> dict:
+    """run_features after its input checks (benchmarks/features.py times this part)."""
     from fastsae.interp.special_tokens import write_table
     from fastsae.lm import pick_device
     from fastsae.saes import load_sae
 
-    inp = open_inputs(cfg)
     device = pick_device(cfg.device)
     sae = load_sae(inp.sae_path, device=device).eval()
     out = Path(cfg.out)

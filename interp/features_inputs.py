@@ -8,6 +8,7 @@ fastsae.store.split.holdout_indices); on a store the SAE was not trained on, all
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from fastsae.interp.features_config import FeaturesConfig
 
 SAMPLE_STREAM = 0xFEA7  # rng stream tags: seeds are [seed, tag]
 TABLE_STREAM = 0x7AB1
+
+logger = logging.getLogger(__name__)
 
 
 class FeaturesInputError(InputError):
@@ -40,7 +43,7 @@ def _weights(meta: dict) -> str | None:
     return (meta.get("identity") or {}).get("weights")
 
 
-def _model_name(meta: dict) -> str | None:
+def model_name(meta: dict) -> str | None:
     m = meta.get("model")
     return m.get("name") if isinstance(m, dict) else m
 
@@ -50,6 +53,8 @@ def open_inputs(cfg: FeaturesConfig) -> FeaturesInput:
     from fastsae.saes import read_sae_info
     from fastsae.store import StoreError, open_store
 
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise FeaturesInputError(f"--out {cfg.out} is a file, not a folder")
     info = read_sae_info(cfg.sae)
     where = f"--sae {cfg.sae}"
     if not info.hook_name:
@@ -108,11 +113,15 @@ def _check_model(where: str, ident: dict, info, store, path) -> None:
                 f"trained on (store {ident['path']}, weights {want[:12]})"
             )
         return
-    name_sae = ident.get("model") or info.model_name
-    name_store = _model_name(store.meta)
-    if name_sae and name_store and name_sae != name_store:
+    name_store = model_name(store.meta)
+    if ident.get("model") and name_store and ident["model"] != name_store:
         raise FeaturesInputError(
-            f"--store {path} was harvested from {name_store!r}; {where} was trained on {name_sae!r}"
+            f"--store {path} was harvested from {name_store!r}; {where} was trained on {ident['model']!r}"
+        )
+    if not ident and info.model_name and name_store and info.model_name != name_store:
+        # an SAELens folder names its model its own way: the reader decides
+        logger.warning(
+            f"{where} names model {info.model_name!r}; --store {path} was harvested from {name_store!r}"
         )
 
 

@@ -1,6 +1,10 @@
 """Token batches over chosen store sequences: activations as float32 (the SAE's input, as train reads them),
 with each token's sequence index, position, id and type. Sequences are concatenated across batches; a
-long one is split between batches. Memory: one batch of rows, whatever the number of sequences."""
+long one is split between batches. Memory: one batch of rows, whatever the number of sequences.
+
+Rows of a memmapped array are read with read(2) into fresh buffers rather than through the memmap: the
+pages a memmap touches stay mapped, in the process's RSS, so RSS would grow with every token read.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,45 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from fastsae.store import StoreCorruptError
+
+
+class RowReader:
+    """Rows [a, b) of a shard array (np.memmap: read(2) at its offset; anything else: indexing)."""
+
+    def __init__(self):
+        self.files: dict[str, object] = {}
+
+    def read(self, arr, a: int, b: int) -> np.ndarray:
+        if not (isinstance(arr, np.memmap) and arr.filename):
+            return np.asarray(arr[a:b])
+        out = np.empty((b - a, *arr.shape[1:]), arr.dtype)
+        fh = self.files.get(arr.filename)
+        if fh is None:
+            fh = self.files[arr.filename] = open(arr.filename, "rb", buffering=0)
+        row = out.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+        fh.seek(arr.offset + a * row)
+        view, got = memoryview(out).cast("B"), 0
+        while got < out.nbytes:  # a raw read may return less than asked
+            n = fh.readinto(view[got:])
+            if not n:
+                raise StoreCorruptError(f"{arr.filename}: ends inside rows {a}..{b}")
+            got += n
+        return out
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
+
+
+def to_float32_into(raw: np.ndarray, dtype: str, out: np.ndarray) -> None:
+    """Stored rows -> float32 `out`, exact (bf16 bits as uint16: float32 bits = bits << 16)."""
+    if dtype == "bfloat16":
+        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+    else:
+        out[...] = raw
 
 
 @dataclass
@@ -42,7 +85,14 @@ def segments(store, seqs: np.ndarray, batch_tokens: int) -> Iterator[list[tuple]
 
 def read_batches(store, layer: int, seqs: np.ndarray, *, batch_tokens: int, device) -> Iterator[TokenBatch]:
     """TokenBatches over `seqs` (store sequence indices, in this order)."""
-    pinned = device.type == "cuda"
+    pinned, reader = device.type == "cuda", RowReader()
+    try:
+        yield from _batches(store, layer, seqs, batch_tokens, device, pinned, reader)
+    finally:
+        reader.close()
+
+
+def _batches(store, layer, seqs, batch_tokens, device, pinned, reader) -> Iterator[TokenBatch]:
     for segs in segments(store, seqs, batch_tokens):
         n = sum(b - a for _, a, b, _, _ in segs)
         buf = np.empty((n, store.d_model), np.float32)  # a fresh one: the consumer may keep x
@@ -50,15 +100,11 @@ def read_batches(store, layer: int, seqs: np.ndarray, *, batch_tokens: int, devi
         ids, types = np.empty(n, np.int64), np.empty(n, np.int64)
         r = 0
         for shard, a, b, s, p in segs:
-            raw = shard.raw_acts(layer)[a:b]
-            if store.dtype == "bfloat16":  # bf16 bits as uint16: float32 bits = bits << 16 (exact)
-                np.left_shift(raw, 16, out=buf[r : r + b - a].view(np.uint32), dtype=np.uint32)
-            else:
-                buf[r : r + b - a] = raw
+            to_float32_into(reader.read(shard.raw_acts(layer), a, b), store.dtype, buf[r : r + b - a])
             seq[r : r + b - a] = s
             pos[r : r + b - a] = np.arange(p, p + b - a)
-            ids[r : r + b - a] = shard.token_ids[a:b]
-            types[r : r + b - a] = shard.token_types[a:b]
+            ids[r : r + b - a] = reader.read(shard.token_ids, a, b)
+            types[r : r + b - a] = reader.read(shard.token_types, a, b)
             r += b - a
         x = torch.from_numpy(buf)
         x = x.pin_memory().to(device, non_blocking=True) if pinned else x

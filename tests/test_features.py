@@ -315,6 +315,9 @@ def test_cli_writes_every_file_and_bad_input_is_one_line(world, tmp_path):
         code, err = cli("--sae", *args[:1], "--out", tmp_path / "bad", *args[1:])
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (needle, err)
         assert not (tmp_path / "bad" / "features.json").exists()
+    (tmp_path / "a_file").write_text("x")
+    code, err = cli("--sae", world["sae"], "--out", tmp_path / "a_file")
+    assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1, err
     dead = handmade(world, "dead", b_enc=-1e9)
     code, err = cli("--sae", dead, "--out", tmp_path / "dead")
     assert code == 2 and "are dead" in err and len(err.strip().splitlines()) == 1, err
