@@ -2,6 +2,7 @@
 
     python benchmarks/fast_vs_block.py [--train-conversations 600] [--eval-conversations 120]
                                        [--arms fast,bt_f,bt_p] [--layer 9] [--expansion 8] [--sae-seeds 42,43]
+                                       [--sweep 'standard:2,5,12;jumprelu:0.01,0.03,0.1'] [--sweep-tokens N]
                                        [--work DIR]
 
   1. Data: chats from ../shared/data/normalized (MT-Bench-101 and hh-rlhf, shuffled with --seed) split into
@@ -19,6 +20,11 @@
      paper's per-sequence averaging), MSE_st (special tokens), explained variance, L0, plus the MSE of the
      first token of each conversation (in BT it is rarely at a block start, where the attention sink forms)
      and of the ordinary (non-special) tokens.
+  5. --sweep: each named architecture's sparsity sweep (one `fastsae train` pass per arm, the first SAE seed)
+     is trained on every arm and evaluated as in 4; the arms are then compared at equal L0, each arm's
+     (log L0, log2 MSE) and (log L0, log2 MSE_st) frontier interpolated as `fastsae eval --compare` does
+     (interp/eval_report.py), at every sweep SAE's L0 inside all arms' L0 ranges. The paper compares at
+     equal training settings, and BT's SAEs fire more latents: equal L0 is the fairer comparison.
 
 Prints one row per arm and the ratios of each BT arm's MSE and MSE_st to FAST's (the paper reports BT
 worse on both, most on special tokens). Quality figures, not timings; the harvests take minutes on 2 cores.
@@ -104,20 +110,36 @@ def harvest(
     fastsae(*args)
 
 
-def train(store: Path, out: Path, a, *, tokens: int, seed: int) -> Path:
-    shutil.rmtree(out, ignore_errors=True)
+def train(
+    store: Path,
+    out: Path,
+    a,
+    *,
+    tokens: int,
+    seed: int,
+    arch: str = "",
+    coefs: str = "",
+    resume: bool = False,
+) -> list[Path]:
+    """One `fastsae train` pass: one SAE, or a sweep over the comma-separated sparsity coefficients
+    (`resume`: a finished run in `out` is reused, an interrupted one resumed, as train does)."""
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    arch = arch or a.arch
+    coefs = coefs or ("" if a.sparsity_coef is None else str(a.sparsity_coef))
     args = ["train", "--store", str(store), "--layer", str(a.layer), "--out", str(out)]
-    args += ["--arch", a.arch, "--expansion", str(a.expansion), "--batch-size", str(a.batch_size)]
+    args += ["--arch", arch, "--expansion", str(a.expansion), "--batch-size", str(a.batch_size)]
     args += ["--tokens", str(tokens), "--seed", str(seed), "--holdout", "0"]
     args += ["--eval-every", "0", "--checkpoint-every", "0", "--no-progress"]
-    if a.sparsity_coef is not None:
-        args += ["--sparsity-coef", str(a.sparsity_coef)]
+    if coefs:
+        args += ["--sparsity-coef", coefs]
     if a.normalize:
         args += ["--normalize-activations"]
-    print(f"  train on {store.name}, seed {seed}: {tokens:,} tokens")
+    print(
+        f"  train {arch} {coefs or '(default coefficient)'} on {store.name}, seed {seed}: {tokens:,} tokens"
+    )
     fastsae(*args)
-    (sae_dir,) = [p.parent for p in out.rglob("cfg.json")]
-    return sae_dir
+    return sorted(p.parent for p in out.rglob("cfg.json"))
 
 
 def evaluate(sae_dir: Path, eval_store, layer: int) -> dict:
@@ -142,6 +164,78 @@ def evaluate(sae_dir: Path, eval_store, layer: int) -> dict:
     )
     out["mse_plain"] = float((per_seq[counts > 0] / counts[counts > 0]).mean())
     return out
+
+
+def sparsity_coef(sae_dir: Path) -> float | None:
+    extra = json.loads((sae_dir / "fastsae.json").read_text())["extra"]
+    return (extra.get("sweep_point") or {}).get("sparsity_coef")
+
+
+def parse_sweep(spec: str) -> dict[str, str]:
+    """'standard:1,4,16;jumprelu:0.004,0.016,0.064' -> {arch: '1,4,16', ...}"""
+    out = {}
+    for part in filter(None, (x.strip() for x in spec.split(";"))):
+        arch, _, coefs = part.partition(":")
+        if not coefs or len(coefs.split(",")) < 2:
+            sys.exit(f"--sweep: {part!r}: expected ARCH:COEF,COEF[,...] (at least two coefficients)")
+        out[arch.strip()] = coefs.strip()
+    return out
+
+
+def equal_l0(points: dict[str, list[dict]], keys=("log2_mse", "log2_mse_st")) -> list[dict]:
+    """Each arm's (L0, metric) frontier interpolated linearly in log L0 (`fastsae eval --compare`'s
+    interpolation), at every SAE's L0 that lies inside every arm's L0 range (no extrapolation)."""
+    from fastsae.interp.eval_report import _frontier
+
+    grid = sorted({r["l0"] for rs in points.values() for r in rs})
+    rows = []
+    for l0 in grid:
+        row = {"l0": l0}
+        for arm, rs in points.items():
+            for key in keys:
+                row[f"{arm}:{key}"] = _frontier([(r["l0"], r[key]) for r in rs], l0)
+        if all(v is not None for v in row.values()):
+            rows.append(row)
+    return rows
+
+
+def run_sweep(a, arms: list[str], eval_store, tokens: int, work: Path) -> dict:
+    """Train each --sweep architecture's sparsity sweep on every arm (first SAE seed); -> the points and
+    the equal-L0 rows per architecture, printed as a table."""
+    seed = int(a.sae_seeds.split(",")[0]) if a.sae_seeds.strip() else 42
+    result = {}
+    for arch, coefs in parse_sweep(a.sweep).items():
+        points: dict[str, list[dict]] = {}
+        for arm in arms:
+            out = work / f"sweep_{arm}_{arch}_x{a.expansion}_{coefs}_{tokens}_{seed}"  # what train checks
+            points[arm] = []
+            kw = dict(tokens=tokens, seed=seed, arch=arch, coefs=coefs, resume=True)
+            for sae_dir in train(work / arm, out, a, **kw):
+                m = evaluate(sae_dir, eval_store, a.layer)
+                points[arm].append({"sparsity_coef": sparsity_coef(sae_dir), **m})
+        rows = equal_l0(points)
+        result[arch] = {"points": points, "equal_l0": rows}
+        print(
+            f"\n{arch} x{a.expansion}: sparsity sweep λ = {coefs} on each arm, {tokens:,} training tokens, seed {seed}"
+        )
+        print(f"  {'arm':6s} {'λ':>8s} {'L0':>8s} {'MSE':>8s} {'MSE_st':>8s}")
+        for arm, rs in points.items():
+            for r in sorted(rs, key=lambda r: r["l0"]):
+                print(f"  {arm:6s} {r['sparsity_coef']:8g} {r['l0']:8.1f} {r['mse']:8.4f} {r['mse_st']:8.4f}")
+        if not rows:
+            print("  at equal L0: the arms' L0 ranges do not overlap (widen --sweep)")
+            continue
+        print("  at equal L0 (interpolated in log L0; BT / FAST ratios of MSE in brackets):")
+        print(f"  {'L0':>8s}" + "".join(f"{arm + ' MSE':>20s}{arm + ' MSE_st':>20s}" for arm in arms))
+        for row in rows:
+            cells = []
+            for arm in arms:
+                for key in ("log2_mse", "log2_mse_st"):
+                    v = 2 ** row[f"{arm}:{key}"]
+                    ratio = 2 ** (row[f"{arm}:{key}"] - row[f"fast:{key}"])
+                    cells.append(f"{v:11.4f}" + (f" ({ratio:5.2f}×)" if arm != "fast" else " " * 9))
+            print(f"  {row['l0']:8.1f}" + "".join(f"{c:>20s}" for c in cells))
+    return result
 
 
 def main() -> None:
@@ -172,7 +266,16 @@ def main() -> None:
     ap.add_argument(
         "--sae-seeds",
         default="42,43",
-        help="SAE seeds (init and data order): each arm is trained once per seed.",
+        help="SAE seeds (init and data order): each arm is trained once per seed ('' : no single-SAE runs).",
+    )
+    ap.add_argument(
+        "--sweep",
+        default="",
+        help="Also compare the arms at equal L0: ARCH:COEF,COEF,...[;ARCH:...] trains that sparsity sweep "
+        "on every arm (one pass each, first SAE seed), e.g. 'standard:1,4,16;jumprelu:0.004,0.016,0.064'.",
+    )
+    ap.add_argument(
+        "--sweep-tokens", type=int, default=0, help="Training tokens of each sweep SAE (0: as --tokens)."
     )
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -205,12 +308,23 @@ def main() -> None:
         print(
             f"  {arm}: {s.num_sequences} sequences, {s.num_tokens:,} tokens ({tokens / s.num_tokens:.2f} epochs)"
         )
-    seeds = [int(v) for v in a.sae_seeds.split(",")]
+    seeds = [int(v) for v in a.sae_seeds.split(",") if v.strip()]
     runs: dict[str, list[dict]] = {arm: [] for arm in arms}  # arm -> one metrics dict per seed
     for seed in seeds:
         for arm in arms:
-            sae_dir = train(work / arm, work / f"sae_{arm}_{seed}", a, tokens=tokens, seed=seed)
+            (sae_dir,) = train(work / arm, work / f"sae_{arm}_{seed}", a, tokens=tokens, seed=seed)
             runs[arm].append(evaluate(sae_dir, eval_store, a.layer))
+    if seeds:
+        report(a, runs, arms, seeds, tokens, eval_store)
+    sweep = run_sweep(a, arms, eval_store, a.sweep_tokens or tokens, work) if a.sweep else {}
+    (work / "results.json").write_text(
+        json.dumps(
+            {"args": vars(a), "tokens": tokens, "seeds": seeds, "runs": runs, "sweep": sweep}, indent=2
+        )
+    )
+
+
+def report(a, runs: dict, arms: list[str], seeds: list[int], tokens: int, eval_store) -> None:
     print(
         f"\n{a.arch} x{a.expansion}, layer {a.layer}, {tokens:,} training tokens per arm, SAE seeds {seeds}; "
         f"evaluated on {eval_store.num_sequences} held-out conversations ({eval_store.num_tokens:,} tokens), "
@@ -228,9 +342,6 @@ def main() -> None:
             spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
             parts.append(f"{name} {np.mean(ratios):.2f}{spread}")
         print(f"  {arm} / fast, same seed: " + ", ".join(parts))
-    (work / "results.json").write_text(
-        json.dumps({"args": vars(a), "tokens": tokens, "seeds": seeds, "runs": runs}, indent=2)
-    )
 
 
 if __name__ == "__main__":
