@@ -17,8 +17,9 @@ from fastsae.lm.embedded import DEFAULT_MODEL  # the embedded default's name liv
 # SmolLM2-135M has 30 decoder blocks. Block 9 (~1/3 depth) is past the token-level early layers,
 # holds rich features, and costs only 10 of 30 blocks to harvest (capture stops after it).
 DEFAULT_LAYERS = (9,)
-DTYPES = ("float32", "bfloat16", "float16")
-MODEL_DTYPES = ("auto", *DTYPES)
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# fp8: 8-bit float activations with one float32 scale per token (store/FORMAT.md)
+DTYPES = (*MODEL_DTYPES[1:], "fp8_e4m3", "fp8_e5m2")
 PACKINGS = ("conversation", "block")
 ON_ERROR = ("skip", "fail")
 ATTENTION = ("sdpa", "eager")
@@ -73,7 +74,11 @@ class HarvestConfig:
     )
     max_tokens: int = field(default=8192, metadata=_help("Truncate each conversation to this many tokens."))
     dtype: str = field(
-        default="bfloat16", metadata=_help("Stored activation dtype: float32, bfloat16, float16.")
+        default="bfloat16",
+        metadata=_help(
+            "Stored activation dtype: float32, bfloat16, float16, fp8_e4m3, fp8_e5m2 (8-bit floats, one "
+            "float32 scale per token: about half of bfloat16's bytes)."
+        ),
     )
     packing: str = field(
         default="conversation",

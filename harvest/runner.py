@@ -270,8 +270,11 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     else:
         _first_sequence_or_raise(cfg, tokenizer, specs)  # before anything is written
     meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
-    item_bytes = torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
-    disk.bytes_per_token = len(cfg.layers) * loaded.d_model * item_bytes + 5  # + int32 id, uint8 type
+    fp8 = cfg.dtype.startswith("fp8")  # quantised by the store writer from float32 rows, + a float32 scale
+    item_bytes = 1 if fp8 else torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
+    disk.bytes_per_token = (
+        len(cfg.layers) * (loaded.d_model * item_bytes + 4 * fp8) + 5
+    )  # + int32 id, uint8 type
     meta = init_store(out, meta=meta)
     begin_writer(out, writer=cfg.writer, num_writers=cfg.num_writers)  # dead writers' partials go
 
@@ -286,7 +289,7 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     resume_at = start + done
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    store_dtype = getattr(torch, cfg.dtype)
+    store_dtype = torch.float32 if fp8 else getattr(torch, cfg.dtype)
     sink = ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq, on_stored=on_sequence_stored)
     n_seq = n_tok = 0
     fwd_seconds = 0.0

@@ -45,12 +45,26 @@ def check_small(shard: Shard, *, vocab_size: int | None = None) -> None:
         raise StoreCorruptError(f"{what} array doc_starts: not strictly increasing within [0, {T})")
     if (np.asarray(shard.sources) < 0).any() or (np.asarray(shard.doc_sources) < 0).any():
         raise StoreCorruptError(f"{what}: negative entries in sources/doc_sources")
+    for layer in shard.layers if shard.dtype in ("fp8_e4m3", "fp8_e5m2") else []:
+        check_scales(shard, layer)
     # then their bytes: content that passes the checks above may still have been changed
     for rel, entry in shard.files.items():
-        if rel.startswith("acts/") and not rel.endswith(ZARR_JSON):
+        if rel.startswith("acts/") and not rel.endswith(("_scale/c/0", ZARR_JSON)):
             continue  # activation data: verify's full read
         if file_crc32c(shard.path / rel) != entry["crc32c"]:
             raise StoreCorruptError(f"{where(what, rel)} was changed after writing (crc32c mismatch)")
+
+
+def check_scales(shard: Shard, layer: int) -> None:
+    """An fp8 layer's per-token scales: finite and >= 0 (0: an all-zero row, whose q verify's full read checks)."""
+    sc = np.asarray(shard.scales(layer))
+    bad = ~(np.isfinite(sc) & (sc >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise StoreCorruptError(
+            f"shard {shard.name} array acts/layer_{layer}_scale: scale {float(sc[i])!r} at token {i} is not "
+            f"finite and >= 0 ({shard.locate(i)})"
+        )
 
 
 def check_acts_index(shard: Shard, layers: Iterable[int]) -> None:

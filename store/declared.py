@@ -21,13 +21,16 @@ from .errors import StoreCorruptError
 from .format import (
     DTYPES,
     FILES_KEY,
+    FP8_MAX,
     META_CRC_KEY,
+    SCALE_DTYPE,
     SMALL_ARRAYS,
     ZARR_JSON,
     act_array_name,
     crc32c,
     index_nbytes,
     meta_crc32c,
+    scale_array_name,
 )
 from .shardfile import memmappable
 
@@ -36,6 +39,10 @@ _SMALL_FILES = {name: "/".join([name, "c", *["0"] * (1 + len(t))]) for name, (_,
 
 def act_rel(layer: int) -> str:
     return f"{act_array_name(layer)}/c/0/0"
+
+
+def scale_rel(layer: int) -> str:
+    return f"{scale_array_name(layer)}/c/0"
 
 
 def stat_files(shard_dir: Path, rels: Iterable[str]) -> dict[str, int]:
@@ -110,7 +117,8 @@ def where(what: str, rel: str) -> str:
     """'shard X array acts/layer_2: shard file c/0/0' for a file of an array, 'shard X: file rel' otherwise."""
     head, _, tail = rel.rpartition("/c/")
     if head and (head in SMALL_ARRAYS or head.startswith("acts/layer_")):
-        return f"{what} array {head}: {'shard file' if head.startswith('acts/') else 'chunk file'} c/{tail}"
+        shard_file = head.startswith("acts/") and not head.endswith("_scale")
+        return f"{what} array {head}: {'shard file' if shard_file else 'chunk file'} c/{tail}"
     return f"{what}: file {rel}"
 
 
@@ -142,6 +150,10 @@ def expected_files(info: dict, what: str) -> tuple[dict[str, int], dict[str, int
     R = _count(info, "rows_per_chunk", 1, what)
     n = -(-T // R)
     row_bytes = DTYPES[info["dtype"]][1] * d
+    if info.get("dtype") in FP8_MAX:  # fp8: one float32 scale per token and layer
+        for layer in layers:
+            exact[scale_rel(layer)] = T * SCALE_DTYPE.itemsize
+            metas.append(f"{scale_array_name(layer)}/{ZARR_JSON}")
     for layer in layers:
         if info.get("compression") == "zstd":
             minimum[act_rel(layer)] = index_nbytes(n)
@@ -311,4 +323,15 @@ def check_declared(
             )
         check_crc(raw, rel, arr_what, files)
         metas[name] = meta
+        if info["dtype"] in FP8_MAX:
+            name = scale_array_name(layer)
+            arr_what, rel = f"{what} array {name}", f"{name}/{ZARR_JSON}"
+            raw = (shard_dir / rel).read_bytes()
+            meta = parse_array_meta(raw, rel, arr_what)
+            if meta.get("shape") != [T]:
+                raise StoreCorruptError(f"{arr_what}: declared shape {meta.get('shape')} != {[T]}")
+            if not small_layout_ok(meta, (T,), SCALE_DTYPE):
+                raise StoreCorruptError(f"{arr_what}: dtype, chunks or codecs differ from the format's")
+            check_crc(raw, rel, arr_what, files)
+            metas[name] = meta
     return metas

@@ -7,12 +7,37 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreWriteError
-from .format import DTYPES
+from .format import DTYPES, FP8_MAX
+
+_TORCH_FP8 = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
+_FP8_LUT: dict[str, np.ndarray] = {}
 
 
-def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Stored representation -> float32. bfloat16 bit patterns (uint16) are widened by a 16-bit shift.
+def fp8_table(dtype: str) -> np.ndarray:
+    """[256] float32: the value of each fp8 bit pattern (torch's own decoding, so reader and writer agree)."""
+    if dtype not in _FP8_LUT:
+        import torch
+
+        bits = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+        _FP8_LUT[dtype] = bits.view(getattr(torch, _TORCH_FP8[dtype])).float().numpy()
+    return _FP8_LUT[dtype]
+
+
+def is_fp8(dtype: str | None) -> bool:
+    return dtype in FP8_MAX
+
+
+def to_float32(raw: np.ndarray, dtype: str, scale: np.ndarray | None = None) -> np.ndarray:
+    """Stored representation -> float32. bfloat16 bit patterns (uint16) are widened by a 16-bit shift; fp8
+    bit patterns (uint8) need their rows' ``scale`` ([n] float32): x = scale[:, None] * value(q).
     float32 input is returned as is (no copy)."""
+    if is_fp8(dtype):
+        if scale is None:
+            raise ValueError(f"{dtype} rows need their per-token scales to decode")
+        q = np.asarray(raw)
+        out = fp8_table(dtype)[q]
+        out *= np.asarray(scale, dtype=np.float32).reshape(-1, *([1] * (q.ndim - 1)))
+        return out
     if dtype == "bfloat16":
         raw = np.asarray(raw)
         return (raw.astype(np.uint32) << 16).view(np.float32)
@@ -44,6 +69,25 @@ def encode_acts(x: Any, dtype: str, *, fix_nan: bool = True) -> np.ndarray:
     if dtype == "float16":
         return np.ascontiguousarray(x, dtype=np.float16)
     return float32_to_bf16_bits(np.asarray(x, dtype=np.float32), fix_nan=fix_nan)
+
+
+def encode_fp8(x: Any, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Activations [n, d] -> (fp8 bit patterns [n, d] uint8, float32 scales [n]): each row's max |x| maps to the
+    format's largest finite value; round to nearest even (torch's cast), clamped first so nothing saturates to
+    NaN (e4m3fn has no inf); an all-zero row has scale 0 and q 0. Non-finite input gives a NaN scale."""
+    import torch
+
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = t.to(device="cpu", dtype=torch.float32)
+    if t.ndim != 2:
+        raise StoreWriteError(f"activations must be [tokens, d_model], got shape {tuple(t.shape)}")
+    amax = t.abs().amax(dim=1) if t.shape[1] else torch.zeros(t.shape[0])
+    if not bool(torch.isfinite(t).all()):
+        amax = torch.where(torch.isfinite(t).all(dim=1), amax, torch.nan)
+    scale = amax / FP8_MAX[dtype]
+    y = (t / torch.where(scale > 0, scale, 1.0)[:, None]).clamp_(-FP8_MAX[dtype], FP8_MAX[dtype])
+    q = y.to(getattr(torch, _TORCH_FP8[dtype])).view(torch.uint8)
+    return np.ascontiguousarray(q.numpy()), np.ascontiguousarray(scale.numpy(), dtype=np.float32)
 
 
 def float32_to_bf16_bits(x: np.ndarray, *, fix_nan: bool = True) -> np.ndarray:

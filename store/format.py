@@ -42,7 +42,13 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
     "float32": (np.dtype("<f4"), 4),
     "float16": (np.dtype("<f2"), 2),
     "bfloat16": (np.dtype("<u2"), 2),  # bit patterns; array attribute fastsae_dtype = "bfloat16"
+    "fp8_e4m3": (np.dtype("u1"), 1),  # float8 e4m3fn bit patterns, one float32 scale per token (FP8_MAX)
+    "fp8_e5m2": (np.dtype("u1"), 1),  # float8 e5m2 bit patterns, likewise
 }
+# fp8 dtypes: largest finite value, the value a row's max |x| maps to (x = scale * q); mantissa bits
+FP8_MAX = {"fp8_e4m3": 448.0, "fp8_e5m2": 57344.0}
+FP8_MANTISSA_BITS = {"fp8_e4m3": 3, "fp8_e5m2": 2}
+SCALE_DTYPE = np.dtype("<f4")
 
 # small per-shard arrays: name -> (numpy dtype, trailing shape)
 SMALL_ARRAYS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
@@ -86,6 +92,15 @@ def writer_lock_name(writer: int) -> str:
 
 def act_array_name(layer: int) -> str:
     return f"acts/layer_{layer}"
+
+
+def scale_array_name(layer: int) -> str:
+    """The per-token float32 scales of an fp8 layer: [T], one uncompressed chunk (FORMAT.md)."""
+    return f"acts/layer_{layer}_scale"
+
+
+def scale_file(shard_dir: Path, layer: int) -> Path:
+    return shard_dir / "acts" / f"layer_{layer}_scale" / "c" / "0"
 
 
 def act_shard_file(shard_dir: Path, layer: int) -> Path:

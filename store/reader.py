@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .dtypes import to_float32
+from .dtypes import is_fp8, to_float32
 from .errors import StoreCorruptError, StoreIncompleteError, StoreNotFoundError
 from .format import (
     ATTRS_KEY,
     DTYPES,
     FILES_KEY,
+    SCALE_DTYPE,
     SMALL_ARRAYS,
     STORE_JSON,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -33,6 +34,8 @@ from .format import (
     list_shards,
     read_json,
     read_store_json,
+    scale_array_name,
+    scale_file,
     small_chunk_file,
     tree_bytes,
 )
@@ -111,7 +114,7 @@ class Shard:
         """The layer's rows behind one interface (store/rows.py): in place from the memmap, or read."""
         from .rows import row_source
 
-        return row_source(self.raw_acts(layer))
+        return row_source(self.raw_acts(layer), self.scales(layer), self.dtype)
 
     def __getstate__(self) -> dict:  # pickle without memmaps (they would be pickled as full copies)
         state = dict(self.__dict__)
@@ -273,9 +276,36 @@ class Shard:
         self._acts[layer] = arr
         return arr
 
+    def scales(self, layer: int) -> np.ndarray | None:
+        """fp8 layers: the per-token float32 scales [T] (memmap, read-only; x = scale * value(q)); else None."""
+        if not is_fp8(self.dtype):
+            return None
+        name = scale_array_name(layer)
+        if name in self._small:
+            return self._small[name]
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} not in shard {self.name} (layers {self.layers})")
+        from .declared import small_layout_ok
+
+        what = f"shard {self.name} array {name}"
+        T = self.num_tokens
+        meta = self._array_meta(name)
+        if meta.get("shape") != [T] or not small_layout_ok(meta, (T,), SCALE_DTYPE):
+            raise StoreCorruptError(
+                f"{what}: shape, dtype, chunks or codecs differ from the format's ([{T}])"
+            )
+        f = scale_file(self.path, layer)
+        size = f.stat().st_size if f.exists() else -1
+        if size != T * SCALE_DTYPE.itemsize:
+            raise StoreCorruptError(f"{what}: chunk file is {max(size, 0)} bytes, expected {T * 4}")
+        self._small[name] = arr = np.memmap(f, dtype=SCALE_DTYPE, mode="r", shape=(T,))
+        return arr
+
     def acts(self, layer: int) -> np.ndarray | Any:
-        """float32/float16: same as raw_acts; bfloat16: decoded float32 copy of the whole shard layer."""
+        """float32/float16: same as raw_acts; bfloat16, fp8: decoded float32 copy of the whole shard layer."""
         raw = self.raw_acts(layer)
+        if is_fp8(self.dtype):
+            return to_float32(raw[:], self.dtype, self.scales(layer))
         return to_float32(raw[:], self.dtype) if self.dtype == "bfloat16" else raw
 
     def sequence(self, i: int, *, index: int | None = None) -> Sequence:

@@ -9,7 +9,11 @@
 * ``ArraySource``: everything else (a remote shard's range requests through the block cache, a compressed
   shard's zarr reads). ``read`` returns fresh arrays, read-ahead starts the block fetches.
 
-All rows are shard-local, sorted, int64, in the stored representation (uint16 bits for bfloat16).
+* ``DequantSource``: an fp8 layer (either kind underneath): rows come out float32, each decoded with its
+  per-token scale (x = scale * value(q)) as it is read, so mixing and batches never see fp8 bits.
+
+All rows are shard-local, sorted, int64, in the stored representation (uint16 bits for bfloat16; float32
+for fp8).
 """
 
 from __future__ import annotations
@@ -121,8 +125,43 @@ class ArraySource:
         out.copy_(torch.from_numpy(raw.view(np.int16) if raw.dtype == np.uint16 else raw))
 
 
-def row_source(raw: Any) -> MemmapSource | ArraySource:
-    return MemmapSource(raw) if isinstance(raw, np.memmap) else ArraySource(raw)
+class DequantSource:
+    """An fp8 layer's rows as float32: the stored source's rows times their per-token scales (see module doc)."""
+
+    def __init__(self, inner: MemmapSource | ArraySource, scales: np.ndarray, dtype: str):
+        self.inner, self.scales, self.fp8 = inner, scales, dtype
+        self.in_place = inner.in_place
+        self.array = inner.array
+        self.shape, self.dtype = inner.shape, np.dtype(np.float32)
+
+    def _decode(self, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        from .dtypes import to_float32
+
+        return to_float32(q, self.fp8, scale)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self._decode(self.inner.read(rows), np.asarray(self.scales[rows]))
+
+    def span(self, a: int, b: int) -> np.ndarray:
+        return self._decode(self.inner.span(a, b), np.asarray(self.scales[a:b]))
+
+    def touch(self, a: int, b: int) -> None:
+        self.inner.touch(a, b)
+
+    def advise(self, a: int, b: int) -> None:
+        self.inner.advise(a, b)
+
+    def gather(self, rows: np.ndarray, out: Any) -> None:
+        """Decoded rows into ``out`` (a float32 torch tensor [len(rows), d_model])."""
+        import torch
+
+        out.copy_(torch.from_numpy(self.read(rows)))
 
 
-__all__ = ["ArraySource", "MemmapSource", "row_source"]
+def row_source(raw: Any, scales: np.ndarray | None = None, dtype: str | None = None):
+    """The row source of a layer's stored rows; with ``scales`` (an fp8 layer): a DequantSource over it."""
+    inner = MemmapSource(raw) if isinstance(raw, np.memmap) else ArraySource(raw)
+    return inner if scales is None else DequantSource(inner, scales, dtype)
+
+
+__all__ = ["ArraySource", "DequantSource", "MemmapSource", "row_source"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .declared import zstd_chunks
-from .dtypes import to_float32
+from .dtypes import is_fp8, to_float32
 from .errors import StoreCorruptError
 from .format import DTYPES, MAX_ABS_ACTIVATION, act_array_name, act_shard_file, crc32c, file_crc32c
 from .shardfile import check_compressed_index, check_shard_index, memmappable
@@ -54,6 +54,26 @@ def first_bad_row(
             i, j = divmod(k, rows.shape[1])
             return i, float(to_float32(rows[i : i + 1, j : j + 1], dtype)[0, 0])
     return None
+
+
+def _bad_row(
+    rows: np.ndarray, shard: Shard, layer: int, start: int, bound: float
+) -> tuple[int, float] | None:
+    """first_bad_row of stored rows [start, start + n); fp8 rows are decoded with their scales first, and a row
+    of scale 0 must be all zero (q = 0)."""
+    if not is_fp8(shard.dtype):
+        return first_bad_row(rows, shard.dtype, bound)
+    from .errors import StoreCorruptError
+
+    sc = np.asarray(shard.scales(layer)[start : start + len(rows)])
+    zero = sc == 0
+    if zero.any() and (nz := np.flatnonzero(zero & ((rows & 0x7F).max(axis=1) > 0))).size:
+        i = start + int(nz[0])
+        raise StoreCorruptError(
+            f"shard {shard.name} array acts/layer_{layer}: token {i} has scale 0 but non-zero values "
+            f"({shard.locate(i)})"
+        )
+    return first_bad_row(to_float32(rows, shard.dtype, sc), "float32", bound)
 
 
 def _describe(what: str, shard: Shard, row: int, value: float, bound: float) -> str:
@@ -125,7 +145,7 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
                 raise StoreCorruptError(
                     f"{what}: rows {start}.. cannot be decoded ({type(e).__name__}: {e})"
                 ) from None
-            if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
+            if (bad := _bad_row(rows, shard, layer, start, bound)) is not None:
                 first = (start + bad[0], bad[1])
                 break
     else:
@@ -142,7 +162,7 @@ def scan_acts(shard: Shard, layer: int, *, values: bool = True, bound: float = M
             k = min(block_rows, T - a // row_bytes)
             if first is None and k > 0:
                 rows = block[: k * row_bytes].view(np_dtype).reshape(k, shard.d_model)
-                if (bad := first_bad_row(rows, shard.dtype, bound)) is not None:
+                if (bad := _bad_row(rows, shard, layer, a // row_bytes, bound)) is not None:
                     first = (a // row_bytes + bad[0], bad[1])
 
         if not isinstance(path, Path):  # a remote object: one range request per block, nothing kept

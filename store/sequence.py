@@ -79,6 +79,8 @@ class Sequence:
     def raw_acts(self, layer: int) -> np.ndarray:  # [T, d_model] stored repr.; zero-copy if uncompressed
         return self.shard.raw_acts(layer)[self.start : self.stop]
 
-    def acts(self, layer: int) -> np.ndarray:  # [T, d_model]; float32 copy for bfloat16
+    def acts(self, layer: int) -> np.ndarray:  # [T, d_model]; float32 copy for bfloat16 and fp8
         raw = self.raw_acts(layer)
+        if self.shard.dtype in ("fp8_e4m3", "fp8_e5m2"):
+            return to_float32(raw, self.shard.dtype, self.shard.scales(layer)[self.start : self.stop])
         return to_float32(raw, "bfloat16") if self.shard.dtype == "bfloat16" else raw

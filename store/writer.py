@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .commit import check_partial, metadata_entries
-from .dtypes import all_finite, encode_acts
+from .dtypes import all_finite, encode_acts, encode_fp8, is_fp8
 from .errors import StoreExistsError, StoreWriteError
 from .format import (
     ATTRS_KEY,
@@ -34,6 +34,7 @@ from .format import (
     DTYPES,
     FILES_KEY,
     META_CRC_KEY,
+    SCALE_DTYPE,
     SCHEMA_VERSION,
     SMALL_ARRAYS,
     STORE_JSON,
@@ -50,6 +51,8 @@ from .format import (
     partial_name,
     plan_chunks,
     read_store_json,
+    scale_array_name,
+    scale_file,
     shard_name,
     small_chunk_file,
 )
@@ -147,6 +150,7 @@ class ShardWriter:
         self._pending: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}  # zstd mode only
         self._pending_rows = 0
         self._index: dict[int, list[tuple[int, int]]] = {layer: [] for layer in layers}  # zstd mode only
+        self._scales: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}  # fp8: [n] float32 each
         self._token_ids: list[np.ndarray] = []
         self._token_types: list[np.ndarray] = []
         self._offsets = [0]
@@ -215,14 +219,19 @@ class ShardWriter:
             raise StoreWriteError(f"{where}: token_types outside 0..{NUM_TOKEN_TYPES - 1}")
         if set(acts) != set(self.layers):
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
-        encoded = {}
+        encoded, scales = {}, {}
         for layer in self.layers:
-            raw = encode_acts(acts[layer], self.dtype, fix_nan=not self.check_finite)
+            if is_fp8(self.dtype):
+                raw, scales[layer] = encode_fp8(acts[layer], self.dtype)
+                if self.check_finite and not np.isfinite(scales[layer]).all():
+                    raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")
+            else:
+                raw = encode_acts(acts[layer], self.dtype, fix_nan=not self.check_finite)
             if raw.shape != (n, self.d_model):
                 raise StoreWriteError(
                     f"{where}: acts[{layer}] has shape {raw.shape}, expected {(n, self.d_model)}"
                 )
-            if self.check_finite and not all_finite(raw, self.dtype):
+            if self.check_finite and not is_fp8(self.dtype) and not all_finite(raw, self.dtype):
                 raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")
             encoded[layer] = raw
         starts = [0] if doc_starts is None else [int(s) for s in doc_starts]
@@ -244,6 +253,8 @@ class ShardWriter:
             self._state = "failed"  # the files may hold part of this sequence: only abort() is left
             raise
         base = self.num_tokens
+        for layer, scale in scales.items():
+            self._scales[layer].append(scale)
         self._token_ids.append(ids.astype(np.int32))
         self._token_types.append(types.astype(np.uint8))
         self._offsets.append(base + n)
@@ -404,6 +415,22 @@ class ShardWriter:
             }
             for layer in self.layers
         }
+        for layer in self.layers if is_fp8(self.dtype) else []:
+            data = np.ascontiguousarray(np.concatenate(self._scales[layer]), dtype=SCALE_DTYPE)
+            acts.create_array(
+                name=f"layer_{layer}_scale",
+                data=data,
+                chunks=(T,),
+                compressors=None,
+                fill_value=0,
+                attributes={
+                    "fastsae_scale_of": scale_array_name(layer).removesuffix("_scale"),
+                    "layer": layer,
+                },
+                dimension_names=("token",),
+                config={"write_empty_chunks": True},
+            )
+            files[scale_file(Path(), layer).as_posix()] = {"bytes": data.nbytes, "crc32c": crc32c(data)}
         for name, data in small.items():
             np_dtype, trailing = SMALL_ARRAYS[name]
             data = np.ascontiguousarray(data, dtype=np_dtype)

@@ -117,7 +117,8 @@ class TokenSelection:
             raise ReaderError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
         self.store = store
         self.layer = layer
-        self.dtype = store.dtype
+        # fp8 rows come out of their row sources float32 already (decoded with their per-token scales)
+        self.dtype = "float32" if store.dtype in ("fp8_e4m3", "fp8_e5m2") else store.dtype
         self.d_model = int(store.d_model)
         self.token_types = frozenset(token_types)
         # [H] global sequence indices, sorted

@@ -1,0 +1,164 @@
+"""fp8 stores (fp8_e4m3, fp8_e5m2 with one float32 scale per token): round trip within the format's bound,
+the training reader's rows equal the decoded rows exactly, verify checks the scales, harvest --dtype fp8_e4m3.
+
+Bound used: every element's error <= 2^-(m+1) * max|x_t| of its row (m mantissa bits: 3 for e4m3, 2 for
+e5m2; round to nearest), times (1 + 2^-20) for the float32 scale's own rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fastsae.cli import app
+from fastsae.store import ShardWriter, StoreCorruptError, open_store, to_float32, verify_store
+from fastsae.store.dtypes import encode_fp8
+from fastsae.store.format import FP8_MANTISSA_BITS, FP8_MAX, scale_file
+from fastsae.train.reader import ActivationReader
+
+FP8 = ("fp8_e4m3", "fp8_e5m2")
+D = 48
+
+
+def assert_within_bound(x: np.ndarray, y: np.ndarray, dtype: str) -> None:
+    rowmax = np.abs(x).max(axis=1, keepdims=True)
+    bound = 2.0 ** -(FP8_MANTISSA_BITS[dtype] + 1) * rowmax * (1 + 2**-20)
+    assert (np.abs(y - x) <= bound).all(), float((np.abs(y - x) / np.maximum(rowmax, 1e-30)).max())
+
+
+def hard_rows(seed: int = 0) -> np.ndarray:
+    """Random rows, one huge value in some, all-zero rows, a -0 row, tiny rows (fp8 subnormals)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((64, D)).astype(np.float32) * rng.uniform(0.01, 50, (64, 1)).astype(np.float32)
+    x[3, 7] = 3e4  # one huge value: the rest of that row goes to fp8's small (subnormal) values
+    x[10, 0] = -5e5
+    x[5] = 0.0
+    x[6] = -0.0
+    x[8] = 1e-30  # float32 scale still normal: exact
+    return x
+
+
+@pytest.mark.parametrize("dtype", FP8)
+def test_encode_round_trip_within_bound(dtype):
+    x = hard_rows()
+    q, scale = encode_fp8(x, dtype)
+    assert q.dtype == np.uint8 and scale.dtype == np.float32 and q.shape == x.shape
+    y = to_float32(q, dtype, scale)
+    assert np.isfinite(y).all()
+    assert_within_bound(x, y, dtype)
+    assert scale[5] == 0 and scale[6] == 0 and not (y[5:7]).any()
+    # the row max maps to the largest finite value (up to float32 rounding of the scale): nothing saturates
+    np.testing.assert_allclose(np.abs(y).max(axis=1), np.abs(x).max(axis=1), rtol=2**-20)
+    assert np.abs(to_float32(q, dtype, np.ones(len(q), np.float32))).max() == FP8_MAX[dtype]
+
+
+@pytest.mark.parametrize("dtype", FP8)
+def test_cast_is_torchs_nearest_even(dtype):
+    x = hard_rows(1)
+    q, scale = encode_fp8(x, dtype)
+    fp8 = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[dtype]
+    t = torch.from_numpy(x) / torch.from_numpy(np.where(scale > 0, scale, 1))[:, None]
+    ref = t.clamp(-FP8_MAX[dtype], FP8_MAX[dtype]).to(fp8).view(torch.uint8).numpy()
+    np.testing.assert_array_equal(q, ref)
+
+
+def write_store(root, dtype: str, seqs: list[np.ndarray], layers=(1,)) -> None:
+    with ShardWriter(root, writer=0, seq=0, first_sequence=0, layers=list(layers), d_model=D, dtype=dtype,
+                     meta={}) as w:  # fmt: skip
+        for i, x in enumerate(seqs):
+            n = len(x)
+            w.append(token_ids=np.arange(n), token_types=np.full(n, 4, np.uint8),
+                     acts={L: x for L in layers}, source=(0, i))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    rng = np.random.default_rng(2)
+    out = [rng.standard_normal((int(rng.integers(5, 40)), D)).astype(np.float32) for _ in range(12)]
+    out[0] = hard_rows()
+    return out
+
+
+@pytest.mark.parametrize("dtype", FP8)
+def test_store_reads_decoded_and_verifies(tmp_path, seqs, dtype):
+    write_store(tmp_path / "s", dtype, seqs)
+    s = open_store(tmp_path / "s")
+    sh = s.shards[0]
+    assert s.dtype == dtype and sh.raw_acts(1).dtype == np.uint8
+    x = np.concatenate(seqs)
+    got = sh.acts(1)
+    assert_within_bound(x, got, dtype)
+    q, scale = encode_fp8(x, dtype)
+    np.testing.assert_array_equal(np.asarray(sh.raw_acts(1)), q)
+    np.testing.assert_array_equal(np.asarray(sh.scales(1)), scale)
+    np.testing.assert_array_equal(s.sequence(3).acts(1), got[sh.offsets[3] : sh.offsets[4]])
+    assert verify_store(tmp_path / "s")["ok"]
+    # 1 byte per element + 4 per token against bf16's 2 per element
+    act = (tmp_path / "s").glob("shard-*/acts/layer_1/c/0/0")
+    assert next(act).stat().st_size < 0.55 * 2 * x.size
+
+
+@pytest.mark.parametrize("zero_copy", [None, False])
+def test_training_reader_gives_decoded_rows_exactly(tmp_path, seqs, zero_copy):
+    write_store(tmp_path / "s", "fp8_e4m3", seqs)
+    s = open_store(tmp_path / "s")
+    decoded = s.shards[0].acts(1)
+    with ActivationReader(s, layer=1, batch_size=32, epochs=1, buffer_tokens=64, chunk_tokens=16,
+                          drop_last=False, zero_copy=zero_copy) as r:  # fmt: skip
+        got = torch.cat(list(r)).numpy()
+    assert got.dtype == np.float32 and len(got) == len(decoded)
+    # a batch is a shuffled set of rows: the same multiset of rows, bit for bit
+    key = lambda a: sorted(row.tobytes() for row in a)  # noqa: E731
+    assert key(got) == key(decoded)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0, np.inf])
+def test_verify_flags_a_bad_scale(tmp_path, seqs, bad):
+    write_store(tmp_path / "s", "fp8_e4m3", seqs)
+    (shard,) = (tmp_path / "s").glob("shard-*.zarr")
+    f = scale_file(shard, 1)
+    sc = np.fromfile(f, dtype="<f4")
+    sc[9] = bad
+    sc.tofile(f)  # nothing else updated: the scale check names it (before the crc would)
+    with pytest.raises(StoreCorruptError, match=r"layer_1_scale: scale .* at token 9 is not finite and >= 0"):
+        verify_store(tmp_path / "s")
+
+
+def test_verify_flags_values_under_a_zero_scale(tmp_path, seqs):
+    write_store(tmp_path / "s", "fp8_e4m3", seqs)
+    (shard,) = (tmp_path / "s").glob("shard-*.zarr")
+    f = scale_file(shard, 1)
+    sc = np.fromfile(f, dtype="<f4")
+    sc[2] = 0.0  # a non-zero row now claims scale 0
+    sc.tofile(f)
+    with pytest.raises(StoreCorruptError, match="token 2 has scale 0 but non-zero values|crc32c"):
+        verify_store(tmp_path / "s")
+
+
+def test_harvest_cli_fp8(tmp_path):
+    from tests._tiny_models import save_tiny_model, tiny_tokenizer
+    from tests.test_harvest_store import write_chats
+
+    model = save_tiny_model("llama", tmp_path / "llama", tiny_tokenizer("llama"))
+    chats = write_chats(tmp_path / "chats.jsonl")
+    base = ["harvest", "--model", str(model), "--data", str(chats), "--layers", "1", "--no-progress",
+            "--device", "cpu", "--limit", "4"]  # fmt: skip
+    runner = CliRunner()
+    for dtype in ("float32", "fp8_e4m3"):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / dtype), "--dtype", dtype])
+        assert res.exit_code == 0, res.output
+    ref, s = open_store(tmp_path / "float32"), open_store(tmp_path / "fp8_e4m3")
+    assert s.dtype == "fp8_e4m3" and s.num_tokens == ref.num_tokens
+    x = np.concatenate([sh.acts(1) for sh in ref.shards])
+    y = np.concatenate([sh.acts(1) for sh in s.shards])
+    assert_within_bound(x, y, "fp8_e4m3")
+    assert verify_store(tmp_path / "fp8_e4m3")["ok"]
+
+
+def test_harvest_refuses_an_unknown_dtype():
+    from fastsae.harvest.config import MODEL_DTYPES, HarvestConfig, HarvestConfigError
+
+    assert "fp8_e4m3" not in MODEL_DTYPES  # the forward pass never runs in fp8
+    with pytest.raises(HarvestConfigError, match="fp8_e4m3, fp8_e5m2"):
+        HarvestConfig(out="x", dtype="fp8")
