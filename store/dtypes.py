@@ -77,7 +77,7 @@ def encode_fp8(x: Any, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     NaN (e4m3fn has no inf); an all-zero row has scale 0 and q 0. Non-finite input gives a NaN scale."""
     import torch
 
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
     t = t.to(device="cpu", dtype=torch.float32)
     if t.ndim != 2:
         raise StoreWriteError(f"activations must be [tokens, d_model], got shape {tuple(t.shape)}")

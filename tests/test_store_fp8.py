@@ -17,6 +17,7 @@ from fastsae.store.dtypes import encode_fp8
 from fastsae.store.format import FP8_MANTISSA_BITS, FP8_MAX, scale_file
 from fastsae.train.reader import ActivationReader
 
+pytest_plugins = ["tests._s3_server"]  # its fixtures: s3 (the server), s3_url (a fresh prefix)
 FP8 = ("fp8_e4m3", "fp8_e5m2")
 D = 48
 
@@ -111,6 +112,16 @@ def test_training_reader_gives_decoded_rows_exactly(tmp_path, seqs, zero_copy):
     # a batch is a shuffled set of rows: the same multiset of rows, bit for bit
     key = lambda a: sorted(row.tobytes() for row in a)  # noqa: E731
     assert key(got) == key(decoded)
+
+
+def test_remote_fp8_store_reads_as_its_local_twin(tmp_path, s3_url, seqs):
+    write_store(tmp_path / "s", "fp8_e4m3", seqs)
+    write_store(s3_url, "fp8_e4m3", seqs)
+    local, remote = open_store(tmp_path / "s"), open_store(s3_url)
+    np.testing.assert_array_equal(remote.shards[0].acts(1), local.shards[0].acts(1))
+    src, rows = remote.shards[0].row_source(1), np.array([0, 3, 4, 9, 70], dtype=np.int64)
+    np.testing.assert_array_equal(src.read(rows), local.shards[0].acts(1)[rows])
+    assert verify_store(s3_url)["ok"]
 
 
 @pytest.mark.parametrize("bad", [np.nan, -1.0, np.inf])

@@ -1,0 +1,190 @@
+"""Benchmark: fp8 stores (one float32 scale per token) against bf16, from ONE float32 harvest.
+
+From a float32 store (`fastsae harvest --dtype float32`), the same rows are written again as bfloat16,
+fp8_e4m3 and fp8_e5m2 stores (store.ShardWriter: the encoding `harvest --dtype` uses; same sequences, same
+shards), then it prints:
+  * round-trip error per token against the float32 rows: relative L2 ||x^ - x|| / ||x||, max and mean,
+    over all tokens and over SPECIAL tokens (their norms are the largest);
+  * disk bytes per token and layer (activation file + scale file) and of the whole store, against bf16;
+  * the same SAE (same config and seed) trained on the bf16 store and on the fp8 store, both evaluated on
+    the SAME held-out sequences' bf16 activations (MSE, MSE_st, explained variance, L0), per seed, with the
+    fp8/bf16 ratios;
+  * reader tokens/s (train's ActivationReader, one shuffled epoch, float32 batches) of each store.
+
+    fastsae harvest --out /tmp/fp8bench/f32 --dtype float32 --layers 9 --limit 60 --no-progress
+    python benchmarks/fp8_store.py --store /tmp/fp8bench/f32 --layer 9 --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+_HERE = Path(__file__).resolve().parent  # benchmarks/kernels.py would shadow the `kernels` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+DTYPES = ("bfloat16", "fp8_e4m3", "fp8_e5m2")
+DROP = ("schema_version", "format", "created")
+
+
+def rewrite(src, out: Path, dtype: str) -> None:
+    """The float32 store's sequences as a ``dtype`` store, shard for shard."""
+    from fastsae.store import ShardWriter
+
+    meta = {k: v for k, v in src.meta.items() if k not in DROP}
+    meta["dtype"] = dtype
+    for sh in src.shards:
+        info = sh.attrs["fastsae"]
+        with ShardWriter(out, writer=info["writer"], seq=info["seq"], first_sequence=sh.first_sequence,
+                         layers=sh.layers, d_model=sh.d_model, dtype=dtype, meta=meta) as w:  # fmt: skip
+            for i in range(sh.num_sequences):
+                q = sh.sequence(i)
+                w.append(token_ids=q.token_ids, token_types=q.token_types,
+                         acts={L: np.asarray(q.raw_acts(L)) for L in sh.layers}, source=tuple(q.source),
+                         doc_starts=q.doc_starts, doc_sources=q.doc_sources)  # fmt: skip
+
+
+def layer_rows(store, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([np.asarray(sh.acts(layer), dtype=np.float32) for sh in store.shards])
+    types = np.concatenate([np.asarray(sh.token_types) for sh in store.shards])
+    return x, types
+
+
+def round_trip(x: np.ndarray, y: np.ndarray, types: np.ndarray) -> dict:
+    norm = np.linalg.norm(x, axis=1)
+    ok = norm > 0
+    rel = np.linalg.norm(y - x, axis=1)[ok] / norm[ok]
+    sp = (types == 0)[ok]
+    out = {"max": float(rel.max()), "mean": float(rel.mean())}
+    if sp.any():
+        out |= {"special_max": float(rel[sp].max()), "special_mean": float(rel[sp].mean())}
+    return out
+
+
+def layer_bytes(store, layer: int) -> int:
+    total = 0
+    for sh in store.shards:
+        total += (sh.path / "acts" / f"layer_{layer}" / "c" / "0" / "0").stat().st_size
+        scale = sh.path / "acts" / f"layer_{layer}_scale" / "c" / "0"
+        total += scale.stat().st_size if scale.exists() else 0
+    return total
+
+
+def train(store_path: Path, out: Path, layer: int, seed: int, a) -> Path:
+    from fastsae.train.config import TrainConfig
+    from fastsae.train.trainer import train_saes
+
+    cfg = TrainConfig(store=str(store_path), layer=layer, out=str(out), arch=(a.arch,), expansion=(a.expansion,), lr=(a.lr,),
+                      tokens=a.tokens, batch_size=a.batch_size, seed=seed, holdout=a.holdout, device=a.device,
+                      progress=False, eval_every=0, checkpoint_every=0, log_every=100,
+                      buffer_tokens=1 << 16)  # fmt: skip
+    train_saes(cfg)
+    (sae_dir,) = [p for p in out.iterdir() if (p / "cfg.json").is_file()]
+    return sae_dir
+
+
+def heldout_eval(sae_dir: Path, bf16, layer: int, holdout: np.ndarray, device: str) -> dict:
+    import torch
+
+    from fastsae.saes.metrics import ReconstructionStats
+    from fastsae.saes.saelens import load_sae
+
+    sae = load_sae(sae_dir, device=device)
+    stats = ReconstructionStats()
+    with torch.no_grad():
+        for k, s in enumerate(holdout):
+            q = bf16.sequence(int(s))
+            x = torch.from_numpy(np.asarray(q.acts(layer), dtype=np.float32)).to(device)
+            acts = sae.encode(x)
+            stats.update(x, sae.decode(acts), acts=acts, token_types=np.asarray(q.token_types),
+                         seq=torch.full((len(x),), k, dtype=torch.int64))  # fmt: skip
+    m = stats.compute()
+    return {k: float(m[k]) for k in ("mse", "mse_st", "explained_variance", "l0")}
+
+
+def reader_rate(store, layer: int, batch_size: int, repeats: int = 2) -> float:
+    from fastsae.train.reader import ActivationReader
+
+    best = 0.0
+    for _ in range(repeats):
+        t0, n = time.perf_counter(), 0
+        with ActivationReader(store, layer=layer, batch_size=batch_size, epochs=1, drop_last=False) as r:
+            for b in r:
+                n += len(b)
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", required=True, help="a float32 store (fastsae harvest --dtype float32)")
+    ap.add_argument("--layer", type=int, default=9)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--fp8", default="fp8_e4m3", help="the fp8 dtype whose SAE is trained against bf16's")
+    ap.add_argument("--arch", default="jumprelu")
+    ap.add_argument("--expansion", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--tokens", type=int, default=150_000)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--holdout", type=float, default=0.1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--work", default=None, help="folder for the derived stores and SAEs (default: a temp one)"
+    )
+    ap.add_argument("--no-train", action="store_true")
+    a = ap.parse_args()
+
+    from fastsae.store import open_store
+    from fastsae.train.selection import pick_holdout
+
+    src = open_store(a.store)
+    assert src.dtype == "float32", f"--store must be a float32 store, is {src.dtype}"
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="fastsae-fp8-"))
+    report: dict = {"tokens": src.num_tokens, "sequences": src.num_sequences, "d_model": src.d_model}
+    x, types = layer_rows(src, a.layer)
+    report["special_tokens"] = int((types == 0).sum())
+    stores = {}
+    for dtype in DTYPES:
+        path = work / dtype
+        if not path.exists():
+            rewrite(src, path, dtype)
+        stores[dtype] = open_store(path)
+        y, _ = layer_rows(stores[dtype], a.layer)
+        report[f"round_trip_{dtype}"] = round_trip(x, y, types)
+        report[f"bytes_per_token_{dtype}"] = layer_bytes(stores[dtype], a.layer) / src.num_tokens
+        report[f"store_bytes_{dtype}"] = sum(sh.bytes() for sh in stores[dtype].shards)
+    bf = report["bytes_per_token_bfloat16"]
+    for dtype in DTYPES[1:]:
+        report[f"bytes_ratio_{dtype}"] = report[f"bytes_per_token_{dtype}"] / bf
+        report[f"store_bytes_ratio_{dtype}"] = report[f"store_bytes_{dtype}"] / report["store_bytes_bfloat16"]
+    for dtype in DTYPES:
+        report[f"reader_tokens_per_s_{dtype}"] = reader_rate(stores[dtype], a.layer, 4096)
+    print(json.dumps(report, indent=1), flush=True)
+    if a.no_train:
+        return
+    for seed in (int(s) for s in a.seeds.split(",")):
+        holdout = pick_holdout(src.num_sequences, seed, fraction=a.holdout, count=None)
+        res = {}
+        for dtype in ("bfloat16", a.fp8):
+            out = work / f"sae-{dtype}-seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            sae_dir = train(work / dtype, out, a.layer, seed, a)
+            res[dtype] = heldout_eval(sae_dir, stores["bfloat16"], a.layer, holdout, a.device)
+            res[dtype]["train_s"] = round(time.perf_counter() - t0, 1)
+        res["ratio"] = {
+            k: res[a.fp8][k] / res["bfloat16"][k] for k in ("mse", "mse_st", "explained_variance", "l0")
+        }
+        print(json.dumps({"seed": seed, "heldout_sequences": len(holdout), **res}, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()
