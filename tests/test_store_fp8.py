@@ -173,3 +173,37 @@ def test_harvest_refuses_an_unknown_dtype():
     assert "fp8_e4m3" not in MODEL_DTYPES  # the forward pass never runs in fp8
     with pytest.raises(HarvestConfigError, match="fp8_e4m3, fp8_e5m2"):
         HarvestConfig(out="x", dtype="fp8")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    import os
+
+    from fastsae.lm import GGUF_ENV, load_model
+    from tests.test_harvest_smollm2 import LOCAL_GGUF
+
+    if not os.environ.get(GGUF_ENV) and LOCAL_GGUF.is_file():
+        os.environ[GGUF_ENV] = str(LOCAL_GGUF)
+    return load_model("smollm2-135m-instruct", dtype=torch.float32, device="cpu")
+
+
+@pytest.mark.slow
+def test_real_smollm2_rows_round_trip(smollm2, tmp_path):
+    """4 demo chats through SmolLM2-135M at layer 9, harvested as float32 and as fp8_e4m3 (same model load):
+    every fp8 row is within the bound of its float32 row, special tokens (the largest norms) included."""
+    from fastsae.harvest.config import HarvestConfig
+    from fastsae.harvest.meta import DEMO_DATA
+    from fastsae.harvest.runner import run_harvest
+
+    stores = {}
+    for dtype in ("float32", "fp8_e4m3"):
+        cfg = HarvestConfig(out=str(tmp_path / dtype), data=(str(DEMO_DATA),), limit=4, layers=(9,),
+                            dtype=dtype, progress=False)  # fmt: skip
+        run_harvest(cfg, loaded=smollm2)
+        stores[dtype] = open_store(cfg.out)
+    x = np.concatenate([sh.acts(9) for sh in stores["float32"].shards])
+    y = np.concatenate([sh.acts(9) for sh in stores["fp8_e4m3"].shards])
+    types = np.concatenate([sh.token_types for sh in stores["fp8_e4m3"].shards])
+    assert x.shape == y.shape and (types == 0).any()
+    assert_within_bound(x, y, "fp8_e4m3")
+    assert verify_store(tmp_path / "fp8_e4m3")["ok"]
