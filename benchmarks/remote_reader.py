@@ -39,14 +39,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def build(root: Path, *, tokens: int, d_model: int, shards: int, seed: int = 0) -> None:
+def build(
+    root: Path, *, tokens: int, d_model: int, shards: int, seed: int = 0, dtype: str = "bfloat16"
+) -> None:
     from fastsae.store import ShardWriter
 
     rng = np.random.default_rng(seed)
     per_shard, first = tokens // shards, 0
     for k in range(shards):
         with ShardWriter(
-            root, writer=0, seq=k, first_sequence=first, layers=[0], d_model=d_model, dtype="bfloat16",
+            root, writer=0, seq=k, first_sequence=first, layers=[0], d_model=d_model, dtype=dtype,
             meta={"identity": {"bench": "remote_reader"}},
         ) as w:  # fmt: skip
             left = per_shard
@@ -135,6 +137,7 @@ def main() -> None:
     p.add_argument("--buffer-tokens", type=int, default=2**16)
     p.add_argument("--chunk-tokens", type=int, default=4096)
     p.add_argument("--token-types", default="all")
+    p.add_argument("--dtype", default="bfloat16", help="stored dtype of the synthetic store (e.g. fp8_e4m3)")
     p.add_argument("--small-cache", type=float, default=0.5, help="cache of the last run, x activation bytes")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fastsae_bench_remote_"))
@@ -142,7 +145,7 @@ def main() -> None:
     try:
         from fastsae.store import open_store
 
-        build(work / "local", tokens=args.tokens, d_model=args.d_model, shards=args.shards)
+        build(work / "local", tokens=args.tokens, d_model=args.d_model, shards=args.shards, dtype=args.dtype)
         server, url = start_s3()
         upload(work / "local", url)
         local = open_store(work / "local")
