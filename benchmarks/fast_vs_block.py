@@ -120,6 +120,7 @@ def train(
     arch: str = "",
     coefs: str = "",
     resume: bool = False,
+    lr: float | None = None,
 ) -> list[Path]:
     """One `fastsae train` pass: one SAE, or a sweep over the comma-separated sparsity coefficients
     (`resume`: a finished run in `out` is reused, an interrupted one resumed, as train does)."""
@@ -133,6 +134,8 @@ def train(
     args += ["--eval-every", "0", "--checkpoint-every", "0", "--no-progress"]
     if coefs:
         args += ["--sparsity-coef", coefs]
+    if lr:
+        args += ["--lr", str(lr)]
     if a.normalize:
         args += ["--normalize-activations"]
     print(
@@ -207,9 +210,10 @@ def run_sweep(a, arms: list[str], eval_store, tokens: int, work: Path) -> dict:
     for arch, coefs in parse_sweep(a.sweep).items():
         points: dict[str, list[dict]] = {}
         for arm in arms:
-            out = work / f"sweep_{arm}_{arch}_x{a.expansion}_{coefs}_{tokens}_{seed}"  # what train checks
+            name = f"sweep_{arm}_{arch}_x{a.expansion}_{coefs}_{tokens}_lr{a.sweep_lr or 'recipe'}_{seed}"
+            out = work / name  # one folder per setting: train refuses a folder holding another config
             points[arm] = []
-            kw = dict(tokens=tokens, seed=seed, arch=arch, coefs=coefs, resume=True)
+            kw = dict(tokens=tokens, seed=seed, arch=arch, coefs=coefs, resume=True, lr=a.sweep_lr)
             for sae_dir in train(work / arm, out, a, **kw):
                 m = evaluate(sae_dir, eval_store, a.layer)
                 points[arm].append({"sparsity_coef": sparsity_coef(sae_dir), **m})
@@ -276,6 +280,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--sweep-tokens", type=int, default=0, help="Training tokens of each sweep SAE (0: as --tokens)."
+    )
+    ap.add_argument(
+        "--sweep-lr",
+        type=float,
+        default=None,
+        help="Peak lr of the sweep SAEs (default: the recipe's; a short sweep needs a higher one for λ to "
+        "move L0 apart).",
     )
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
