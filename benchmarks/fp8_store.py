@@ -82,10 +82,10 @@ def train(store_path: Path, out: Path, layer: int, seed: int, a) -> Path:
     from fastsae.train.config import TrainConfig
     from fastsae.train.trainer import train_saes
 
-    cfg = TrainConfig(store=str(store_path), layer=layer, out=str(out), arch=(a.arch,), expansion=(a.expansion,), lr=(a.lr,),
-                      tokens=a.tokens, batch_size=a.batch_size, seed=seed, holdout=a.holdout, device=a.device,
-                      progress=False, eval_every=0, checkpoint_every=0, log_every=100,
-                      buffer_tokens=1 << 16)  # fmt: skip
+    cfg = TrainConfig(store=str(store_path), layer=layer, out=str(out), arch=(a.arch,), expansion=(a.expansion,),
+                      lr=(a.lr,), k=a.k and (a.k,), tokens=a.tokens, batch_size=a.batch_size, seed=seed,
+                      holdout=a.holdout, device=a.device, progress=False, eval_every=0, checkpoint_every=0,
+                      log_every=100, buffer_tokens=1 << 16)  # fmt: skip
     train_saes(cfg)
     (sae_dir,) = [p for p in out.iterdir() if (p / "cfg.json").is_file()]
     return sae_dir
@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--arch", default="jumprelu")
     ap.add_argument("--expansion", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--k", type=int, default=None, help="topk/batchtopk: active latents (default: train's)")
     ap.add_argument("--tokens", type=int, default=150_000)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--holdout", type=float, default=0.1)
