@@ -288,13 +288,16 @@ def cli(*args):
 
 
 def test_cli_writes_every_file_and_bad_input_is_one_line(world, tmp_path):
-    code, err = cli("--sae", world["sae"], "--out", tmp_path / "f", "--top-k", 3, "--window", 2)
+    args = ("--top-k", 3, "--window", 2, "--special-sequences", 3)
+    code, err = cli("--sae", world["sae"], "--out", tmp_path / "f", *args)
     assert code == 0, err
     assert {"features.json", "features.safetensors", "special_tokens.json", "special_tokens.md"} <= {
         p.name for p in (tmp_path / "f").iterdir()
     }
     meta = FeatureArtifact.load(tmp_path / "f").meta
     assert meta["selection"]["kind"] == "heldout" and meta["config"]["top_k"] == 3
+    table = FeatureArtifact.load(tmp_path / "f").special_table()
+    assert table["n_sequences"] == 3 and all(t["n_sequences"] <= 3 for t in table["tokens"])
 
     info = read_sae_info(world["sae"])
     no_holdout = {**info.extra, "config": {**info.extra["config"], "holdout": 0.0}}
