@@ -36,7 +36,7 @@ HIST_EDGES = [float(e) for e in np.logspace(-4, 4, 257).astype(np.float32)]  # 3
 
 
 def reservoir_size(n_quantile: int) -> int:
-    return max(64, 16 * n_quantile)
+    return max(64, 8 * n_quantile)
 
 
 def _progress(enabled: bool, total: int, what: str):
