@@ -44,7 +44,7 @@ def negative_windows(
     import torch
 
     from fastsae.saes import SAEError, load_sae
-    from fastsae.store import StoreError, open_store, to_float32
+    from fastsae.store import StoreError, open_store
 
     if n == 0 or not features:
         return {f: [] for f in features}
@@ -93,7 +93,7 @@ def negative_windows(
     for s, a, b in spans:
         seq = store.sequence(s)
         ids.append(np.asarray(seq.token_ids[a:b], dtype=np.int32))
-        rows.append(to_float32(np.asarray(seq.raw_acts(layer)[a:b]), store.dtype))
+        rows.append(seq.acts(layer)[a:b])  # decoded float32 whatever the stored dtype (fp8 uses its scales)
     x = np.concatenate(rows)
     cols = torch.as_tensor(features)
     fired = []
