@@ -229,7 +229,7 @@ def run_sweep(a, arms: list[str], eval_store, tokens: int, work: Path) -> dict:
         if not rows:
             print("  at equal L0: the arms' L0 ranges do not overlap (widen --sweep)")
             continue
-        print("  at equal L0 (interpolated in log L0; BT / FAST ratios of MSE in brackets):")
+        print("  at equal L0 (interpolated in log L0; BT / FAST ratios in brackets):")
         print(f"  {'L0':>8s}" + "".join(f"{arm + ' MSE':>20s}{arm + ' MSE_st':>20s}" for arm in arms))
         for row in rows:
             cells = []
