@@ -26,7 +26,7 @@ from fastsae.interp.features_inputs import (
     open_inputs,
     table_subset,
 )
-from fastsae.interp.features_read import RowReader, read_batches, to_float32_into
+from fastsae.interp.features_read import RowReader, read_batches, row_scales, to_float32_into
 from fastsae.interp.features_stream import EMPTY_SEQ, FeatureStats
 from fastsae.store import TokenType
 
@@ -91,7 +91,9 @@ def _gather_rows(store, layer: int, rows: np.ndarray, reader: RowReader):
         shard = store.shards[k[lo]]
         a = int(rows[lo] - store.token_starts[k[lo]])
         b = a + hi - lo
-        to_float32_into(reader.read(shard.raw_acts(layer), a, b), store.dtype, x[lo:hi])
+        to_float32_into(
+            reader.read(shard.raw_acts(layer), a, b), store.dtype, x[lo:hi], row_scales(shard, layer, a, b)
+        )
         ids[lo:hi], types[lo:hi] = reader.read(shard.token_ids, a, b), reader.read(shard.token_types, a, b)
     return x, ids, types
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fastsae.store import StoreCorruptError
+from fastsae.store.dtypes import is_fp8, to_float32
 
 
 class RowReader:
@@ -46,9 +47,17 @@ class RowReader:
         self.files.clear()
 
 
-def to_float32_into(raw: np.ndarray, dtype: str, out: np.ndarray) -> None:
-    """Stored rows -> float32 `out`, exact (bf16 bits as uint16: float32 bits = bits << 16)."""
-    if dtype == "bfloat16":
+def row_scales(shard, layer: int, a: int, b: int) -> np.ndarray | None:
+    """The per-token scales of rows a:b of an fp8 layer; None for other dtypes."""
+    return None if not is_fp8(shard.dtype) else np.asarray(shard.scales(layer)[a:b])
+
+
+def to_float32_into(raw: np.ndarray, dtype: str, out: np.ndarray, scale: np.ndarray | None = None) -> None:
+    """Stored rows -> float32 `out`, exact (bf16 bits as uint16: float32 bits = bits << 16; fp8 with the
+    rows' per-token `scale`)."""
+    if is_fp8(dtype):
+        out[...] = to_float32(raw, dtype, scale)
+    elif dtype == "bfloat16":
         np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
     else:
         out[...] = raw
@@ -100,7 +109,12 @@ def _batches(store, layer, seqs, batch_tokens, device, pinned, reader) -> Iterat
         ids, types = np.empty(n, np.int64), np.empty(n, np.int64)
         r = 0
         for shard, a, b, s, p in segs:
-            to_float32_into(reader.read(shard.raw_acts(layer), a, b), store.dtype, buf[r : r + b - a])
+            to_float32_into(
+                reader.read(shard.raw_acts(layer), a, b),
+                store.dtype,
+                buf[r : r + b - a],
+                row_scales(shard, layer, a, b),
+            )
             seq[r : r + b - a] = s
             pos[r : r + b - a] = np.arange(p, p + b - a)
             ids[r : r + b - a] = reader.read(shard.token_ids, a, b)

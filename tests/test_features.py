@@ -325,3 +325,34 @@ def test_cli_writes_every_file_and_bad_input_is_one_line(world, tmp_path):
     code, err = cli("--sae", dead, "--out", tmp_path / "dead")
     assert code == 2 and "are dead" in err and len(err.strip().splitlines()) == 1, err
     assert FeatureArtifact.load(tmp_path / "dead").tensors["dead"].all()
+
+
+def test_an_fp8_store_is_read_with_its_scales(world, tmp_path):
+    """The pass decodes an fp8 store's rows with their per-token scales: its maxima are brute force's."""
+    from fastsae.harvest.config import HarvestConfig
+    from fastsae.harvest.runner import run_harvest
+    from tests.test_harvest_store import write_chats
+
+    run_harvest(
+        HarvestConfig(
+            out=str(tmp_path / "fp8"),
+            model=str(world["root"] / "llama"),
+            data=(str(write_chats(tmp_path / "c.jsonl", n=12)),),
+            layers=(LAYER,),
+            dtype="fp8_e4m3",
+            batch_tokens=512,
+            progress=False,
+            device="cpu",
+        )  # fmt: skip
+    )
+    run_features(features_cfg(world, "feats-fp8", store=str(tmp_path / "fp8"), batch_tokens=50))
+    got = FeatureArtifact.load(world["root"] / "feats-fp8")
+    store, sae = open_store(tmp_path / "fp8"), load_sae(world["sae"])
+    with torch.no_grad():
+        acts = np.concatenate(
+            [
+                sae.encode(torch.from_numpy(store.sequence(s).acts(LAYER))).numpy()
+                for s in got.meta["sequences"]
+            ]
+        )
+    assert close(got.tensors["max_act"], acts.max(0).clip(min=0))
