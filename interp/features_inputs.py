@@ -92,7 +92,7 @@ def open_inputs(cfg: FeaturesConfig) -> FeaturesInput:
     seqs, selection = choose_sequences(cfg, info, store, own)
     if len(seqs) == 0:
         raise FeaturesInputError(f"no sequence to read: {selection['why_empty']}")
-    return FeaturesInput(Path(cfg.sae), info, layer, store, own, tokenizer, seqs, selection)
+    return FeaturesInput(Path(cfg.sae).resolve(), info, layer, store, own, tokenizer, seqs, selection)
 
 
 def _check_model(where: str, ident: dict, info, store, path) -> None:
