@@ -41,6 +41,7 @@ from fastsae.interp.evalset import (
     training_hashes,
 )
 from fastsae.interp.splice import Splicer, batches
+from fastsae.interp.targets import load_store_model, read_target
 
 logger = logging.getLogger(__name__)
 
@@ -102,21 +103,12 @@ def _store_weights(entry: SAEEntry) -> str | None:
 
 
 def load_entries(cfg: EvalConfig) -> list[SAEEntry]:
-    from fastsae.lm import layer_of_hook
-    from fastsae.saes import read_sae_info
     from fastsae.store import StoreError, open_store
 
     entries = []
     for spec in cfg.sae:
-        path = Path(spec)
-        info = read_sae_info(path)
-        if not info.hook_name:
-            raise EvalInputError(f"--sae {spec}: cfg.json names no hook (metadata.hook_name)")
-        try:
-            layer = layer_of_hook(info.hook_name)
-        except UsageError as e:
-            raise EvalInputError(f"--sae {spec}: {e}") from None
-        ident = info.extra.get("store") if isinstance(info.extra.get("store"), dict) else None
+        t = read_target(spec, error=EvalInputError)
+        path, info, layer, ident = t.path, t.info, t.layer, t.store_identity
         entry = SAEEntry(path=path, name=path.name, info=info, layer=layer, store_identity=ident)
         if ident and ident.get("path") and Path(ident["path"]).is_dir():
             try:
@@ -143,7 +135,7 @@ def load_entries(cfg: EvalConfig) -> list[SAEEntry]:
 
 
 def load_eval_model(cfg: EvalConfig, entries: list[SAEEntry]):
-    from fastsae.lm import load_model, pick_device
+    from fastsae.lm import pick_device
 
     device = pick_device(cfg.device)
     stores = [e.store for e in entries if e.store is not None]
@@ -151,14 +143,10 @@ def load_eval_model(cfg: EvalConfig, entries: list[SAEEntry]):
     spec = cfg.model or (meta.get("model") or {}).get("name")
     if not spec:
         raise EvalInputError("--model: the SAEs record no store to take the model from; give --model")
-    loaded = load_model(spec, dtype=torch.float32, device=device, progress=cfg.progress)
-    have = loaded.meta.get("gguf_sha256") or loaded.meta.get("weights_sha256") or loaded.meta.get("commit")
-    want = (meta.get("identity") or {}).get("weights")
-    if want and have and want != have:
-        msg = f"model {spec} (fingerprint {str(have)[:12]}) is not the one store {stores[0].path} was harvested with ({str(want)[:12]})"
-        if not cfg.model:
-            raise EvalInputError(msg)
-        logger.warning(f"{msg}; evaluating with it as --model asks")
+    loaded = load_store_model(
+        spec, meta, override=bool(cfg.model), device=device, progress=cfg.progress, error=EvalInputError,
+        what=f"store {stores[0].path}" if stores else "the SAEs' store",
+    )  # fmt: skip
     for e in entries:
         if e.info.spec.d_in != loaded.d_model:
             raise EvalInputError(

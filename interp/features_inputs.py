@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsae.errors import InputError, UsageError
+from fastsae.errors import InputError
 from fastsae.interp.features_config import FeaturesConfig
+from fastsae.interp.targets import read_target
 
 SAMPLE_STREAM = 0xFEA7  # rng stream tags: seeds are [seed, tag]
 TABLE_STREAM = 0x7AB1
@@ -49,21 +50,14 @@ def model_name(meta: dict) -> str | None:
 
 
 def open_inputs(cfg: FeaturesConfig) -> FeaturesInput:
-    from fastsae.lm import layer_of_hook, load_store_tokenizer
-    from fastsae.saes import read_sae_info
+    from fastsae.lm import load_store_tokenizer
     from fastsae.store import StoreError, open_store
 
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise FeaturesInputError(f"--out {cfg.out} is a file, not a folder")
-    info = read_sae_info(cfg.sae)
+    target = read_target(cfg.sae, error=FeaturesInputError)
+    info, layer, ident = target.info, target.layer, target.store_identity or {}
     where = f"--sae {cfg.sae}"
-    if not info.hook_name:
-        raise FeaturesInputError(f"{where}: cfg.json names no hook (metadata.hook_name)")
-    try:
-        layer = layer_of_hook(info.hook_name)
-    except UsageError as e:
-        raise FeaturesInputError(f"{where}: {e}") from None
-    ident = info.extra.get("store") if isinstance(info.extra.get("store"), dict) else {}
     recorded = ident.get("path")
     path = cfg.store or recorded
     if not path:

@@ -39,6 +39,7 @@ from fastsae.interp.steer_generate import (
 )
 from fastsae.interp.steer_hook import Steering
 from fastsae.interp.steer_measures import distinct_share, main_script, perplexity, script_switch, summarize
+from fastsae.interp.targets import load_store_model, read_target
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +72,10 @@ class Target:
 
 
 def open_target(cfg: SteerConfig) -> Target:
-    from fastsae.lm import layer_of_hook
-    from fastsae.saes import read_sae_info
 
     specs = parse_features(cfg.feature)
-    info = read_sae_info(cfg.sae)
-    if not info.hook_name:
-        raise SteerInputError(f"--sae {cfg.sae}: cfg.json names no hook (metadata.hook_name)")
-    try:
-        layer = layer_of_hook(info.hook_name)
-    except UsageError as e:
-        raise SteerInputError(f"--sae {cfg.sae}: {e}") from None
+    sae_target = read_target(cfg.sae, error=SteerInputError)
+    info, layer = sae_target.info, sae_target.layer
     d_sae = info.spec.d_sae
     for s in specs:
         if s.index is not None and s.index >= d_sae:
@@ -165,7 +159,7 @@ def _check_token(tokenizer, token: str, item: str) -> None:
 
 
 def load_steer_model(cfg: SteerConfig, target: Target):
-    from fastsae.lm import load_model, pick_device
+    from fastsae.lm import pick_device
 
     device = pick_device(cfg.device)
     store = target.info.extra.get("store") if isinstance(target.info.extra.get("store"), dict) else {}
@@ -173,14 +167,10 @@ def load_steer_model(cfg: SteerConfig, target: Target):
     spec = cfg.model or (meta.get("model") or {}).get("name") or store.get("model") or target.info.model_name
     if not spec:
         raise SteerInputError(f"--sae {cfg.sae} records no model to steer; give --model")
-    loaded = load_model(spec, dtype=torch.float32, device=device, progress=cfg.progress)
-    have = loaded.meta.get("gguf_sha256") or loaded.meta.get("weights_sha256") or loaded.meta.get("commit")
-    want = (meta.get("identity") or {}).get("weights")
-    if want and have and want != have:
-        msg = f"model {spec} (fingerprint {str(have)[:12]}) is not the one the SAE's store was harvested with"
-        if not cfg.model:
-            raise SteerInputError(msg)
-        logger.warning(f"{msg}; steering it as --model asks")
+    loaded = load_store_model(
+        spec, meta, override=bool(cfg.model), device=device, progress=cfg.progress, error=SteerInputError,
+        what="the SAE's store",
+    )  # fmt: skip
     d_in = target.info.spec.d_in
     if d_in != loaded.d_model:
         raise SteerInputError(
