@@ -253,30 +253,10 @@ def real_feats(store, tmp_path_factory):
     """`fastsae features` itself, over a tiny SAE trained on the store, then `fastsae dashboard`."""
     from fastsae.interp.features import run_features
     from fastsae.interp.features_config import FeaturesConfig
-    from fastsae.train.config import TrainConfig
-    from fastsae.train.trainer import train_saes
+    from tests._worlds import tiny_train
 
     root = tmp_path_factory.mktemp("dash_real")
-    saes = train_saes(
-        TrainConfig(
-            store=str(store),
-            layer=1,
-            out=str(root / "sae"),
-            arch=("topk",),
-            k=(8,),
-            batch_size=64,
-            tokens=64 * 30,
-            lr=(1e-3,),
-            buffer_tokens=1024,
-            chunk_tokens=64,
-            holdout=0.25,
-            log_every=10,
-            eval_every=20,
-            checkpoint_every=1000,
-            progress=False,
-            init_sample_tokens=512,
-        )  # fmt: skip
-    )
+    saes = tiny_train(store, root / "sae", layer=1, arch=("topk",), k=(8,), tokens=64 * 30)
     out = root / "feats"
     run_features(FeaturesConfig(sae=str(saes[0]), out=str(out), top_k=5, window=4, n_quantile=4,
                                 progress=False, device="cpu"))  # fmt: skip

@@ -31,54 +31,18 @@ from fastsae.saes import (
 )
 from fastsae.store import open_store
 from fastsae.store.split import holdout_indices
+from tests._worlds import tiny_harvest, tiny_model, tiny_train
 
 LAYER = 1
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from fastsae.harvest.config import HarvestConfig
-    from fastsae.harvest.runner import run_harvest
-    from fastsae.train.config import TrainConfig
-    from fastsae.train.trainer import train_saes
-    from tests._tiny_models import save_tiny_model, tiny_tokenizer
-    from tests.test_harvest_store import write_chats
-
     root = tmp_path_factory.mktemp("eval")
-    model = save_tiny_model("llama", root / "llama", tiny_tokenizer("llama"))
-    chats = write_chats(root / "chats.jsonl", n=32)
-    run_harvest(
-        HarvestConfig(
-            out=str(root / "store"),
-            model=str(model),
-            data=(str(chats),),
-            layers=(LAYER, 2),
-            dtype="float32",
-            batch_tokens=512,
-            progress=False,
-            device="cpu",
-        )  # fmt: skip
-    )
-    saes = train_saes(
-        TrainConfig(
-            store=str(root / "store"),
-            layer=LAYER,
-            out=str(root / "sae"),
-            arch=("jumprelu",),
-            batch_size=64,
-            tokens=64 * 40,
-            lr=(1e-3,),
-            buffer_tokens=1024,
-            chunk_tokens=64,
-            holdout=0.25,
-            log_every=10,
-            eval_every=20,
-            checkpoint_every=1000,
-            progress=False,
-            init_sample_tokens=512,
-        )  # fmt: skip
-    )
-    return {"root": root, "model": model, "chats": chats, "sae": saes[0], "store": root / "store"}
+    model = tiny_model(root)
+    store = tiny_harvest(root, model, n_chats=32, layers=(LAYER, 2))
+    saes = tiny_train(store, root / "sae", layer=LAYER)
+    return {"root": root, "model": model, "chats": root / "store-chats.jsonl", "sae": saes[0], "store": store}
 
 
 def handmade(world, name: str, W_enc, W_dec, *, layer: int = LAYER) -> Path:

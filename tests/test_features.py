@@ -27,6 +27,7 @@ from fastsae.interp.features_config import FeaturesConfig
 from fastsae.saes import SAESpec, SparseAutoencoder, load_sae, read_sae_info, save_sae
 from fastsae.store import TokenType, open_store
 from fastsae.store.split import holdout_indices
+from tests._worlds import tiny_harvest, tiny_model, tiny_train
 
 LAYER = 1
 W = 3
@@ -34,47 +35,10 @@ W = 3
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from fastsae.harvest.config import HarvestConfig
-    from fastsae.harvest.runner import run_harvest
-    from fastsae.train.config import TrainConfig
-    from fastsae.train.trainer import train_saes
-    from tests._tiny_models import save_tiny_model, tiny_tokenizer
-    from tests.test_harvest_store import write_chats
-
     root = tmp_path_factory.mktemp("features")
-    model = save_tiny_model("llama", root / "llama", tiny_tokenizer("llama"))
-    run_harvest(
-        HarvestConfig(
-            out=str(root / "store"),
-            model=str(model),
-            data=(str(write_chats(root / "chats.jsonl", n=40)),),
-            layers=(LAYER, 2),
-            dtype="bfloat16",
-            batch_tokens=512,
-            progress=False,
-            device="cpu",
-        )  # fmt: skip
-    )
-    saes = train_saes(
-        TrainConfig(
-            store=str(root / "store"),
-            layer=LAYER,
-            out=str(root / "sae"),
-            arch=("jumprelu",),
-            batch_size=64,
-            tokens=64 * 30,
-            lr=(1e-3,),
-            buffer_tokens=1024,
-            chunk_tokens=64,
-            holdout=0.25,
-            log_every=10,
-            eval_every=20,
-            checkpoint_every=1000,
-            progress=False,
-            init_sample_tokens=512,
-        )  # fmt: skip
-    )
-    return {"root": root, "sae": saes[0], "store": root / "store"}
+    store = tiny_harvest(root, tiny_model(root), n_chats=40, layers=(LAYER, 2), dtype="bfloat16")
+    saes = tiny_train(store, root / "sae", layer=LAYER, tokens=64 * 30)
+    return {"root": root, "sae": saes[0], "store": store}
 
 
 def features_cfg(world, out: str, **kw) -> FeaturesConfig:
@@ -329,25 +293,12 @@ def test_cli_writes_every_file_and_bad_input_is_one_line(world, tmp_path):
 
 def test_an_fp8_store_is_read_with_its_scales(world, tmp_path):
     """The pass decodes an fp8 store's rows with their per-token scales: its maxima are brute force's."""
-    from fastsae.harvest.config import HarvestConfig
-    from fastsae.harvest.runner import run_harvest
-    from tests.test_harvest_store import write_chats
-
-    run_harvest(
-        HarvestConfig(
-            out=str(tmp_path / "fp8"),
-            model=str(world["root"] / "llama"),
-            data=(str(write_chats(tmp_path / "c.jsonl", n=12)),),
-            layers=(LAYER,),
-            dtype="fp8_e4m3",
-            batch_tokens=512,
-            progress=False,
-            device="cpu",
-        )  # fmt: skip
+    fp8 = tiny_harvest(
+        tmp_path, world["root"] / "llama", n_chats=12, layers=(LAYER,), dtype="fp8_e4m3", name="fp8"
     )
-    run_features(features_cfg(world, "feats-fp8", store=str(tmp_path / "fp8"), batch_tokens=50))
+    run_features(features_cfg(world, "feats-fp8", store=str(fp8), batch_tokens=50))
     got = FeatureArtifact.load(world["root"] / "feats-fp8")
-    store, sae = open_store(tmp_path / "fp8"), load_sae(world["sae"])
+    store, sae = open_store(fp8), load_sae(world["sae"])
     with torch.no_grad():
         acts = np.concatenate(
             [

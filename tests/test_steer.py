@@ -35,25 +35,11 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from fastsae.harvest.config import HarvestConfig
-    from fastsae.harvest.runner import run_harvest
-    from tests._tiny_models import save_tiny_model, tiny_tokenizer
-    from tests.test_harvest_store import write_chats
+    from tests._worlds import tiny_harvest, tiny_model
 
     root = tmp_path_factory.mktemp("steer")
-    model_dir = save_tiny_model("llama", root / "llama", tiny_tokenizer("llama"))
-    run_harvest(
-        HarvestConfig(
-            out=str(root / "store"),
-            model=str(model_dir),
-            data=(str(write_chats(root / "chats.jsonl", n=6)),),
-            layers=(LAYER,),
-            dtype="float32",
-            batch_tokens=512,
-            progress=False,
-            device="cpu",
-        )  # fmt: skip
-    )
+    model_dir = tiny_model(root)
+    tiny_harvest(root, model_dir, n_chats=6, layers=(LAYER,))
     prompts = root / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n" for q in QUESTIONS)
