@@ -31,7 +31,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     finally:
         tmp.unlink(missing_ok=True)
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def write_atomic(
@@ -54,7 +54,8 @@ def write_json_atomic(path: str | os.PathLike, obj, *, fsync: bool = True, **dum
     return write_atomic(path, json.dumps(obj, **dump_kw) + "\n", fsync=fsync)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable; best effort where a directory cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # platforms that cannot open a directory: the rename is still atomic

@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from fastsae.atomic import fsync_dir
 from fastsae.train.config import TrainError
 
 STATE_KEY = "fastsae_state"
@@ -75,19 +76,6 @@ def unpack(obj, tensors: dict[str, torch.Tensor]):
     return obj
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write `state` (any nesting of JSON values, tensors, arrays) to `path` atomically."""
     path = Path(path)
@@ -105,7 +93,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         if full or (isinstance(e, SafetensorError) and "os error 28" in str(e)):  # safetensors': no errno
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None  # named: not its temp
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> dict:

@@ -223,28 +223,22 @@ def _to_cpu(obj):
 
 def _merge_optimizer(parts: list[dict]) -> dict:
     """Adam state dicts of consecutive SAE groups -> one, parameters renumbered in sweep order."""
-    groups, state, offset = [], {}, 0
-    for part in parts:
-        for group in part["param_groups"]:
-            ids = []
-            for pid in group["params"]:
-                if pid in part["state"]:
-                    state[offset] = part["state"][pid]
-                ids.append(offset)
-                offset += 1
-            groups.append({**group, "params": ids})
-    return {"state": state, "param_groups": groups}
+    return _renumbered((group, part["state"]) for part in parts for group in part["param_groups"])
 
 
 def _select_optimizer(full: dict, local: list[int]) -> dict:
     """The groups of SAEs `local` out of a whole-sweep Adam state dict, renumbered from 0."""
+    return _renumbered((full["param_groups"][i], full["state"]) for i in local)
+
+
+def _renumbered(groups_and_states) -> dict:
+    """One Adam state dict of these (param group, state by param id) pairs, param ids renumbered from 0."""
     groups, state, offset = [], {}, 0
-    for i in local:
-        group = full["param_groups"][i]
+    for group, old in groups_and_states:
         ids = []
         for pid in group["params"]:
-            if pid in full["state"]:
-                state[offset] = full["state"][pid]
+            if pid in old:
+                state[offset] = old[pid]
             ids.append(offset)
             offset += 1
         groups.append({**group, "params": ids})
