@@ -30,32 +30,25 @@ from fastsae.kernels import feature_counts
 from fastsae.lm.devices import pick_device  # one device policy (torchrun's LOCAL_RANK, clear errors)
 from fastsae.train.checkpoint import clean_tmp, load_checkpoint, save_checkpoint
 from fastsae.train.config import BDecInit, to_json, total_steps
-from fastsae.train.guards import (
-    NonFiniteError,
-    bad_input_error,
-    check_inputs,
-    check_losses,
-    inputs_ok,
-    references,
-)
+from fastsae.train.guards import NonFiniteError, check_inputs, inputs_ok
 from fastsae.train.host_memory import reuse_freed_host_memory
 from fastsae.train.interrupt import StopSignals, TrainInterrupted
-from fastsae.train.metrics import HeldOut, MetricsLog, heldout_metrics, plot_curves
+from fastsae.train.metrics import HeldOut, MetricsLog, plot_curves
 from fastsae.train.parallel import Parallel
 from fastsae.train.progress import ProgressBar
 from fastsae.train.resources import check_disk, check_memory, disk_full_error, is_disk_full
 from fastsae.train.run import RUN_JSON, RunPlan, make_reader, plan_run, run_document, write_json_atomic
 from fastsae.train.schedule import Schedule
+from fastsae.train.sweep_log import SweepLog
 
 logger = logging.getLogger(__name__)
 
-STAT_NAMES = ("loss", "mse_loss", "sparsity_loss", "aux_loss", "l0")
 # NonFiniteError (train/guards.py) and make_reader (train/run.py) are re-exported: tests and benchmarks use them
 __all__ = ["NonFiniteError", "SweepTrainer", "make_reader", "train_saes"]
 
 
-class SweepTrainer:
-    """Trains the SAEs of a RunPlan in one pass; see the module doc."""
+class SweepTrainer(SweepLog):
+    """Trains the SAEs of a RunPlan in one pass; see the module doc (its bookkeeping: train/sweep_log.py)."""
 
     def __init__(self, plan: RunPlan, *, console=None):
         from fastsae.saes import SparseAutoencoder
@@ -94,26 +87,14 @@ class SweepTrainer:
             # (benchmarks/cpu_ops.py adam_fused)
             fused=True if self.device.type in ("cuda", "cpu") else None,
         )
-        dev = self.device
-        self.since_fired = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
-        self.fire_count = [torch.zeros(s.d_sae, dtype=torch.int64, device=dev) for s in self.saes]
-        self.window_tokens = 0
-        self.hist = torch.zeros(
-            max(1, self.cfg.log_every), n, len(STAT_NAMES), device=dev
-        )  # [log_every, n, 5]
-        self.batch_ok = torch.ones(max(1, self.cfg.log_every), dtype=torch.bool, device=dev)
-        self.hist_len = 0
         self.energy0: torch.Tensor | None = None  # mean ‖x‖² of the first batch (training units)
-        self.references: list[float] | None = None  # per SAE: its divergence reference (train/guards.py)
+        self.init_log(n)  # the step scalars and feature counters (train/sweep_log.py)
         self.saved_step: int | None = None  # step of the checkpoint on disk (None: none yet)
         self.stop = StopSignals()
         self.step = 0
         self.scale = 1.0
         self.reader = None
-        self.logs: list[MetricsLog] = []
         self.batches_read = 0
-        self.data_wait = 0.0  # seconds the loop waited in next(reader) since the last train line
-        self._since = time.perf_counter()  # when the current train-line window started
         self._pool: ThreadPoolExecutor | None = None
 
     # ---------------------------------------------------------------- setup
@@ -240,98 +221,6 @@ class SweepTrainer:
         sae.remove_parallel_grad_()
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), c.grad_clip, foreach=True)
-
-    # ---------------------------------------------------------------- logging (the only syncs)
-    def check_pending(self) -> torch.Tensor | None:
-        """Read the per-step buffer back and check it (train/guards.py); returns it [n, n_saes, 5] on the host."""
-        n = self.hist_len
-        if n == 0:
-            return None
-        hist, ok = self.par.reduce_stats(self.hist[:n], self.batch_ok[:n])  # data-parallel: over the ranks
-        hist, ok = hist.cpu(), ok.cpu()
-        first = self.step - n
-        if not bool(ok.all()):
-            bad = first + int((~ok).nonzero()[0, 0])
-            raise bad_input_error(self.plan.store, self.cfg.layer, f"the training batch of step {bad}")
-        if self.references is None and first == 0:
-            self.references = references(hist[0, :, 1], float(self.energy0))
-        check_losses(hist, first, self.references, self.points)
-        return hist
-
-    def flush(self) -> list[dict] | None:
-        """Read the per-step buffer back, check it, and write one 'train' line per SAE."""
-        hist = self.check_pending()
-        if hist is None:
-            return None
-        dead = torch.stack(
-            [(s >= self.cfg.dead_feature_window).float().mean() for s in self.since_fired]
-        ).cpu()
-        means = hist.double().mean(0)  # [n_saes, 5]
-        now = time.perf_counter()
-        wait_frac = min(1.0, self.data_wait / max(now - self._since, 1e-9))
-        self.data_wait, self._since = 0.0, now
-        recs = []
-        for i, p in enumerate(self.points):
-            rec = {"split": "train", "step": self.step, "tokens": self.step * self.cfg.batch_size}
-            rec.update({name: float(means[i, j]) for j, name in enumerate(STAT_NAMES)})
-            rec["mse"] = rec["mse_loss"] / (self.saes[i].d_in * self.scale**2)  # the held-out "mse"'s unit
-            rec["lr"] = p.lr * self.schedule.lr_factor(self.step - 1)
-            rec["sparsity_coef"] = (p.sparsity_coef or 0.0) * self.schedule.sparsity_factor(self.step - 1)
-            rec["dead_frac"] = float(dead[i])
-            rec["data_wait_frac"] = wait_frac  # share of the loop's time spent waiting for batches
-            recs.append(rec)
-        self.hist_len = 0
-        recs = self.par.collect(recs)  # rank 0 writes every SAE's line
-        for log, rec in zip(self.logs, recs or [], strict=True):
-            log.write(rec)
-            log.flush()
-        return recs
-
-    def feature_window(self) -> None:
-        """End of a feature sampling window: log the fraction of features firing below the threshold."""
-        tokens = max(1, self.window_tokens)
-        recs = []
-        for counts in self.fire_count:
-            freq = counts.double() / tokens
-            rare = float((freq < self.cfg.dead_feature_threshold).double().mean())
-            recs.append(
-                {
-                    "split": "features",
-                    "step": self.step,
-                    "tokens": self.step * self.cfg.batch_size,
-                    "window_tokens": self.window_tokens,
-                    "rare_frac": rare,
-                    "mean_log10_freq": float(freq.clamp_min(1e-10).log10().mean()),
-                }
-            )
-            counts.zero_()
-        self.window_tokens = 0
-        for log, rec in zip(self.logs, self.par.collect(recs) or [], strict=True):
-            log.write(rec)
-
-    def evaluate(self, held: HeldOut) -> None:
-        if not self.par.evaluates():  # data-parallel: rank 0's replicas are every rank's
-            return
-        recs = []
-        for i, sae in enumerate(self.saes):
-            m = heldout_metrics(sae, held, scale=self.scale)
-            dead = float((self.since_fired[i] >= self.cfg.dead_feature_window).float().mean())
-            recs.append(
-                {
-                    "split": "heldout",
-                    "step": self.step,
-                    "tokens": self.step * self.cfg.batch_size,
-                    "d_in": sae.d_in,
-                    "d_sae": sae.d_sae,
-                    "activation_scale": self.scale,
-                    **m,
-                    "dead_frac": dead,
-                    "sequences": held.num_sequences,
-                    "heldout_tokens": len(held),
-                }
-            )
-        for log, rec in zip(self.logs, self.par.collect(recs) or [], strict=True):
-            log.write(rec)
 
     # ---------------------------------------------------------------- the run
     def run(self) -> list[Path]:
