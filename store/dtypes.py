@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreWriteError
-from .format import DTYPES, FP8_MAX
+from .format import DTYPES, FP8_MAX, SCALE_DTYPE
 
 _TORCH_FP8 = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 _FP8_LUT: dict[str, np.ndarray] = {}
@@ -44,6 +44,56 @@ def to_float32(raw: np.ndarray, dtype: str, scale: np.ndarray | None = None) -> 
     if dtype in ("float32", "float16"):
         return np.asarray(raw, dtype=np.float32)
     raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+
+
+def packed_width(dtype: str, d_model: int) -> int:
+    """Bytes (fp8: packed row) or elements (other dtypes) of one stored row as the training reader moves it."""
+    return d_model + SCALE_DTYPE.itemsize if is_fp8(dtype) else d_model
+
+
+def pack_fp8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """fp8 codes [n, d] uint8 and their scales [n] -> packed rows [n, d + 4] uint8: the codes, then the scale's
+    little-endian float32 bytes. One row is one unit for the mixing buffer, the gathers and the upload, so the
+    scales travel with their rows and are decoded where the batch lands (``unpack_fp8``)."""
+    n, d = q.shape
+    out = np.empty((n, d + SCALE_DTYPE.itemsize), np.uint8)
+    out[:, :d] = q
+    out[:, d:] = np.ascontiguousarray(scale, dtype=SCALE_DTYPE).view(np.uint8).reshape(n, -1)
+    return out
+
+
+def unpack_fp8(packed: Any, dtype: str, *, out: Any = None) -> Any:
+    """Packed fp8 rows [n, d + 4] -> float32 [n, d], x = scale * value(q), bit for bit what ``to_float32`` gives
+    (one float32 product of two exact values, the same on every device). numpy or torch in, the same kind out; a
+    CUDA tensor is decoded on its device (torch's exact fp8 -> float32 cast), a CPU one by the table lookup."""
+    is_torch = type(packed).__module__.startswith("torch")
+    if is_torch and packed.device.type != "cpu":
+        return unpack_fp8_cast(packed, dtype, out=out)
+    if is_torch:
+        import torch
+
+        n, d = packed.shape[0], packed.shape[1] - SCALE_DTYPE.itemsize
+        res = out if out is not None else torch.empty((n, d), dtype=torch.float32)
+        unpack_fp8(packed.numpy(), dtype, out=res.numpy())
+        return res
+    d = packed.shape[1] - SCALE_DTYPE.itemsize
+    if out is None:
+        out = np.empty((packed.shape[0], d), np.float32)
+    np.take(fp8_table(dtype), packed[:, :d], out=out)  # a table lookup: faster on the CPU than torch's cast
+    out *= np.ascontiguousarray(packed[:, d:]).view(SCALE_DTYPE)  # [n, 1]
+    return out
+
+
+def unpack_fp8_cast(packed: Any, dtype: str, *, out: Any = None) -> Any:
+    """``unpack_fp8`` for a torch tensor on any device, by torch's fp8 -> float32 cast: the GPU path."""
+    import torch
+
+    d = packed.shape[1] - SCALE_DTYPE.itemsize
+    scale = packed[:, d:].contiguous().view(torch.float32)  # [n, 1]; the store's little-endian = the device's
+    if out is None:
+        out = torch.empty((packed.shape[0], d), dtype=torch.float32, device=packed.device)
+    out.copy_(packed[:, :d].view(getattr(torch, _TORCH_FP8[dtype])))
+    return out.mul_(scale)
 
 
 def encode_acts(x: Any, dtype: str, *, fix_nan: bool = True) -> np.ndarray:

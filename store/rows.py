@@ -9,10 +9,12 @@
 * ``ArraySource``: everything else (a remote shard's range requests through the block cache, a compressed
   shard's zarr reads). ``read`` returns fresh arrays, read-ahead starts the block fetches.
 
-* ``DequantSource``: an fp8 layer (either kind underneath): rows come out float32, each decoded with its
-  per-token scale (x = scale * value(q)) as it is read, so mixing and batches never see fp8 bits.
+* ``PackedSource``: an fp8 layer (either kind underneath): each row comes out as its d_model fp8 codes followed by
+  the 4 bytes of its float32 scale (uint8 [n, d_model + 4], ``store.dtypes.pack_fp8``). The scale travels with
+  its row through the mixing buffer, the batch and the upload (about half bf16's bytes), and the row is decoded
+  (x = scale * value(q)) where the batch lands: on the GPU when training there (``store.dtypes.unpack_fp8``).
 
-All rows are shard-local, sorted, int64, in the stored representation (uint16 bits for bfloat16; float32
+All rows are shard-local, sorted, int64, in the stored representation (uint16 bits for bfloat16; packed rows
 for fp8).
 """
 
@@ -24,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .format import SCALE_DTYPE
+
 PAGE_BYTES = 4096
+SCALE_BYTES = SCALE_DTYPE.itemsize  # a packed fp8 row's float32 scale
 
 
 class MemmapSource:
@@ -125,25 +130,25 @@ class ArraySource:
         out.copy_(torch.from_numpy(raw.view(np.int16) if raw.dtype == np.uint16 else raw))
 
 
-class DequantSource:
-    """An fp8 layer's rows as float32: the stored source's rows times their per-token scales (see module doc)."""
+class PackedSource:
+    """An fp8 layer's rows packed with their per-token scales (see the module doc): uint8 [n, d_model + 4]."""
 
     def __init__(self, inner: MemmapSource | ArraySource, scales: np.ndarray, dtype: str):
         self.inner, self.scales, self.fp8 = inner, scales, dtype
         self.in_place = inner.in_place
         self.array = inner.array
-        self.shape, self.dtype = inner.shape, np.dtype(np.float32)
-
-    def _decode(self, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        from .dtypes import to_float32
-
-        return to_float32(q, self.fp8, scale)
+        self.d_model = int(inner.shape[1])
+        self.shape, self.dtype = (int(inner.shape[0]), self.d_model + SCALE_BYTES), np.dtype(np.uint8)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        return self._decode(self.inner.read(rows), np.asarray(self.scales[rows]))
+        from .dtypes import pack_fp8
+
+        return pack_fp8(self.inner.read(rows), np.asarray(self.scales[rows]))
 
     def span(self, a: int, b: int) -> np.ndarray:
-        return self._decode(self.inner.span(a, b), np.asarray(self.scales[a:b]))
+        from .dtypes import pack_fp8
+
+        return pack_fp8(self.inner.span(a, b), np.asarray(self.scales[a:b]))
 
     def touch(self, a: int, b: int) -> None:
         self.inner.touch(a, b)
@@ -152,16 +157,25 @@ class DequantSource:
         self.inner.advise(a, b)
 
     def gather(self, rows: np.ndarray, out: Any) -> None:
-        """Decoded rows into ``out`` (a float32 torch tensor [len(rows), d_model])."""
+        """Packed rows into ``out`` (a uint8 torch tensor [len(rows), d_model + 4]): the codes gathered as the
+        inner source does (in place from a memmap), then their scales' bytes beside them."""
         import torch
 
-        out.copy_(torch.from_numpy(self.read(rows)))
+        d = self.d_model
+        if isinstance(self.inner, MemmapSource):
+            codes = torch.empty((len(rows), d), dtype=torch.uint8)
+            self.inner.gather(rows, codes)
+            out[:, :d].copy_(codes)
+        else:
+            out[:, :d].copy_(torch.from_numpy(self.inner.read(rows)))
+        scale = np.ascontiguousarray(self.scales[rows], dtype=np.float32)
+        out[:, d:].copy_(torch.from_numpy(scale.view(np.uint8).reshape(len(rows), SCALE_BYTES)))
 
 
 def row_source(raw: Any, scales: np.ndarray | None = None, dtype: str | None = None):
-    """The row source of a layer's stored rows; with ``scales`` (an fp8 layer): a DequantSource over it."""
+    """The row source of a layer's stored rows; with ``scales`` (an fp8 layer): a PackedSource over it."""
     inner = MemmapSource(raw) if isinstance(raw, np.memmap) else ArraySource(raw)
-    return inner if scales is None else DequantSource(inner, scales, dtype)
+    return inner if scales is None else PackedSource(inner, scales, dtype)
 
 
-__all__ = ["ArraySource", "DequantSource", "MemmapSource", "row_source"]
+__all__ = ["ArraySource", "MemmapSource", "PackedSource", "row_source"]

@@ -1,6 +1,7 @@
 """The mixing reader's read paths: rows read in place (zero-copy) or copied into the buffer, compressed stores,
-stored-dtype and CUDA batches, the readahead hints, small batches cut from rows gathered ahead. Each path must
-emit exactly the batches of the others."""
+stored-dtype and CUDA batches, the readahead hints, small batches cut from rows gathered ahead; for float32,
+bfloat16 and fp8 stores (whose rows travel packed with their scales). Each path must emit exactly the batches of
+the others."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from fastsae.store.dtypes import unpack_fp8
 from fastsae.train.reader import ReaderError
 from tests._reader_stores import all_tags, build_store, make
 
 
-@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+@pytest.fixture(scope="module", params=["float32", "bfloat16", "fp8_e4m3"])
 def store(request, tmp_path_factory):
     return build_store(tmp_path_factory.mktemp(f"store_{request.param}"), dtype=request.param)
 
@@ -39,11 +41,15 @@ def test_cuda_batches_match_cpu(store):
 def test_undecoded_batches_are_the_stored_values(store, shuffle):
     decoded = make(store, epochs=1, drop_last=False, shuffle=shuffle)
     stored = make(store, epochs=1, drop_last=False, shuffle=shuffle, decode=False)
-    want = {"float32": torch.float32, "bfloat16": torch.bfloat16}[store.dtype]
+    want = {"float32": torch.float32, "bfloat16": torch.bfloat16, "fp8_e4m3": torch.uint8}[store.dtype]
     n = 0
     for a, b in zip(decoded, stored, strict=True):
-        assert b.dtype == want and b.shape == a.shape
-        assert torch.equal(b.float(), a)  # same tokens, same order; widening is exact
+        assert b.dtype == want and len(b) == len(a)
+        if store.dtype == "fp8_e4m3":  # packed rows: d codes, then the row's float32 scale
+            assert b.shape[1] == a.shape[1] + 4
+            assert torch.equal(unpack_fp8(b, store.dtype), a)
+        else:
+            assert torch.equal(b.float(), a)  # same tokens, same order; widening is exact
         n += len(b)
     assert n == store.num_tokens
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fastsae.cli import app
 from fastsae.store import ShardWriter, StoreCorruptError, open_store, to_float32, verify_store
-from fastsae.store.dtypes import encode_fp8
+from fastsae.store.dtypes import encode_fp8, pack_fp8, unpack_fp8, unpack_fp8_cast
 from fastsae.store.format import FP8_MANTISSA_BITS, FP8_MAX, scale_file
 from fastsae.train.reader import ActivationReader
 
@@ -64,6 +64,35 @@ def test_cast_is_torchs_nearest_even(dtype):
     np.testing.assert_array_equal(q, ref)
 
 
+@pytest.mark.parametrize("dtype", FP8)
+def test_packed_rows_decode_to_the_stored_values_exactly(dtype):
+    """Codes and scales packed into one uint8 row [d + 4] decode, from numpy or from a torch tensor, bit for bit to
+    what the store's own decoding gives, the hard rows (zero rows, one huge value, fp8 subnormals) included."""
+    x = hard_rows(3)
+    q, scale = encode_fp8(x, dtype)
+    want = to_float32(q, dtype, scale)
+    packed = pack_fp8(q, scale)
+    assert packed.shape == (len(x), D + 4) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(unpack_fp8(packed, dtype), want)
+    got = unpack_fp8(torch.from_numpy(packed), dtype)
+    assert got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(want))
+    cast = unpack_fp8_cast(torch.from_numpy(packed), dtype)  # the GPU's decoding, run by the CPU's kernels
+    assert torch.equal(cast, torch.from_numpy(want))
+    odd = pack_fp8(q[:, :5], scale)  # a row width that leaves the scale unaligned in memory
+    np.testing.assert_array_equal(unpack_fp8(odd, dtype), to_float32(q[:, :5], dtype, scale))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", FP8)
+def test_packed_rows_decode_on_the_gpu_as_on_the_cpu(dtype):
+    x = np.concatenate([hard_rows(4), np.random.default_rng(5).standard_normal((4099, D)).astype(np.float32)])
+    q, scale = encode_fp8(x, dtype)
+    packed = torch.from_numpy(pack_fp8(q, scale))
+    got = unpack_fp8(packed.cuda(), dtype)
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), torch.from_numpy(to_float32(q, dtype, scale)))
+
+
 def write_store(root, dtype: str, seqs: list[np.ndarray], layers=(1,), compression=None) -> None:
     with ShardWriter(root, writer=0, seq=0, first_sequence=0, layers=list(layers), d_model=D, dtype=dtype,
                      meta={}, compression=compression) as w:  # fmt: skip
@@ -95,20 +124,26 @@ def test_store_reads_decoded_and_verifies(tmp_path, seqs, dtype, compression):
     np.testing.assert_array_equal(np.asarray(sh.scales(1)), scale)
     np.testing.assert_array_equal(s.sequence(3).acts(1), got[sh.offsets[3] : sh.offsets[4]])
     rows = np.array([0, 2, 3, 40, 41, 100], dtype=np.int64)
-    np.testing.assert_array_equal(sh.row_source(1).read(rows), got[rows])
+    packed = sh.row_source(1).read(rows)  # the reader's unit: codes, then the scale's 4 bytes
+    assert packed.dtype == np.uint8 and packed.shape == (len(rows), D + 4)
+    np.testing.assert_array_equal(packed[:, :D], q[rows])
+    np.testing.assert_array_equal(packed[:, D:].copy().view("<f4")[:, 0], scale[rows])
+    np.testing.assert_array_equal(unpack_fp8(packed, dtype), got[rows])
     assert verify_store(tmp_path / "s")["ok"]
     if compression is None:  # 1 byte per element + 4 per token against bf16's 2 per element
         act = (tmp_path / "s").glob("shard-*/acts/layer_1/c/0/0")
         assert next(act).stat().st_size < 0.55 * 2 * x.size
 
 
-@pytest.mark.parametrize("zero_copy", [None, False])
-def test_training_reader_gives_decoded_rows_exactly(tmp_path, seqs, zero_copy):
+@pytest.mark.parametrize("zero_copy, shuffle", [(None, True), (False, True), (None, False)])
+def test_training_reader_gives_decoded_rows_exactly(tmp_path, seqs, zero_copy, shuffle):
     write_store(tmp_path / "s", "fp8_e4m3", seqs)
     s = open_store(tmp_path / "s")
     decoded = s.shards[0].acts(1)
     with ActivationReader(s, layer=1, batch_size=32, epochs=1, buffer_tokens=64, chunk_tokens=16,
-                          drop_last=False, zero_copy=zero_copy) as r:  # fmt: skip
+                          drop_last=False, zero_copy=zero_copy, shuffle=shuffle) as r:  # fmt: skip
+        # the buffer copy holds packed rows: d codes + a 4-byte scale, not float32 rows
+        assert r.buffer_bytes == (64 * (D + 4) if zero_copy is False else 0)
         got = torch.cat(list(r)).numpy()
     assert got.dtype == np.float32 and len(got) == len(decoded)
     # a batch is a shuffled set of rows: the same multiset of rows, bit for bit
@@ -122,7 +157,8 @@ def test_remote_fp8_store_reads_as_its_local_twin(tmp_path, s3_url, seqs):
     local, remote = open_store(tmp_path / "s"), open_store(s3_url)
     np.testing.assert_array_equal(remote.shards[0].acts(1), local.shards[0].acts(1))
     src, rows = remote.shards[0].row_source(1), np.array([0, 3, 4, 9, 70], dtype=np.int64)
-    np.testing.assert_array_equal(src.read(rows), local.shards[0].acts(1)[rows])
+    np.testing.assert_array_equal(src.read(rows), local.shards[0].row_source(1).read(rows))
+    np.testing.assert_array_equal(unpack_fp8(src.read(rows), "fp8_e4m3"), local.shards[0].acts(1)[rows])
     assert verify_store(s3_url)["ok"]
 
 
@@ -209,3 +245,21 @@ def test_real_smollm2_rows_round_trip(smollm2, tmp_path):
     assert x.shape == y.shape and (types == 0).any()
     assert_within_bound(x, y, "fp8_e4m3")
     assert verify_store(tmp_path / "fp8_e4m3")["ok"]
+
+
+def test_an_sae_trained_on_fp8_equals_one_trained_on_the_decoded_rows(tmp_path, seqs):
+    """Training reads an fp8 store's rows packed with their scales and decodes them in the batch: the SAE is bit
+    for bit the one trained (same seed) on a float32 store holding the decoded rows."""
+    from fastsae.saes.saelens import load_sae
+    from tests._worlds import tiny_train
+
+    write_store(tmp_path / "fp8", "fp8_e4m3", seqs)
+    decoded = [to_float32(q, "fp8_e4m3", sc) for q, sc in (encode_fp8(x, "fp8_e4m3") for x in seqs)]
+    write_store(tmp_path / "f32", "float32", decoded)
+    kw = dict(layer=1, batch_size=16, tokens=16 * 12, buffer_tokens=64, chunk_tokens=16, init_sample_tokens=128,
+              eval_every=6, normalize_activations=True)  # fmt: skip
+    (a,) = tiny_train(tmp_path / "fp8", tmp_path / "sae_fp8", **kw)
+    (b,) = tiny_train(tmp_path / "f32", tmp_path / "sae_f32", **kw)
+    sa, sb = load_sae(a), load_sae(b)
+    for name, p in sa.state_dict().items():
+        assert torch.equal(p, sb.state_dict()[name]), name

@@ -15,14 +15,16 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from fastsae.store.dtypes import unpack_fp8
 from fastsae.train.prefetch import Prefetcher
 from fastsae.train.selection import STORED_NUMPY, TokenSelection
 
 ROUND_STREAM = 0x5EED
 AHEAD_ROWS = 4096  # batches smaller than this are cut from one gather of the round's next AHEAD_ROWS rows
 READAHEAD_CHUNKS = 4  # chunks whose disk reads are requested ahead of the one paged in (~19 MB at d 576 bf16)
-TORCH_STORED = {np.uint16: torch.int16, np.float16: torch.float16, np.float32: torch.float32}
-# what the stored bits are, for torch's exact widening to float32 (bf16 bits travel as int16)
+TORCH_STORED = {np.uint16: torch.int16, np.float16: torch.float16, np.float32: torch.float32, np.uint8: torch.uint8}  # fmt: skip
+# what the stored bits are, for torch's exact widening to float32 (bf16 bits travel as int16; packed fp8 rows
+# are decoded with their scales instead, store.dtypes.unpack_fp8)
 TORCH_VALUE = {np.uint16: torch.bfloat16, np.float16: torch.float16, np.float32: torch.float32}
 
 
@@ -49,20 +51,21 @@ class Mixer:
         self.epochs, self.drop_last, self.prefetch = epochs, drop_last, prefetch
         self.stored, self.pin = stored or pin, pin
         self.d_model = selection.d_model
+        self.width = selection.width  # columns of a stored row (fp8: codes + the scale's 4 bytes)
         self.buffer_tokens = buffer_tokens
         self._np_dtype = STORED_NUMPY[selection.dtype]
         # mapped (uncompressed store, shuffled): the buffer is the slot table alone, rows are read in place from
-        # the memmaps when emitted (one copy per token, no buffer RAM); else a copy of the rows, [B, d_in] stored
+        # the memmaps when emitted (one copy per token, no buffer RAM); else a copy of the rows, [B, width] stored
         self.mapped = mapped and shuffle
         self._buffer = self._buffer_t = None
         if not self.mapped:
-            self._buffer = np.empty((buffer_tokens, self.d_model), self._np_dtype)  # [B, d_in], stored dtype
+            self._buffer = np.empty((buffer_tokens, self.width), self._np_dtype)  # [B, width], stored dtype
             # the same memory as a torch tensor: index_select gathers rows faster than numpy's fancy indexing
             self._buffer_t = torch.from_numpy(
                 self._buffer.view(np.int16) if self._np_dtype is np.uint16 else self._buffer
             )
-        self._scratch: torch.Tensor | None = None  # [batch_size, d_in] stored dtype, for the CPU gather
-        self._ahead: torch.Tensor | None = None  # [AHEAD_ROWS, d_in] stored rows gathered for small batches
+        self._scratch: torch.Tensor | None = None  # [batch_size, width] stored dtype, for the CPU gather
+        self._ahead: torch.Tensor | None = None  # [AHEAD_ROWS, width] stored rows gathered for small batches
         self._ahead_ids: np.ndarray | None = None  # their canonical ids, sorted
         self._slot_ids = np.full(buffer_tokens, -1, np.int64)  # [B] canonical token id per slot, -1 = empty
         self._epoch = 0
@@ -73,7 +76,7 @@ class Mixer:
         self._exhausted = False  # this epoch's chunk stream has ended
         self._finished = False
         self.tokens_emitted = 0
-        self._piece: tuple[np.ndarray, np.ndarray] | None = None  # (ids [n], stored rows [n, d_in]) in use
+        self._piece: tuple[np.ndarray, np.ndarray] | None = None  # (ids [n], stored rows [n, width]) in use
         # changes to _slot_ids since the last snapshot, as (slots, ids or -1); the arrays are never written again
         self._delta: list[tuple[np.ndarray, np.ndarray | int]] = []
         self._piece_pos = 0
@@ -212,7 +215,7 @@ class Mixer:
             # a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) can be mmapped and page-faulted
             # anew by glibc every batch (benchmarks/cpu_ops.py scratch)
             if self._scratch is None or self._scratch.shape[0] < len(slots):
-                shape = (max(len(slots), self.batch_size), self.d_model)
+                shape = (max(len(slots), self.batch_size), self.width)
                 self._scratch = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype])
             rows = self._scratch[: len(slots)]
         if self.batch_size < AHEAD_ROWS:
@@ -222,7 +225,9 @@ class Mixer:
             self.selection.gather_ids(ids[order], rows)
         else:
             torch.index_select(self._buffer_t, 0, torch.from_numpy(slots[order]), out=rows)
-        if not direct:
+        if not direct and self._np_dtype is np.uint8:
+            unpack_fp8(rows, self.selection.dtype, out=out)
+        elif not direct:
             out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
 
     def _rows_ahead(self, ids: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -239,7 +244,7 @@ class Mixer:
         order = np.argsort(ahead, kind="stable")
         slots, ahead = slots[order], ahead[order]
         if self._ahead is None or self._ahead.shape[0] < len(slots):
-            self._ahead = torch.empty((len(slots), self.d_model), dtype=TORCH_STORED[self._np_dtype])
+            self._ahead = torch.empty((len(slots), self.width), dtype=TORCH_STORED[self._np_dtype])
         block = self._ahead[: len(slots)]
         if self.mapped:
             self.selection.gather_ids(ahead, block)
@@ -271,11 +276,12 @@ class Mixer:
     def next_batch(self) -> tuple[torch.Tensor, int] | None:
         """(batch, rows) — float32 [batch_size, d_in], or the stored-dtype block (pinned for a CUDA
         upload) — or None when the last epoch is over."""
-        shape = (self.batch_size, self.d_model)
         if self.stored:  # a fresh block (pinned: torch's caching host allocator recycles it)
+            shape = (self.batch_size, self.width)  # [batch_size, width], stored dtype
             batch = dst = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=self.pin)
         else:
-            batch = dst = torch.empty(shape, dtype=torch.float32)  # [batch_size, d_in]
+            shape = (self.batch_size, self.d_model)  # [batch_size, d_in]
+            batch = dst = torch.empty(shape, dtype=torch.float32)
         filled = 0
         while filled < self.batch_size and not self._finished:
             if (self.shuffle and self._pos >= len(self._pending)) or (not self.shuffle and self._exhausted):

@@ -27,14 +27,15 @@ the page cache (file-backed, reclaimable, shared) and are read in place when emi
 the batch: one copy per token, as a plain sequential read makes. If memory pressure evicts a page
 before its rows are emitted, they are read again from disk then (slower, never wrong).
 Compressed stores, stores on object storage (or ``zero_copy=False``): the buffer keeps a copy of the rows
-in the stored representation, B * d_model * itemsize bytes (bf16: 0.6 GB at B = 2^19, d_model = 576). A
+in the stored representation, B * d_model * itemsize bytes (bf16: 0.6 GB at B = 2^19, d_model = 576; fp8: B * (d_model + 4)). A
 remote store's rows come by range requests through its bounded local block cache (``fastsae.store``'s
 blockcache.py), which the read-ahead fills ahead and later epochs reuse; nothing is downloaded up front.
 
 Where rows come from is the row-source interface of ``fastsae.store.rows`` (one per shard: the local memmap
 or the remote/compressed reads); this module and ``train/mixing.py`` only decide which rows, in which order.
 Either way batches are decoded to float32 as they are emitted (on the GPU when ``device`` is CUDA:
-the stored dtype is uploaded from pinned memory); gathers (token-type filters) and compressed
+the stored dtype is uploaded from pinned memory; an fp8 store's rows travel packed with their per-token scales,
+d_model codes + 4 bytes, in the buffer, the batch and the upload, and are decoded only there); gathers (token-type filters) and compressed
 stores cost (prefetch + 2) chunks at most, and up to (prefetch + 2) batches are made ahead.
 Batches under 4096 rows are cut from one gather of the round's next 4096 rows (one more block of
 4096 stored rows: 4.7 MB at d_model 576 in bf16). Index metadata: 8 bytes per selected token.
@@ -63,6 +64,7 @@ import numpy as np
 import torch
 
 from fastsae.store import TokenType, open_store
+from fastsae.store.dtypes import unpack_fp8
 from fastsae.train.mixing import Mixer, Position
 from fastsae.train.prefetch import Prefetcher
 from fastsae.train.selection import (
@@ -98,7 +100,8 @@ class ResumeMismatchError(ReaderError):
 
 class ActivationReader:
     """Iterator of float32 ``[batch_size, d_model]`` batches of ``layer`` from a store (see module doc);
-    ``decode=False``: batches in the store's dtype (bfloat16, float16 or float32), as stored, not widened.
+    ``decode=False``: batches in the store's dtype (bfloat16, float16 or float32), as stored, not widened; an fp8
+    store's as packed rows, uint8 [batch_size, d_model + 4] (``store.dtypes.unpack_fp8`` decodes them).
     ``zero_copy``: None (auto) reads the rows in place from an uncompressed store's memmaps, True insists on it
     (a compressed store is then an error), False copies them into the mixing buffer (see the module doc).
 
@@ -230,9 +233,12 @@ class ActivationReader:
         batch, snap = item
         self._position.advance(snap)
         if self.device.type != "cpu":
-            batch = batch.to(self.device, non_blocking=True)  # stored dtype: half the bytes of fp32 for bf16
+            # stored dtype: half the bytes of fp32 for bf16, a quarter (+ 4 a row) for packed fp8
+            batch = batch.to(self.device, non_blocking=True)
         elif self.decode:
             return batch  # float32 already (decoded in the batch thread)
+        if batch.dtype == torch.uint8:  # packed fp8 rows: decoded with their scales, on the device
+            return unpack_fp8(batch, self.store.dtype) if self.decode else batch
         if batch.dtype == torch.int16:  # bf16 bits
             batch = batch.view(torch.bfloat16)
         return batch.float() if self.decode else batch

@@ -22,11 +22,14 @@ import torch
 
 from fastsae.errors import FastSAEError
 from fastsae.store import TokenType
+from fastsae.store.dtypes import is_fp8, packed_width, unpack_fp8
 from fastsae.store.split import holdout_indices
 
 CHUNK_ORDER_STREAM = 0xC4
 PAGE_BYTES = 4096
-STORED_NUMPY = {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32}
+# numpy dtype of a stored row as the reader moves it (bf16 as its uint16 bits, fp8 as packed uint8 rows)
+STORED_NUMPY = {"bfloat16": np.uint16, "float16": np.float16, "float32": np.float32, "fp8_e4m3": np.uint8,
+                "fp8_e5m2": np.uint8}  # fmt: skip
 
 
 class ReaderError(FastSAEError, ValueError):
@@ -117,9 +120,10 @@ class TokenSelection:
             raise ReaderError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
         self.store = store
         self.layer = layer
-        # fp8 rows come out of their row sources float32 already (decoded with their per-token scales)
-        self.dtype = "float32" if store.dtype in ("fp8_e4m3", "fp8_e5m2") else store.dtype
+        self.dtype = store.dtype
         self.d_model = int(store.d_model)
+        # columns of a stored row: d_model, or d_model codes + the 4 bytes of the row's scale (packed fp8)
+        self.width = packed_width(self.dtype, self.d_model)
         self.token_types = frozenset(token_types)
         # [H] global sequence indices, sorted
         self.holdout = pick_holdout(int(store.num_sequences), seed, fraction=holdout, count=holdout_sequences)
@@ -174,13 +178,15 @@ class TokenSelection:
         return self.sources[shard].array
 
     def read_raw(self, shard: int, rows: np.ndarray) -> np.ndarray:
-        """Stored representation [len(rows), d_model] (uint16 bits for bf16) of sorted local ``rows``
+        """Stored representation [len(rows), width] (uint16 bits for bf16, packed rows for fp8) of sorted local ``rows``
         (consecutive rows of a memmap: a view with its pages faulted in; see ``fastsae.store.rows``)."""
         return self.sources[shard].read(rows)
 
     def decode(self, raw: np.ndarray, out: torch.Tensor) -> torch.Tensor:
         """Stored representation -> float32 ``out`` [n, d_model] (CPU), exact; numpy releases the GIL."""
-        if self.dtype == "bfloat16":  # bf16 bits as uint16: float32 bits = bits << 16
+        if is_fp8(self.dtype):
+            unpack_fp8(raw, self.dtype, out=out.numpy())
+        elif self.dtype == "bfloat16":  # bf16 bits as uint16: float32 bits = bits << 16
             np.left_shift(raw.view(np.uint16), 16, out=out.numpy().view(np.uint32), dtype=np.uint32)
         else:
             out.numpy()[...] = raw
@@ -192,7 +198,7 @@ class TokenSelection:
         return self.decode(self.read_raw(shard, rows), out)
 
     def read_chunk(self, chunk: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(canonical ids [n], stored rows [n, d_model]) of a chunk, from its ``skip``-th token on."""
+        """(canonical ids [n], stored rows [n, width]) of a chunk, from its ``skip``-th token on."""
         s = int(self.chunk_shard[chunk])
         lo, hi = int(self.chunk_start[chunk]) + skip, int(self.chunk_stop[chunk])
         base = int(self.shard_start[s])
@@ -227,7 +233,7 @@ class TokenSelection:
         return np.arange(lo, hi, dtype=np.int64), None
 
     def gather_ids(self, ids: np.ndarray, out: torch.Tensor) -> None:
-        """Stored rows of sorted canonical ``ids`` into ``out`` [len(ids), d_model] (stored dtype; bf16 as int16),
+        """Stored rows of sorted canonical ``ids`` into ``out`` [len(ids), width] (stored dtype; bf16 as int16),
         read in place from the memmaps: one monotone gather per shard the ids fall in."""
         bounds = np.searchsorted(ids, self.shard_start)  # [n_shards + 1]: where each shard's ids begin
         for s in np.flatnonzero(bounds[1:] > bounds[:-1]):
