@@ -1,7 +1,7 @@
 """`fastsae train`: the typer command. Its options mirror TrainConfig field for field: each help is the
 field's doc and each default the field's default (tests/test_cli_options.py checks both). Comma-separated
 values of --arch, --expansion, --sparsity-coef, --k and --lr make a sweep trained in one pass over the data
-(see train/config.py). Count flags take the usual spellings: 1e6, 1_000_000, 1,000,000, 256k, 1M.
+(see train/sweep.py). Count flags take the usual spellings: 1e6, 1_000_000, 1,000,000, 256k, 1M.
 
 Bad input raises (TrainError, StoreError, ...: all FastSAEError); fastsae/cli.py prints it as one line.
 SIGTERM or SIGINT: the run checkpoints, says so on one line and exits 143 or 130 (train/interrupt.py)."""

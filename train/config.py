@@ -1,102 +1,52 @@
-"""TrainConfig: every knob of `fastsae train`, one field per CLI flag; recipes; sweep expansion.
+"""TrainConfig: every knob of `fastsae train`, one field per CLI flag.
 
 The field help strings below ARE the CLI help (train/cli.py mirrors the fields 1:1 and a test checks it).
-
-Recipes. A recipe supplies the defaults of the fields left as None; an explicit value always wins.
-`resolve(cfg)` returns the config with the recipe's values filled in — that resolved config is what a run
-saves (sparsity_coef / k may stay None: "each architecture's default", recorded per SAE in its folder).
-
-- paper (Appendix C of the FAST paper): Adam β=(0.9, 0.999); lr 7e-5 → 7e-6 (linear warm-up over 16,000
-  steps, constant, cosine decay over the last 64,000 steps, see train/schedule.py); sparsity coefficient 0.01
-  (JumpReLU) / 5 (Standard) warmed up linearly over 10,000 steps; 40,960,000 tokens in batches of 128
-  (= 320,000 steps); seed 42; float32; b_dec = geometric median of a sample; Kaiming-uniform weights; unit
-  decoder rows; dead-feature threshold 1e-8, dead window 1,000 steps, feature sampling window 2,000 steps;
-  JumpReLU bandwidth 0.001, initial threshold 0.001, θ stored as log θ; no input noise; b_dec not
-  subtracted from the input; gradient-norm clip 1.0.
-- default: the same, but batches of 4,096 tokens (10,000 steps for 40.96M tokens), JumpReLU bandwidth 0.05 and
-  initial threshold 0.01 with θ stored directly.
-  Both recipes express the warm-up/decay lengths as fractions of the run (lr warm-up 5%, lr decay 20%,
-  sparsity warm-up 3.125%), which for the paper's 320,000 steps are exactly its 16,000 / 64,000 / 10,000.
-
-Sweeps. --arch, --expansion, --sparsity-coef, --k and --lr take comma-separated values; the run trains the
-cartesian product in ONE pass over the data. The sparsity axis depends on the architecture: standard and
-jumprelu combine with every --sparsity-coef value (default: the recipe's coefficient for that architecture),
-topk and batchtopk with every --k value instead. So `--arch jumprelu,topk --expansion 8,16 --sparsity-coef
-0.003,0.01 --k 32` trains 2×2 jumprelu + 2×1 topk = 6 SAEs. Each SAE's folder is named from its point
-(`jumprelu-x16-sc0.01`, `topk-x8-k32`, plus `-lr7e-05` when --lr is swept).
+The rules on their values: train/config_checks.py (checked at construction). Recipes (the defaults of the
+fields left as None, and `resolve`): train/recipes.py. Sweeps (comma-separated axes, one SAE per point):
+train/sweep.py. Their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from fastsae.errors import FastSAEError, UsageError
+from fastsae.train.config_checks import MAX_HOLDOUT, MIN_BUFFER_TOKENS, PARALLEL, validate
+from fastsae.train.errors import TrainConfigError, TrainError
+from fastsae.train.recipes import (
+    EVAL_EVERY_MAX,
+    LR_DECAY_FRACTION,
+    LR_WARMUP_FRACTION,
+    PAPER_TOKENS,
+    RECIPES,
+    SPARSITY_WARMUP_FRACTION,
+    BDecInit,
+    Recipe,
+    resolve,
+    total_steps,
+)
+from fastsae.train.sweep import (
+    ARCHS,
+    DEFAULT_K,
+    DEFAULT_SPARSITY_COEF,
+    K_ARCHS,
+    SPARSITY_ARCHS,
+    SweepPoint,
+    sweep_points,
+)
 
-
-class TrainError(FastSAEError):
-    """Base class of train's own errors (the CLI prints them as one line, exit code 2)."""
-
-
-class TrainConfigError(TrainError, UsageError):
-    """A bad train argument, detected before any training step."""
-
-
-class Recipe(str, Enum):
-    DEFAULT = "default"
-    PAPER = "paper"
-
-
-class BDecInit(str, Enum):
-    GEOMETRIC_MEDIAN = "geometric_median"
-    MEAN = "mean"
-    ZEROS = "zeros"
-
-
-ARCHS = ("standard", "jumprelu", "topk", "batchtopk")
-SPARSITY_ARCHS = ("standard", "jumprelu")  # trained with a sparsity coefficient λ
-K_ARCHS = ("topk", "batchtopk")  # sparsity set by k
-
-PAPER_TOKENS = 40_960_000
-RECIPES: dict[Recipe, dict] = {
-    Recipe.PAPER: dict(
-        lr=(7e-5,),
-        lr_end_ratio=0.1,
-        tokens=PAPER_TOKENS,
-        batch_size=128,
-        jumprelu_bandwidth=0.001,
-        jumprelu_init_threshold=0.001,
-        jumprelu_log_threshold=True,
-    ),
-    Recipe.DEFAULT: dict(
-        lr=(7e-5,),
-        lr_end_ratio=0.1,
-        tokens=PAPER_TOKENS,
-        batch_size=4096,
-        jumprelu_bandwidth=0.05,
-        jumprelu_init_threshold=0.01,
-        jumprelu_log_threshold=False,
-    ),
-}
-# Schedule lengths as fractions of the run: 16,000 / 64,000 / 10,000 of the paper's 320,000 steps.
-LR_WARMUP_FRACTION = 0.05
-LR_DECAY_FRACTION = 0.20
-SPARSITY_WARMUP_FRACTION = 10_000 / 320_000
-DEFAULT_SPARSITY_COEF = {"jumprelu": 0.01, "standard": 5.0}  # paper, both recipes
-DEFAULT_K = 64
-EVAL_EVERY_MAX = 1000
-
-MAX_HOLDOUT = 0.5  # a held-out split measures; past half the store a run evaluates on more than it trains on
-MIN_BUFFER_TOKENS = 2  # the mixing buffer emits a random half of its slots a round: one slot cannot mix
+__all__ = [
+    "ARCHS", "DEFAULT_K", "DEFAULT_SPARSITY_COEF", "EVAL_EVERY_MAX", "K_ARCHS", "LR_DECAY_FRACTION",
+    "LR_WARMUP_FRACTION", "MAX_HOLDOUT", "MIN_BUFFER_TOKENS", "OPERATIONAL_FIELDS", "PAPER_TOKENS", "PARALLEL",
+    "RECIPES", "SPARSITY_ARCHS", "SPARSITY_WARMUP_FRACTION", "BDecInit", "Recipe", "SweepPoint", "TrainConfig",
+    "TrainConfigError", "TrainError", "from_json", "resolve", "sweep_points", "to_json", "total_steps",
+]  # fmt: skip
 
 # Fields that change how a run is operated but not what it computes: a rerun may change them.
 OPERATIONAL_FIELDS = (
     "device", "checkpoint_every", "progress", "reuse_host_memory", "sae_workers", "allow_incomplete", "parallel",
 )  # fmt: skip
-PARALLEL = ("auto", "sweep", "data")
 
 
 def _help(text: str) -> dict:
@@ -282,166 +232,7 @@ class TrainConfig:
     )
 
     def __post_init__(self):  # validation only (raises); no side effects
-        _validate(self)
-
-
-def _fail(msg: str):
-    raise TrainConfigError(msg)
-
-
-def _validate(c: TrainConfig) -> None:
-    if not isinstance(c.recipe, Recipe):
-        try:
-            Recipe(c.recipe)
-        except ValueError:
-            _fail(f"unknown --recipe {c.recipe!r} (choose: default, paper)")
-    if not c.arch:
-        _fail("--arch is empty")
-    for name, values in (
-        ("arch", c.arch),
-        ("expansion", c.expansion),
-        ("sparsity-coef", c.sparsity_coef),
-        ("k", c.k),
-        ("lr", c.lr),
-    ):
-        if values is not None and len(set(values)) != len(values):
-            _fail(f"--{name} lists a value twice: {','.join(map(str, values))}")
-    for a in c.arch:
-        if a not in ARCHS:
-            _fail(f"unknown --arch {a!r} (choose: {', '.join(ARCHS)})")
-    for e in c.expansion:
-        if not isinstance(e, int) or e < 1:
-            _fail(f"--expansion must be a whole number ≥ 1, got {e!r}")
-    if c.sparsity_coef is not None:
-        if not any(a in SPARSITY_ARCHS for a in c.arch):
-            _fail("--sparsity-coef makes no sense for topk/batchtopk (they use --k)")
-        for s in c.sparsity_coef:
-            if not math.isfinite(s) or s < 0:
-                _fail(f"--sparsity-coef must be a finite number ≥ 0, got {s!r}")
-    if c.k is not None:
-        if not any(a in K_ARCHS for a in c.arch):
-            _fail("--k only applies to topk/batchtopk; standard/jumprelu use --sparsity-coef")
-        for k in c.k:
-            if not isinstance(k, int) or k < 1:
-                _fail(f"--k must be a whole number ≥ 1, got {k!r}")
-    for lr in c.lr or ():
-        if not math.isfinite(lr) or lr <= 0:
-            _fail(f"--lr must be > 0, got {lr!r}")
-    if c.lr_end_ratio is not None and not 0 < c.lr_end_ratio <= 1:
-        _fail(f"--lr-end-ratio must be in (0, 1], got {c.lr_end_ratio!r}")
-    for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps", "eval_every"):
-        v = getattr(c, name)
-        if v is not None and v < 0:
-            _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {v}")
-    if c.batch_size is not None and c.batch_size < 1:
-        _fail(f"--batch-size must be ≥ 1, got {c.batch_size}")
-    if c.tokens is not None and c.tokens < 1:
-        _fail(f"--tokens must be ≥ 1, got {c.tokens}")
-    if c.tokens is not None and c.batch_size is not None and c.tokens < c.batch_size:
-        _fail(f"--tokens ({c.tokens}) is less than one batch (--batch-size {c.batch_size})")
-    if not 0 <= c.adam_beta1 < 1 or not 0 <= c.adam_beta2 < 1:
-        _fail("--adam-beta1/--adam-beta2 must be in [0, 1)")
-    if not (math.isfinite(c.aux_k_coef) and c.aux_k_coef >= 0):
-        _fail(f"--aux-k-coef must be a finite number ≥ 0, got {c.aux_k_coef}")
-    if c.grad_clip < 0:
-        _fail(f"--grad-clip must be ≥ 0, got {c.grad_clip}")
-    if c.jumprelu_bandwidth is not None and not c.jumprelu_bandwidth > 0:
-        _fail(f"--jumprelu-bandwidth must be > 0, got {c.jumprelu_bandwidth}")
-    if c.jumprelu_init_threshold is not None and not c.jumprelu_init_threshold > 0:
-        _fail(f"--jumprelu-init-threshold must be > 0, got {c.jumprelu_init_threshold}")
-    for name in (
-        "init_sample_tokens",
-        "dead_feature_window",
-        "feature_sampling_window",
-        "log_every",
-        "chunk_tokens",
-    ):
-        if getattr(c, name) < 1:
-            _fail(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(c, name)}")
-    if c.eval_tokens < 1:
-        _fail(f"--eval-tokens must be ≥ 1, got {c.eval_tokens} (--holdout 0 trains without held-out metrics)")
-    if c.buffer_tokens < MIN_BUFFER_TOKENS:
-        _fail(
-            f"--buffer-tokens must be ≥ {MIN_BUFFER_TOKENS} (the buffer emits a random half of its slots a round), "
-            f"got {c.buffer_tokens}"
-        )
-    if not 0 <= c.holdout <= MAX_HOLDOUT:
-        _fail(
-            f"--holdout must be in [0, {MAX_HOLDOUT}], got {c.holdout}: it is the share of sequences kept out of "
-            "training for the metrics; more than half would train on less than it evaluates"
-        )
-    if c.parallel not in PARALLEL:
-        _fail(f"unknown --parallel {c.parallel!r}; choose one of {', '.join(PARALLEL)}")
-    for name in ("checkpoint_every", "sae_workers"):
-        if getattr(c, name) < 0:
-            _fail(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(c, name)}")
-    if not c.dead_feature_threshold >= 0:
-        _fail(f"--dead-feature-threshold must be ≥ 0, got {c.dead_feature_threshold}")
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill the None fields from the recipe (explicit values win) and the schedule fractions."""
-    recipe = RECIPES[Recipe(cfg.recipe)]
-    values = {k: v for k, v in recipe.items() if getattr(cfg, k) is None}
-    c = dataclasses.replace(cfg, recipe=Recipe(cfg.recipe), b_dec_init=BDecInit(cfg.b_dec_init), **values)
-    steps = total_steps(c)
-    fill = {}
-    if c.lr_warmup_steps is None:
-        fill["lr_warmup_steps"] = round(LR_WARMUP_FRACTION * steps)
-    if c.lr_decay_steps is None:
-        fill["lr_decay_steps"] = round(LR_DECAY_FRACTION * steps)
-    if c.sparsity_warmup_steps is None:
-        fill["sparsity_warmup_steps"] = round(SPARSITY_WARMUP_FRACTION * steps)
-    if c.eval_every is None:  # ~10 held-out points on a short run's curves, one per 1,000 steps on long ones
-        fill["eval_every"] = min(EVAL_EVERY_MAX, max(1, steps // 10))
-    # sparsity_coef / k stay None = "the architecture's default" (sweep_points fills them per SAE)
-    c = dataclasses.replace(c, **fill)
-    if c.lr_warmup_steps + c.lr_decay_steps > steps:
-        _fail(
-            f"lr warm-up ({c.lr_warmup_steps}) + decay ({c.lr_decay_steps}) steps exceed the run's {steps} steps"
-        )
-    return c
-
-
-def total_steps(cfg: TrainConfig) -> int:
-    """Optimizer steps of the run: tokens // batch_size (a resolved config)."""
-    return cfg.tokens // cfg.batch_size
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One SAE of a sweep: its architecture, size, sparsity setting and peak lr."""
-
-    arch: str
-    expansion: int
-    sparsity_coef: float | None  # standard / jumprelu
-    k: int | None  # topk / batchtopk
-    lr: float
-    name: str
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
-def sweep_points(cfg: TrainConfig) -> list[SweepPoint]:
-    """The SAEs a resolved config trains, in a stable order (see the module doc for how axes combine)."""
-    points = []
-    for arch, expansion, lr in itertools.product(cfg.arch, cfg.expansion, cfg.lr):
-        if arch in SPARSITY_ARCHS:
-            # defaults are per architecture: jumprelu 0.01, standard 5 (not crossed with each other)
-            coefs = cfg.sparsity_coef if cfg.sparsity_coef is not None else (DEFAULT_SPARSITY_COEF[arch],)
-            settings = [(sc, None, f"sc{_fmt(sc)}") for sc in coefs]
-        else:
-            settings = [(None, k, f"k{k}") for k in (cfg.k or (DEFAULT_K,))]
-        for sc, k, tag in settings:
-            name = f"{arch}-x{expansion}-{tag}" + (f"-lr{_fmt(lr)}" if len(cfg.lr) > 1 else "")
-            points.append(SweepPoint(arch=arch, expansion=expansion, sparsity_coef=sc, k=k, lr=lr, name=name))
-    names = [p.name for p in points]
-    if len(set(names)) != len(names):  # values equal to 6 significant digits would share (overwrite) a folder
-        twice = sorted({n for n in names if names.count(n) > 1})
-        _fail(f"two SAEs of the sweep would share the folder {twice[0]}; make the swept values differ more")
-    return points
+        validate(self)
 
 
 def to_json(cfg: TrainConfig) -> dict:
