@@ -14,9 +14,11 @@
 #   sweep     benchmarks/sweep.py --device cuda at d_in 576: 4 SAEs in one pass / 4 single runs (goal <= 0.5)
 #   reader    the reader's CUDA path: stored-dtype batches, pinned, uploaded and widened on the device,
 #             against the CPU float32 path (tokens/s of each, same store, same process)
+#   fp8       benchmarks/fp8_reader.py --cuda: an fp8_e4m3 store's packed rows (codes + scale) uploaded and
+#             decoded on the GPU, against a bf16 store's, same rows (tokens/s, bytes per token)
 #
 # Each step's output also goes to $OUT/<step>.txt when $OUT is set (the device tool brings $OUT back).
-# Under a 10-minute limit per command, split the round: `run tests kernels`, then `run sweep`, then `run reader`
+# Under a 10-minute limit per command, split the round: `run tests kernels`, then `run sweep`, then `run reader fp8`
 # (the sweep and reader steps first build synthetic stores of 4.8 and 1.1 GB under /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +65,8 @@ run_step() {
         sweep) step sweep python3 benchmarks/sweep.py --d 576 --expansion 8,16 --batch-size 4096 \
             --tokens 4096000 --store-tokens 4200000 --rounds 1 --device cuda ;;
         reader) step reader python3 benchmarks/reader.py --cuda ;;
-        *) echo "unknown step $1 (tests, kernels, sweep, reader)" >&2; exit 2 ;;
+        fp8) step fp8 python3 benchmarks/fp8_reader.py --cuda --rounds 2 ;;
+        *) echo "unknown step $1 (tests, kernels, sweep, reader, fp8)" >&2; exit 2 ;;
     esac
 }
 
@@ -73,7 +76,7 @@ case "${1:-}" in
         shift
         install
         steps=("$@")
-        [[ ${#steps[@]} -gt 0 ]] || steps=(tests kernels sweep reader)
+        [[ ${#steps[@]} -gt 0 ]] || steps=(tests kernels sweep reader fp8)
         for s in "${steps[@]}"; do run_step "$s"; done
         ;;
     *) sed -n '2,20p' "$0"; exit 2 ;;

@@ -35,7 +35,7 @@ def to_float32(raw: np.ndarray, dtype: str, scale: np.ndarray | None = None) -> 
         if scale is None:
             raise ValueError(f"{dtype} rows need their per-token scales to decode")
         q = np.asarray(raw)
-        out = fp8_table(dtype)[q]
+        out = fp8_values(q, dtype, out=np.empty(q.shape, np.float32))
         out *= np.asarray(scale, dtype=np.float32).reshape(-1, *([1] * (q.ndim - 1)))
         return out
     if dtype == "bfloat16":
@@ -65,7 +65,7 @@ def pack_fp8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def unpack_fp8(packed: Any, dtype: str, *, out: Any = None) -> Any:
     """Packed fp8 rows [n, d + 4] -> float32 [n, d], x = scale * value(q), bit for bit what ``to_float32`` gives
     (one float32 product of two exact values, the same on every device). numpy or torch in, the same kind out; a
-    CUDA tensor is decoded on its device (torch's exact fp8 -> float32 cast), a CPU one by the table lookup."""
+    CUDA tensor is decoded on its device (torch's exact fp8 -> float32 cast), a CPU one by ``fp8_values``."""
     is_torch = type(packed).__module__.startswith("torch")
     if is_torch and packed.device.type != "cpu":
         return unpack_fp8_cast(packed, dtype, out=out)
@@ -79,9 +79,37 @@ def unpack_fp8(packed: Any, dtype: str, *, out: Any = None) -> Any:
     d = packed.shape[1] - SCALE_DTYPE.itemsize
     if out is None:
         out = np.empty((packed.shape[0], d), np.float32)
-    np.take(fp8_table(dtype), packed[:, :d], out=out)  # a table lookup: faster on the CPU than torch's cast
+    fp8_values(packed[:, :d], dtype, out=out)
     out *= np.ascontiguousarray(packed[:, d:]).view(SCALE_DTYPE)  # [n, 1]
     return out
+
+
+def fp8_values(codes: np.ndarray, dtype: str, *, out: np.ndarray) -> np.ndarray:
+    """fp8 bit patterns (uint8, any shape) -> their values into float32 ``out`` (same shape), exactly."""
+    shift, unbias = _FP8_BITS[dtype]
+    if _denormals_kept(shift, unbias):
+        # the code's exponent and mantissa bits placed in float32's make value(q) * 2^-bias_difference exactly,
+        # subnormals included (as float32 denormals): 3 in-place passes, several times faster than a table lookup
+        bits = out.view(np.int32)
+        bits[...] = codes.view(np.int8)  # sign-extended: the sign bit fills bits 7-31
+        bits <<= shift
+        bits &= np.uint32(0x80000000 | 0x7F << shift).view(np.int32)  # sign, exponent, mantissa
+        out *= np.float32(unbias)  # exact: a power of two, and value(q) <= 57344 cannot overflow
+    else:  # this thread flushes float32 denormals (FTZ/DAZ): the exact table lookup instead
+        np.take(fp8_table(dtype), codes, out=out)
+    return out
+
+
+# shift of an fp8 code's 7 exponent+mantissa bits into float32's, and 2^(127 - the format's exponent bias). Bit
+# patterns the encoder never writes with a finite scale (e4m3fn's NaN, e5m2's inf/NaN) come out finite here; their
+# row's scale is NaN, so the row still decodes to NaN.
+_FP8_BITS = {"fp8_e4m3": (20, 2.0**120), "fp8_e5m2": (21, 2.0**112)}
+
+
+def _denormals_kept(shift: int, unbias: float) -> bool:
+    """Whether float32 arithmetic in this thread keeps denormals (the smallest fp8 subnormal decodes right)."""
+    smallest = np.array([1 << shift], np.int32).view(np.float32) * np.float32(unbias)
+    return bool(smallest[0] == np.float32(2.0 ** (-9 if shift == 20 else -16)))
 
 
 def unpack_fp8_cast(packed: Any, dtype: str, *, out: Any = None) -> Any:

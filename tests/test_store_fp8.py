@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fastsae.cli import app
 from fastsae.store import ShardWriter, StoreCorruptError, open_store, to_float32, verify_store
-from fastsae.store.dtypes import encode_fp8, pack_fp8, unpack_fp8, unpack_fp8_cast
+from fastsae.store.dtypes import encode_fp8, fp8_table, pack_fp8, unpack_fp8, unpack_fp8_cast
 from fastsae.store.format import FP8_MANTISSA_BITS, FP8_MAX, scale_file
 from fastsae.train.reader import ActivationReader
 
@@ -80,6 +80,26 @@ def test_packed_rows_decode_to_the_stored_values_exactly(dtype):
     assert torch.equal(cast, torch.from_numpy(want))
     odd = pack_fp8(q[:, :5], scale)  # a row width that leaves the scale unaligned in memory
     np.testing.assert_array_equal(unpack_fp8(odd, dtype), to_float32(q[:, :5], dtype, scale))
+
+
+@pytest.mark.parametrize("dtype", FP8)
+@pytest.mark.parametrize("flush_denormals", [False, True])
+def test_every_code_decodes_to_its_value(dtype, flush_denormals):
+    """The CPU decoding (bit placement, or the table when this thread flushes denormals) gives every finite code's
+    value times its scale exactly, subnormals and -0 included; the patterns the encoder never writes with a finite
+    scale (NaN, inf) still decode to NaN under the NaN scale the encoder gives their rows."""
+    table = fp8_table(dtype)
+    codes = np.tile(np.arange(256, dtype=np.uint8), (5, 1))
+    scale = np.array([1.0, 3.7e-3, 2.0**-100, 1234.5, np.nan], np.float32)
+    finite = np.isfinite(table)
+    torch.set_flush_denormal(flush_denormals)  # this thread's FTZ/DAZ flags, which numpy's float32 honours too
+    try:
+        got = unpack_fp8(pack_fp8(codes, scale), dtype)
+        want = table[codes] * scale[:, None]
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+    np.testing.assert_array_equal(got[:4, finite].view(np.uint32), want[:4, finite].view(np.uint32))
+    assert np.isnan(got[4]).all()
 
 
 @pytest.mark.gpu
