@@ -130,3 +130,49 @@ def test_zero_copy_needs_an_uncompressed_store(tmp_path):
     assert not make(st).zero_copy  # auto: the buffer copy
     with pytest.raises(ReaderError, match="uncompressed"):
         make(st, zero_copy=True)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(batch_size=24),  # rows gathered ahead (batch < AHEAD_ROWS)
+        dict(batch_size=24, zero_copy=False),
+        dict(batch_size=24, shuffle=False),
+        dict(batch_size=24, decode=False),
+    ],
+    ids=["mapped", "copied", "sequential", "stored"],
+)
+def test_parts_of_each_batch_are_the_batch(store, monkeypatch, kw):
+    """Data-parallel ranks read only their part of each batch: the parts, side by side, are the whole batch,
+    through epochs and the last short batch; every part's state is the whole batch's and resumes any part."""
+    from fastsae.train import mixing as train_mixing
+
+    kw = dict(kw, epochs=2, drop_last=False, token_types="-special")
+    for ahead in (1, 4096):  # direct gathers, and small batches cut from a block gathered ahead
+        monkeypatch.setattr(train_mixing, "AHEAD_ROWS", ahead)
+        whole = list(make(store, **kw))
+        parts = [make(store, part=(r, 3), **kw) for r in range(3)]
+        got = [[b for _, b in zip(range(4), p, strict=False)] for p in parts]
+        states = [p.state_dict() for p in parts]
+        assert all(_same_state(states[0], s) for s in states[1:])
+        resumed = make(store, part=(1, 3), **kw)
+        resumed.load_state_dict(states[0])
+        got[1] += list(resumed)
+        for r in (0, 2):
+            got[r] += list(parts[r])
+        assert len(whole) == len(got[0]) == len(got[1]) == len(got[2])
+        for i, batch in enumerate(whole):
+            assert torch.equal(torch.cat([got[r][i] for r in range(3)]), batch), (ahead, i)
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a
+    )
+
+
+def test_a_part_must_divide_the_batch(store):
+    with pytest.raises(ReaderError, match="part 3 of 3"):
+        make(store, part=(3, 3))
+    with pytest.raises(ReaderError, match="batch_size 16 % parts"):
+        make(store, part=(0, 3))

@@ -46,11 +46,16 @@ class Mixer:
         pin: bool,
         prefetch: int,
         mapped: bool = False,
+        part: tuple[int, int] = (0, 1),
     ):
         self.selection, self.batch_size, self.shuffle, self.seed = selection, batch_size, shuffle, seed
         self.epochs, self.drop_last, self.prefetch = epochs, drop_last, prefetch
         self.stored, self.pin = stored or pin, pin
         self.d_model = selection.d_model
+        # (index, count): this process takes rows [lo, hi) of each batch of batch_size (data-parallel ranks); the
+        # mixing, and so every position and state, is the whole batch's on every rank
+        n = batch_size // part[1]
+        self._lo, self._hi = part[0] * n, (part[0] + 1) * n
         self.width = selection.width  # columns of a stored row (fp8: codes + the scale's 4 bytes)
         self.buffer_tokens = buffer_tokens
         self._np_dtype = STORED_NUMPY[selection.dtype]
@@ -187,17 +192,25 @@ class Mixer:
             if self.epochs is not None and self._epoch >= self.epochs:
                 self._finished = True
 
+    def _window(self, start: int, n: int) -> tuple[int, int]:
+        """Which of the n rows at batch positions [start, start + n) are this part's: rows [a, b) of them."""
+        return max(self._lo - start, 0), max(min(self._hi - start, n), 0)
+
     def _put(self, dst: torch.Tensor, start: int, rows: np.ndarray) -> None:
-        """Stored ``rows`` into dst[start:]: decoded into the float32 batch (CPU) or copied as stored
-        into the stored-dtype block (``stored``: e.g. pinned for CUDA, uploaded and decoded on the device)."""
+        """Stored ``rows`` (batch positions start on) into this part's dst: decoded into the float32 batch (CPU) or
+        copied as stored into the stored-dtype block (``stored``: e.g. pinned for CUDA, decoded on the device)."""
+        a, b = self._window(start, len(rows))
+        if a >= b:
+            return
+        at = start + a - self._lo
         if self.stored:
-            dst.numpy().view(self._np_dtype)[start : start + len(rows)] = rows
+            dst.numpy().view(self._np_dtype)[at : at + b - a] = rows[a:b]
         else:
-            self.selection.decode(rows, dst[start : start + len(rows)])
+            self.selection.decode(rows[a:b], dst[at : at + b - a])
 
     def _gather(self, dst: torch.Tensor, start: int, slots: np.ndarray) -> None:
-        """The rows of buffer ``slots`` into dst[start:], in canonical-id (store) order: from the memmaps (mapped) or
-        the buffer copy; decoded to float32 unless dst is a stored-dtype block. torch does both steps, each
+        """The rows of buffer ``slots`` (batch positions start on, those of this part) into dst, in canonical-id
+        (store) order: from the memmaps (mapped) or the buffer copy; decoded to float32 unless dst is a stored-dtype block. torch does both steps, each
         faster than numpy's: index_select and the exact bf16/fp16 -> float32 widening (benchmarks/cpu_ops.py
         gather_rows, widen). Batches under AHEAD_ROWS rows are cut from a block of rows gathered ahead
         (``_rows_ahead``)."""
@@ -207,17 +220,21 @@ class Mixer:
             raise RuntimeError(
                 f"mixing buffer: empty slot emitted (epoch {self._epoch}, round {self._round})"
             )
-        out = dst[start : start + len(slots)]
+        a, b = self._window(start, len(slots))
+        if a >= b:
+            return  # the other ranks' rows
+        order = order[a:b]
+        out = dst[start + a - self._lo : start + b - self._lo]
         direct = self.stored or self._np_dtype is np.float32
         if direct:
             rows = out
         else:
             # a reused scratch block: a fresh 4096 x 576 bf16 result (4.7 MB) can be mmapped and page-faulted
             # anew by glibc every batch (benchmarks/cpu_ops.py scratch)
-            if self._scratch is None or self._scratch.shape[0] < len(slots):
-                shape = (max(len(slots), self.batch_size), self.width)
+            if self._scratch is None or self._scratch.shape[0] < len(order):
+                shape = (max(len(order), self._hi - self._lo), self.width)
                 self._scratch = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype])
-            rows = self._scratch[: len(slots)]
+            rows = self._scratch[: len(order)]
         if self.batch_size < AHEAD_ROWS:
             block, where = self._rows_ahead(ids[order])
             torch.index_select(block, 0, torch.from_numpy(where), out=rows)
@@ -254,14 +271,14 @@ class Mixer:
         return block, np.searchsorted(ahead, ids)
 
     def _emit(self, dst: torch.Tensor, start: int) -> int:
-        """Write up to len(dst) - start rows of the current round into dst; returns how many."""
+        """Emit up to batch_size - start rows of the current round (this part's into dst); returns how many."""
         if not self.shuffle:
             done = start
-            for _, rows in self._take(len(dst) - start):
+            for _, rows in self._take(self.batch_size - start):
                 self._put(dst, done, rows)
                 done += len(rows)
             return done - start
-        n = min(len(dst) - start, len(self._pending) - self._pos)
+        n = min(self.batch_size - start, len(self._pending) - self._pos)
         # sorted within the batch: a monotone gather/scatter is faster, and a batch is a set anyway
         slots = np.sort(self._pending[self._pos : self._pos + n])
         self._gather(dst, start, slots)
@@ -274,13 +291,14 @@ class Mixer:
         return n
 
     def next_batch(self) -> tuple[torch.Tensor, int] | None:
-        """(batch, rows) — float32 [batch_size, d_in], or the stored-dtype block (pinned for a CUDA
-        upload) — or None when the last epoch is over."""
+        """(batch, rows of the whole batch) — this part's rows, float32 [batch_size / parts, d_in], or the
+        stored-dtype block (pinned for a CUDA upload) — or None when the last epoch is over."""
+        rows = self._hi - self._lo
         if self.stored:  # a fresh block (pinned: torch's caching host allocator recycles it)
-            shape = (self.batch_size, self.width)  # [batch_size, width], stored dtype
+            shape = (rows, self.width)  # [batch_size / parts, width], stored dtype
             batch = dst = torch.empty(shape, dtype=TORCH_STORED[self._np_dtype], pin_memory=self.pin)
         else:
-            shape = (self.batch_size, self.d_model)  # [batch_size, d_in]
+            shape = (rows, self.d_model)  # [batch_size / parts, d_in]
             batch = dst = torch.empty(shape, dtype=torch.float32)
         filled = 0
         while filled < self.batch_size and not self._finished:
@@ -291,7 +309,7 @@ class Mixer:
         if filled < self.batch_size and (filled == 0 or self.drop_last):
             return None
         self.tokens_emitted += filled
-        return batch[:filled], filled
+        return batch[: min(max(filled - self._lo, 0), rows)], filled
 
     def batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
         """Ready batches, each with the state right after it; closes the chunk thread when done."""

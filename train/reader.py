@@ -104,6 +104,9 @@ class ActivationReader:
     store's as packed rows, uint8 [batch_size, d_model + 4] (``store.dtypes.unpack_fp8`` decodes them).
     ``zero_copy``: None (auto) reads the rows in place from an uncompressed store's memmaps, True insists on it
     (a compressed store is then an error), False copies them into the mixing buffer (see the module doc).
+    ``part=(r, w)``: each batch is rows [r * batch_size / w, (r + 1) * batch_size / w) of the batch of batch_size
+    (data-parallel rank r of w): only those rows are gathered, decoded and uploaded; the mixing, positions and
+    ``state_dict()`` are the whole batch's, the same on every part (a checkpoint resumes with any world size).
 
     ``iter(reader)`` is the reader itself: iteration continues where it stopped, and
     ``state_dict()`` taken between two ``next()`` calls resumes exactly there. Call ``close()``
@@ -129,6 +132,7 @@ class ActivationReader:
         prefetch: int = 2,
         decode: bool = True,
         zero_copy: bool | None = None,
+        part: tuple[int, int] = (0, 1),
     ):
         if isinstance(store, (str, Path)):
             store = open_store(store)
@@ -142,6 +146,9 @@ class ActivationReader:
             raise ReaderError(f"epochs must be >= 1 or None, got {epochs}")
         if prefetch < 1:
             raise ReaderError(f"prefetch must be >= 1, got {prefetch}")
+        index, parts = part
+        if not 0 <= index < parts or batch_size % parts:
+            raise ReaderError(f"part {index} of {parts}: needs 0 <= part < parts and batch_size {batch_size} % parts == 0")
         self.store = store
         self.selection = TokenSelection(
             store,
@@ -177,6 +184,7 @@ class ActivationReader:
             pin=self.device.type == "cuda",
             prefetch=prefetch,
             mapped=self.zero_copy,
+            part=part,
         )
         self._position = Position(self._mixer.state_dict())  # right after the last batch handed out
         self._restore = False  # the mixer ran ahead of _position (batch thread stopped): rewind first
