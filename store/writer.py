@@ -1,6 +1,6 @@
 """Writing a store: init_store (store.json) and ShardWriter (one atomically committed shard).
 
-A ShardWriter holds its writer's lock (locking.py) while it streams activation rows straight into the final
+A ShardWriter holds its writer's lock (locking.py) while it streams activation rows (act_files.py) into the final
 shard file of each ``acts/layer_<L>`` array inside ``.partial-<name>.zarr`` (nothing but the small per-token
 arrays is held in RAM), a running crc32c of every byte beside. At commit it pads the data to whole inner
 chunks, appends the sharding index + crc32c itself, writes the zarr.json metadata through zarr with the
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .act_files import ActFiles
 from .commit import check_partial, metadata_entries
 from .dtypes import all_finite, encode_acts, encode_fp8, is_fp8
 from .errors import StoreExistsError, StoreWriteError
@@ -41,7 +42,6 @@ from .format import (
     STORE_META_KEY,
     ZARR_JSON,
     ZSTD_LEVEL,
-    act_shard_file,
     auto_rows_per_chunk,
     crc32c,
     fsync_path,
@@ -49,7 +49,6 @@ from .format import (
     meta_crc32c,
     normalize_json,
     partial_name,
-    plan_chunks,
     read_store_json,
     scale_array_name,
     scale_file,
@@ -58,7 +57,6 @@ from .format import (
 )
 from .identity import init_store
 from .locking import WriterLock
-from .shardfile import build_index, contiguous_index
 from .token_types import NUM_TOKEN_TYPES
 
 
@@ -122,7 +120,7 @@ class ShardWriter:
         if self._committed():
             raise StoreExistsError(f"shard {self._where()} is already committed; pick another writer/seq")
         self.partial_path = self.root / partial_name(self.writer, self.seq)
-        self._files = {}
+        self._acts: ActFiles | None = None
         self._dir_fd: int | None = None
         self._lock = WriterLock(self.root, self.writer)
         self._lock.acquire()  # before the partial exists: clean_partial never removes a live writer's work
@@ -135,21 +133,15 @@ class ShardWriter:
             # held open until commit: its inode (and the acts files') cannot be reused by a look-alike
             self._dir_fd = os.open(self.partial_path, os.O_RDONLY | os.O_DIRECTORY)
             self._dir_ino = os.fstat(self._dir_fd).st_ino
-            self._ino = {}
-            for layer in layers:
-                f = act_shard_file(self.partial_path, layer)
-                f.parent.mkdir(parents=True)
-                self._files[layer] = open(f, "wb")
-                self._ino[layer] = os.fstat(self._files[layer].fileno()).st_ino
+            self._acts = ActFiles(
+                self.partial_path, layers, d_model=self.d_model, np_dtype=self._np_dtype,
+                row_bytes=self._row_bytes, target_rows=self._target_rows, rows_per_chunk=self._rows_per_chunk,
+                compression=compression,
+            )  # fmt: skip
         except BaseException:
             self._close_handles()
             self._lock.release()
             raise
-        self._crc = {layer: 0 for layer in layers}  # running crc32c and size of each acts file
-        self._nbytes = {layer: 0 for layer in layers}
-        self._pending: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}  # zstd mode only
-        self._pending_rows = 0
-        self._index: dict[int, list[tuple[int, int]]] = {layer: [] for layer in layers}  # zstd mode only
         self._scales: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}  # fp8: [n] float32 each
         self._token_ids: list[np.ndarray] = []
         self._token_types: list[np.ndarray] = []
@@ -157,7 +149,6 @@ class ShardWriter:
         self._sources: list[tuple[int, int]] = []
         self._doc_starts: list[int] = []
         self._doc_sources: list[tuple[int, int]] = []
-        self._zstd = None
         self._state = "open"
 
     def _where(self) -> str:
@@ -262,37 +253,8 @@ class ShardWriter:
         self._doc_starts.extend(base + s for s in starts)
         self._doc_sources.extend(dsrc)
 
-    def _put(self, layer: int, data: bytes | np.ndarray) -> None:
-        self._files[layer].write(data if isinstance(data, bytes) else data.data)
-        self._crc[layer] = crc32c(data, self._crc[layer])
-        self._nbytes[layer] += len(data) if isinstance(data, bytes) else data.nbytes
-
     def _write_rows(self, encoded: dict[int, np.ndarray], n: int) -> None:
-        if self.compression is None:
-            for layer, raw in encoded.items():
-                self._put(layer, raw)
-            return
-        for layer, raw in encoded.items():
-            self._pending[layer].append(raw)
-        self._pending_rows += n
-        rpc = self._target_rows
-        if self._pending_rows >= rpc:
-            full = self._pending_rows // rpc * rpc
-            for layer in self.layers:
-                rows = np.concatenate(self._pending[layer])
-                for start in range(0, full, rpc):
-                    self._write_chunk(layer, rows[start : start + rpc])
-                self._pending[layer] = [rows[full:]] if full < len(rows) else []
-            self._pending_rows -= full
-
-    def _write_chunk(self, layer: int, rows: np.ndarray) -> None:
-        if self._zstd is None:
-            from numcodecs import Zstd
-
-            self._zstd = Zstd(level=ZSTD_LEVEL)
-        data = bytes(self._zstd.encode(np.ascontiguousarray(rows).tobytes()))
-        self._index[layer].append((self._nbytes[layer], len(data)))
-        self._put(layer, data)
+        self._acts.write_rows(encoded, n)
 
     def commit(self) -> Path:
         """Finalise index and metadata, fsync, and atomically rename into place. Returns the shard path."""
@@ -301,10 +263,10 @@ class ShardWriter:
         if self.num_sequences == 0:
             raise StoreWriteError(f"{self.name}: nothing to commit (no sequences appended); call abort()")
         try:
-            rpc, n_chunks = self._finish_act_files()
+            rpc, n_chunks = self._acts.finish(self.num_tokens)
             files = self._write_metadata(rpc, n_chunks)
             fsync_tree(self.partial_path)
-            check_partial(self.partial_path, self._dir_ino, self._inodes(), files, name=self.name)
+            check_partial(self.partial_path, self._dir_ino, self._acts.inodes(), files, name=self.name)
             self._close_handles()
             if self._committed():
                 raise StoreExistsError(f"shard {self._where()} appeared while writing; not overwriting it")
@@ -330,34 +292,6 @@ class ShardWriter:
         self.remote.put_files([(self.partial_path / rel, f"{self.name}/{rel}") for rel in sorted(files)])
         self.remote.put_file(self.partial_path / ZARR_JSON, f"{self.name}/{ZARR_JSON}")
         shutil.rmtree(self.partial_path, ignore_errors=True)
-
-    def _finish_act_files(self) -> tuple[int, int]:
-        T = self.num_tokens
-        if self.compression is None:
-            if self._rows_per_chunk:
-                rpc, n_chunks = self._rows_per_chunk, -(-T // self._rows_per_chunk)
-            else:
-                rpc, n_chunks = plan_chunks(T, self._target_rows)
-            index = contiguous_index(n_chunks, rpc * self._row_bytes)
-            pad = bytes((rpc * n_chunks - T) * self._row_bytes)
-        else:
-            rpc, n_chunks = self._target_rows, -(-T // self._target_rows)
-        for layer in self.layers:
-            f = self._files[layer]
-            if self.compression is None:
-                self._put(layer, pad)
-                idx = index
-            else:
-                if self._pending_rows:
-                    rows = np.concatenate(self._pending[layer])
-                    padded = np.zeros((rpc, self.d_model), dtype=self._np_dtype)
-                    padded[: len(rows)] = rows
-                    self._write_chunk(layer, padded)
-                idx = np.asarray(self._index[layer], dtype="<u8")
-                assert idx.shape == (n_chunks, 2), (idx.shape, n_chunks)
-            self._put(layer, build_index(idx))
-            f.flush()  # fsynced with the rest of the tree at commit, closed after the check
-        return rpc, n_chunks
 
     def _write_metadata(self, rpc: int, n_chunks: int) -> dict[str, dict]:
         """zarr.json of the group and arrays, the small arrays; returns the file manifest (in the attrs too)."""
@@ -408,13 +342,7 @@ class ShardWriter:
             "doc_starts": np.asarray(self._doc_starts, dtype=np.int64),
             "doc_sources": np.asarray(self._doc_sources, dtype=np.int64).reshape(-1, 2),
         }
-        files = {
-            act_shard_file(Path(), layer).as_posix(): {
-                "bytes": self._nbytes[layer],
-                "crc32c": self._crc[layer],
-            }
-            for layer in self.layers
-        }
+        files = self._acts.manifest()
         for layer in self.layers if is_fp8(self.dtype) else []:
             data = np.ascontiguousarray(np.concatenate(self._scales[layer]), dtype=SCALE_DTYPE)
             acts.create_array(
@@ -451,13 +379,9 @@ class ShardWriter:
         group.update_attributes({ATTRS_KEY: info})
         return info[FILES_KEY]
 
-    def _inodes(self) -> dict[str, int]:
-        return {act_shard_file(Path(), layer).as_posix(): self._ino[layer] for layer in self.layers}
-
     def _close_handles(self) -> None:
-        for f in self._files.values():
-            if not f.closed:
-                f.close()
+        if self._acts is not None:
+            self._acts.close()
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
