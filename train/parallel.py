@@ -6,7 +6,8 @@ in a step; rank 0 gathers the other ranks' metrics lines when it writes them, th
 checkpoint (one file, the same layout as a one-process run's, so a run resumes with any number of ranks), and
 their weights at the end. An SAE equals the one a one-process sweep trains (bitwise on the CPU).
 
-data: every rank holds every SAE and takes rank r's rows of each global batch (the same mixing order); after
+data: every rank holds every SAE and takes rank r's rows of each global batch (the same mixing order; the reader
+gathers, decodes and uploads only those rows: ActivationReader's ``part``); after
 the backward passes one all-reduce per step averages the gradients and sums the feature counts (DDP's
 gradient averaging, flattened into one buffer), so the replicas stay equal and the dead-feature bookkeeping
 sees the whole batch. The SAEs equal a one-process run's within float tolerance (BatchTopK picks its k·N
@@ -81,12 +82,11 @@ class Parallel:
         return f"sweep-parallel over {r.world_size} ranks ({'+'.join(map(str, self.counts))} SAEs)"
 
     # ------------------------------------------------------------------ the step (data mode only)
-    def part(self, x: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of the global batch x."""
-        if not self.data:
-            return x
-        n = x.shape[0] // self.ranks.world_size
-        return x[self.ranks.rank * n : (self.ranks.rank + 1) * n]
+    @property
+    def part(self) -> tuple[int, int]:
+        """(r, w): the reader gives this rank rows [r * B / w, (r + 1) * B / w) of each global batch of B (data
+        mode; (0, 1), the whole batch, otherwise)."""
+        return (self.ranks.rank, self.ranks.world_size) if self.data else (0, 1)
 
     def before_step(self, sae) -> torch.Tensor | None:
         """AuxK's counter before this step (data mode: it is recomputed from the whole batch after)."""

@@ -162,8 +162,8 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     )
 
 
-def make_reader(plan: RunPlan, *, batch_size: int, device):
-    """The ActivationReader of the run's selection (its errors as TrainErrors)."""
+def make_reader(plan: RunPlan, *, batch_size: int, device, part: tuple[int, int] = (0, 1)):
+    """The ActivationReader of the run's selection (its errors as TrainErrors); ``part``: see ActivationReader."""
     from fastsae.train.reader import ActivationReader, ReaderError
 
     c = plan.cfg
@@ -178,6 +178,7 @@ def make_reader(plan: RunPlan, *, batch_size: int, device):
             holdout=c.holdout,
             seed=c.seed,
             device=device,
+            part=part,
         )
     except ReaderError as e:
         raise TrainError(f"{e}") from None

@@ -170,8 +170,7 @@ class SweepTrainer(SweepLog):
         backward passes are independent (one per thread with ``sae_workers`` > 1); the optimizer step is one."""
         k = self.hist_len
         lr_f, sc_f = self.schedule.lr_factor(self.step), self.schedule.sparsity_factor(self.step)
-        rows = x.shape[0]
-        x = self.par.part(x)  # data-parallel: this rank's rows of the global batch
+        rows = x.shape[0] * self.par.part[1]  # data-parallel: x is this rank's part of the global batch
         self.batch_ok[k] = inputs_ok(x)
         if self.scale != 1.0:
             x = x * self.scale
@@ -226,9 +225,8 @@ class SweepTrainer(SweepLog):
     def run(self) -> list[Path]:
         """Train and save (see the module doc); a stop signal checkpoints, a full disk is one line."""
         plan = self.plan
-        self.reader = make_reader(
-            plan, batch_size=self.cfg.batch_size, device=self.device
-        )  # may refuse the selection
+        # may refuse the selection; data-parallel: this rank reads only its rows of each batch
+        self.reader = make_reader(plan, batch_size=self.cfg.batch_size, device=self.device, part=self.par.part)
         check_disk(plan)  # before anything is written
         try:
             with self.stop:
