@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from fastsae.errors import UsageError
 from fastsae.store import TokenType
+from fastsae.store.token_types import parse_token_types
 
 
 class EvalConfigError(UsageError):
@@ -101,25 +102,7 @@ class EvalConfig:
 
 def parse_types(spec: str) -> frozenset[int]:
     """ "all", "assistant,user", "-special" -> the TokenType values selected (only drops: all but those)."""
-    keep: set[int] = set()
-    drop: set[int] = set()
-    items = [s.strip().lower() for s in str(spec).split(",")]
-    if not any(items):
-        raise EvalConfigError(f"--splice-types {spec!r} is empty; valid: all, {', '.join(TYPE_NAMES)}")
-    for item in items:
-        neg = item.startswith("-")
-        name = item[1:].strip() if neg else item
-        if name == "all":
-            types = {int(t) for t in TokenType}
-        elif name in TYPE_NAMES:
-            types = {int(TYPE_NAMES[name])}
-        else:
-            raise EvalConfigError(
-                f"--splice-types: unknown token type {name!r}; valid: all, {', '.join(TYPE_NAMES)} "
-                "(prefix '-' to drop)"
-            )
-        (drop if neg else keep).update(types)
-    result = frozenset((keep or {int(t) for t in TokenType}) - drop)
-    if not result:
-        raise EvalConfigError(f"--splice-types {spec!r} selects no token type")
-    return result
+    try:
+        return frozenset(int(t) for t in parse_token_types(spec, flag="--splice-types"))
+    except ValueError as e:
+        raise EvalConfigError(str(e)) from None

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from fastsae.errors import FastSAEError
-from fastsae.store import TokenType
+from fastsae.store import TokenType, token_types
 from fastsae.store.dtypes import is_fp8, packed_width, unpack_fp8
 from fastsae.store.split import holdout_indices
+from fastsae.store.token_types import format_token_types
 
 CHUNK_ORDER_STREAM = 0xC4
 PAGE_BYTES = 4096
@@ -49,40 +50,12 @@ class TokenTypeSpecError(ReaderError):
 
 
 def parse_token_types(spec: str) -> frozenset[TokenType]:
-    """Parse a token-type filter such as ``"all"``, ``"-special"``, ``"assistant,user"``.
-
-    Comma-separated, case-insensitive items: a type name (keep it), ``-name`` (drop it) or
-    ``all``. Only drops means "all but these"; otherwise the kept names minus the dropped ones.
-    """
-    names = {t.name.lower(): t for t in TokenType}
-    keep: set[TokenType] = set()
-    drop: set[TokenType] = set()
-    items = [item.strip().lower() for item in spec.split(",")]
-    if not any(items):
-        raise TokenTypeSpecError(f"empty token-type spec {spec!r}; valid: all, {', '.join(names)}, -<name>")
-    for item in items:
-        negate = item.startswith("-")
-        name = item[1:].strip() if negate else item
-        if name == "all":
-            types = set(TokenType)
-        elif name in names:
-            types = {names[name]}
-        else:
-            raise TokenTypeSpecError(
-                f"unknown token type {name!r} in {spec!r}; valid: all, {', '.join(names)} (prefix '-' to drop)"
-            )
-        (drop if negate else keep).update(types)
-    if not keep:
-        keep = set(TokenType)
-    result = frozenset(keep - drop)
-    if not result:
-        raise TokenTypeSpecError(f"token-type spec {spec!r} selects no token type")
-    return result
-
-
-def format_token_types(types: frozenset[TokenType]) -> str:
-    """The inverse of :func:`parse_token_types` (canonical order), e.g. for logs and checkpoints."""
-    return "all" if types == frozenset(TokenType) else ",".join(t.name.lower() for t in sorted(types))
+    """Parse a token-type filter such as ``"all"``, ``"-special"``, ``"assistant,user"`` (see
+    ``fastsae.store.token_types.parse_token_types``); a bad spec is a TokenTypeSpecError."""
+    try:
+        return token_types.parse_token_types(spec, flag="--token-types")
+    except ValueError as e:
+        raise TokenTypeSpecError(str(e)) from None
 
 
 def pick_holdout(
