@@ -32,7 +32,7 @@ from .format import (
     meta_crc32c,
     scale_array_name,
 )
-from .shardfile import memmappable
+from .shardfile import memmappable, zstd_chunks  # zstd_chunks re-exported: checks.py and scan.py
 
 _SMALL_FILES = {name: "/".join([name, "c", *["0"] * (1 + len(t))]) for name, (_, t) in SMALL_ARRAYS.items()}
 
@@ -248,30 +248,6 @@ def small_layout_ok(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> b
         )
     except (KeyError, TypeError, ValueError):
         return False
-
-
-def zstd_chunks(meta: dict, shape: tuple[int, int], np_dtype: np.dtype) -> tuple[int, int] | None:
-    """(rows_per_chunk, n_chunks) of a zstd acts array in fastsae's layout, else None."""
-    try:
-        (codec,) = meta["codecs"]
-        cfg = codec["configuration"]
-        grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        inner = cfg["chunk_shape"]
-        ok = (
-            codec["name"] == "sharding_indexed"
-            and cfg.get("index_location", "end") == "end"
-            and [c["name"] for c in cfg["codecs"]] == ["bytes", "zstd"]
-            and [c["name"] for c in cfg["index_codecs"]] == ["bytes", "crc32c"]
-            and np.dtype(meta["data_type"]) == np_dtype
-            and list(inner[1:]) == list(grid[1:]) == [shape[1]]
-            and type(inner[0]) is int
-            and inner[0] > 0
-            and type(grid[0]) is int
-            and grid[0] % inner[0] == 0
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (inner[0], grid[0] // inner[0]) if ok else None
 
 
 def check_declared(

@@ -35,7 +35,7 @@ from .format import (
     tree_bytes,
 )
 from .sequence import Sequence, TokenLocation
-from .shardfile import check_compressed_index, check_shard_index, memmappable
+from .shardfile import check_compressed_index, check_shard_index, memmappable, zstd_chunks
 
 if TYPE_CHECKING:
     from .remote import RemoteFile, RemoteShard
@@ -161,18 +161,11 @@ class Shard:
             raise StoreCorruptError(
                 f"{what}: shape {list(shape)} is not [n{', ' + str(trailing[0]) if trailing else ''}]"
             )
-        try:
-            plain = [c["name"] for c in meta["codecs"]] == ["bytes"] and np.dtype(
-                meta["data_type"]
-            ) == np_dtype
-            plain = plain and list(meta["chunk_grid"]["configuration"]["chunk_shape"][:1]) == [
-                max(1, shape[0])
-            ]
-        except (KeyError, TypeError, ValueError):
-            plain = False
+        from .declared import small_layout_ok
+
         if shape[0] == 0:
             arr = np.zeros(shape, dtype=np_dtype)
-        elif plain:
+        elif small_layout_ok(meta, shape, np_dtype):
             f = small_chunk_file(self.path, name)
             expected = int(np.prod(shape)) * np_dtype.itemsize
             size = f.stat().st_size if f.exists() else -1
@@ -259,8 +252,6 @@ class Shard:
             else:
                 arr = np.memmap(path, dtype=np_dtype, mode="r", shape=shape)
         else:
-            from .declared import zstd_chunks
-
             zplan = zstd_chunks(meta, shape, np_dtype)
             if zplan is None:
                 raise StoreCorruptError(f"{what}: chunks or codecs differ from the format's")

@@ -24,8 +24,14 @@ def contiguous_index(n_chunks: int, chunk_bytes: int) -> np.ndarray:  # [n, 2]
     )
 
 
-def memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple[int, int] | None:
-    """(rows_per_chunk, n_chunks) if this acts array has the uncompressed single-shard layout, else None."""
+def acts_chunks(
+    meta: dict, shape: tuple[int, ...], np_dtype: np.dtype, *, compression: str | None
+) -> tuple[int, int] | None:
+    """(rows_per_chunk, n_chunks) if an acts array's zarr.json has fastsae's layout for ``compression`` (None
+    or "zstd"), else None: one sharding_indexed codec whose shard holds the whole array, its index at the end
+    with a crc32c, inner chunks of whole rows encoded by little-endian bytes (then zstd), the '/' chunk keys.
+    The one parser of the acts arrays' codecs (memmappable and zstd_chunks are its two modes)."""
+    inner_codecs = ["bytes"] if compression is None else ["bytes", compression]
     try:
         (codec,) = meta["codecs"]
         cfg = codec["configuration"]
@@ -34,19 +40,32 @@ def memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple
         ok = (
             codec["name"] == "sharding_indexed"
             and cfg.get("index_location", "end") == "end"
-            and [c["name"] for c in cfg["codecs"]] == ["bytes"]
+            and [c["name"] for c in cfg["codecs"]] == inner_codecs
             and cfg["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
             and [c["name"] for c in cfg["index_codecs"]] == ["bytes", "crc32c"]
             and np.dtype(meta["data_type"]) == np_dtype
             and list(inner[1:]) == list(shape[1:]) == list(grid[1:])
+            and type(inner[0]) is int
+            and inner[0] > 0
+            and type(grid[0]) is int
             and grid[0] >= shape[0]
             and grid[0] % inner[0] == 0
             and meta["chunk_key_encoding"]["name"] == "default"
             and meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/") == "/"
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    return (int(inner[0]), int(grid[0] // inner[0])) if ok else None
+    return (inner[0], grid[0] // inner[0]) if ok else None
+
+
+def memmappable(meta: dict, shape: tuple[int, ...], np_dtype: np.dtype) -> tuple[int, int] | None:
+    """(rows_per_chunk, n_chunks) if this acts array has the uncompressed single-shard layout, else None."""
+    return acts_chunks(meta, shape, np_dtype, compression=None)
+
+
+def zstd_chunks(meta: dict, shape: tuple[int, int], np_dtype: np.dtype) -> tuple[int, int] | None:
+    """(rows_per_chunk, n_chunks) of a zstd acts array in fastsae's layout, else None."""
+    return acts_chunks(meta, shape, np_dtype, compression="zstd")
 
 
 def file_size(path: Path | Any, what: str) -> int:
