@@ -91,9 +91,11 @@ def open_checked_store(path: str, layer: int, *, allow_incomplete: bool = False)
 
 
 def store_identity(s, layer: int) -> dict:
-    meta_bytes = (Path(s.path) / "store.json").read_bytes()
+    """What run.json and each SAE's fastsae.json record of the store: where it is (its URL for a store on object
+    storage, whose s.path is only the local mirror it is read through), its fingerprint, its shape."""
+    meta_bytes = (Path(s.path) / "store.json").read_bytes()  # a remote store's: the mirrored copy, same bytes
     return {
-        "path": str(Path(s.path).resolve()),
+        "path": s.url or str(Path(s.path).resolve()),
         "fingerprint": s.fingerprint,
         "meta_sha256": hashlib.sha256(meta_bytes).hexdigest(),
         "layer": layer,
