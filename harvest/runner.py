@@ -32,6 +32,7 @@ from fastsae.harvest.stops import DiskGuard, HarvestTerminated, sigterm_interrup
 from fastsae.lm.devices import available_cores, pick_device, set_threads
 from fastsae.lm.distributed import close_ranks, init_ranks
 from fastsae.store import store_location, write_side_file
+from fastsae.store.dtypes import Fp8Rows, encode_fp8_torch, is_fp8
 
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
 log = logging.getLogger(__name__)
@@ -170,13 +171,24 @@ def _forward_window(
         hidden = hooks(input_ids).captured  # {layer: [B, T_max, d]}
         mask = torch.from_numpy(np.arange(ids.shape[1])[None, :] < lengths[:, None]).to(device)
         split = lengths.tolist()
-        per_layer = {
-            layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
-            for layer, h in hidden.items()
-        }
+        if is_fp8(cfg.dtype):  # encoded on the model's device: a byte a value crosses, not four
+            per_layer = {layer: _fp8_parts(h[mask], cfg.dtype, split) for layer, h in hidden.items()}
+        else:
+            per_layer = {
+                layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
+                for layer, h in hidden.items()
+            }
         for row, i in enumerate(batch):
             results[i] = {layer: parts[row] for layer, parts in per_layer.items()}
     return results
+
+
+def _fp8_parts(h, dtype: str, split: list[int]) -> list[Fp8Rows]:
+    """A batch's rows of one layer [N, d], fp8-encoded where they are, moved in one transfer, cut per sequence."""
+    q, scale = encode_fp8_torch(h, dtype)
+    q, scale = q.cpu().numpy(), scale.cpu().numpy()
+    bounds = np.cumsum([0, *split])
+    return [Fp8Rows(q[a:b], scale[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def run_harvest(
@@ -270,7 +282,7 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     else:
         _first_sequence_or_raise(cfg, tokenizer, specs)  # before anything is written
     meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
-    fp8 = cfg.dtype.startswith("fp8")  # quantised by the store writer from float32 rows, + a float32 scale
+    fp8 = is_fp8(cfg.dtype)  # quantised on the model's device (_fp8_parts), + a float32 scale per token
     item_bytes = 1 if fp8 else torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
     disk.bytes_per_token = (
         len(cfg.layers) * (loaded.d_model * item_bytes + 4 * fp8) + 5
@@ -289,7 +301,7 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     resume_at = start + done
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    store_dtype = torch.float32 if fp8 else getattr(torch, cfg.dtype)
+    store_dtype = None if fp8 else getattr(torch, cfg.dtype)  # fp8: _fp8_parts instead
     sink = ShardSink(cfg, out, meta, d_model=loaded.d_model, next_seq=next_seq, on_stored=on_sequence_stored)
     n_seq = n_tok = 0
     fwd_seconds = 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -149,23 +149,53 @@ def encode_acts(x: Any, dtype: str, *, fix_nan: bool = True) -> np.ndarray:
     return float32_to_bf16_bits(np.asarray(x, dtype=np.float32), fix_nan=fix_nan)
 
 
+class Fp8Rows(NamedTuple):
+    """Activations already encoded by ``encode_fp8_torch`` (harvest encodes on the model's device, before the
+    transfer: a byte a value crosses instead of four); ``ShardWriter.append`` stores them as they are."""
+
+    codes: np.ndarray  # [n, d] uint8 fp8 bit patterns
+    scales: np.ndarray  # [n] float32
+
+
+def fp8_rows(rows: Fp8Rows, *, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales) of pre-encoded rows as the writer stores them, checked: uint8 [n, d] and [n] scales."""
+    q, scale = np.ascontiguousarray(rows.codes), np.ascontiguousarray(rows.scales)
+    if q.dtype != np.uint8 or q.ndim != 2 or scale.dtype != np.float32 or scale.shape != (len(q),):
+        raise StoreWriteError(
+            f"{where}: encoded fp8 rows need uint8 codes [n, d] and float32 scales [n], got {q.dtype} "
+            f"{q.shape} and {scale.dtype} {scale.shape}"
+        )
+    return q, scale
+
+
 def encode_fp8(x: Any, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Activations [n, d] -> (fp8 bit patterns [n, d] uint8, float32 scales [n]): each row's max |x| maps to the
-    format's largest finite value; round to nearest even (torch's cast), clamped first so nothing saturates to
-    NaN (e4m3fn has no inf); an all-zero row has scale 0 and q 0. Non-finite input gives a NaN scale."""
+    """Activations [n, d] (numpy, or torch on any device) -> (fp8 bit patterns [n, d] uint8, float32 scales [n])
+    as numpy arrays; see ``encode_fp8_torch``."""
     import torch
 
     t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
-    t = t.to(device="cpu", dtype=torch.float32)
+    q, scale = encode_fp8_torch(t, dtype)
+    return np.ascontiguousarray(q.cpu().numpy()), np.ascontiguousarray(scale.cpu().numpy(), dtype=np.float32)
+
+
+def encode_fp8_torch(t: Any, dtype: str) -> tuple[Any, Any]:
+    """A torch tensor [n, d] -> (uint8 codes [n, d], float32 scales [n]) on its own device: each row's max |x|
+    maps to the format's largest finite value; round to nearest even (torch's cast, the same code on CPU and
+    CUDA), clamped first so nothing saturates to NaN (e4m3fn has no inf); an all-zero row has scale 0 and q 0.
+    Non-finite input gives a NaN scale."""
+    import torch
+
     if t.ndim != 2:
         raise StoreWriteError(f"activations must be [tokens, d_model], got shape {tuple(t.shape)}")
-    amax = t.abs().amax(dim=1) if t.shape[1] else torch.zeros(t.shape[0])
-    if not bool(torch.isfinite(t).all()):
-        amax = torch.where(torch.isfinite(t).all(dim=1), amax, torch.nan)
+    if not t.is_floating_point():
+        raise StoreWriteError(f"activations must be floating point, got torch {t.dtype}")
+    t = t.detach().float()
+    amax = t.abs().amax(dim=1) if t.shape[1] else t.new_zeros(t.shape[0])
+    finite = torch.isfinite(t).all(dim=1)
+    amax = torch.where(finite, amax, torch.nan)
     scale = amax / FP8_MAX[dtype]
     y = (t / torch.where(scale > 0, scale, 1.0)[:, None]).clamp_(-FP8_MAX[dtype], FP8_MAX[dtype])
-    q = y.to(getattr(torch, _TORCH_FP8[dtype])).view(torch.uint8)
-    return np.ascontiguousarray(q.numpy()), np.ascontiguousarray(scale.numpy(), dtype=np.float32)
+    return y.to(getattr(torch, _TORCH_FP8[dtype])).view(torch.uint8), scale
 
 
 def float32_to_bf16_bits(x: np.ndarray, *, fix_nan: bool = True) -> np.ndarray:

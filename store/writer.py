@@ -27,7 +27,7 @@ import numpy as np
 
 from .act_files import ActFiles
 from .commit import check_partial, metadata_entries
-from .dtypes import all_finite, encode_acts, encode_fp8, is_fp8
+from .dtypes import Fp8Rows, all_finite, encode_acts, encode_fp8, fp8_rows, is_fp8
 from .errors import StoreExistsError, StoreWriteError
 from .format import (
     ATTRS_KEY,
@@ -212,7 +212,9 @@ class ShardWriter:
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
         encoded, scales = {}, {}
         for layer in self.layers:
-            if is_fp8(self.dtype):
+            if is_fp8(self.dtype) and isinstance(acts[layer], Fp8Rows):  # encoded already (harvest, on its device)
+                raw, scales[layer] = fp8_rows(acts[layer], where=f"{where}: acts[{layer}]")
+            elif is_fp8(self.dtype):
                 raw, scales[layer] = encode_fp8(acts[layer], self.dtype)
                 if self.check_finite and not np.isfinite(scales[layer]).all():
                     raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")

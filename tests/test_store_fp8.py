@@ -12,8 +12,23 @@ import torch
 from typer.testing import CliRunner
 
 from fastsae.cli import app
-from fastsae.store import ShardWriter, StoreCorruptError, open_store, to_float32, verify_store
-from fastsae.store.dtypes import encode_fp8, fp8_table, pack_fp8, unpack_fp8, unpack_fp8_cast
+from fastsae.store import (
+    ShardWriter,
+    StoreCorruptError,
+    StoreWriteError,
+    open_store,
+    to_float32,
+    verify_store,
+)
+from fastsae.store.dtypes import (
+    Fp8Rows,
+    encode_fp8,
+    encode_fp8_torch,
+    fp8_table,
+    pack_fp8,
+    unpack_fp8,
+    unpack_fp8_cast,
+)
 from fastsae.store.format import FP8_MANTISSA_BITS, FP8_MAX, scale_file
 from fastsae.train.reader import ActivationReader
 
@@ -111,6 +126,36 @@ def test_packed_rows_decode_on_the_gpu_as_on_the_cpu(dtype):
     packed = torch.from_numpy(pack_fp8(q, scale))
     got = unpack_fp8(packed.cuda(), dtype)
     assert got.device.type == "cuda" and torch.equal(got.cpu(), torch.from_numpy(to_float32(q, dtype, scale)))
+
+
+def test_writer_stores_rows_encoded_already(tmp_path, seqs):
+    """Fp8Rows (what harvest encodes on its device) are stored as they are: the same store as from float rows;
+    codes or scales of the wrong kind are refused, naming the sequence and layer."""
+    write_store(tmp_path / "a", "fp8_e4m3", seqs)
+    with ShardWriter(tmp_path / "b", writer=0, seq=0, first_sequence=0, layers=[1], d_model=D, dtype="fp8_e4m3",
+                     meta={}) as w:  # fmt: skip
+        for i, x in enumerate(seqs):
+            n = len(x)
+            w.append(token_ids=np.arange(n), token_types=np.full(n, 4, np.uint8),
+                     acts={1: Fp8Rows(*encode_fp8(x, "fp8_e4m3"))}, source=(0, i))  # fmt: skip
+        q, scale = encode_fp8(seqs[0], "fp8_e4m3")
+        with pytest.raises(StoreWriteError, match=r"sequence 12: acts\[1\]: encoded fp8 rows need uint8 codes"):
+            w.append(token_ids=np.arange(len(q)), token_types=np.full(len(q), 4, np.uint8),
+                     acts={1: Fp8Rows(q.astype(np.int16), scale)}, source=(0, 99))  # fmt: skip
+    a, b = open_store(tmp_path / "a").shards[0], open_store(tmp_path / "b").shards[0]
+    np.testing.assert_array_equal(np.asarray(a.raw_acts(1)), np.asarray(b.raw_acts(1)))
+    np.testing.assert_array_equal(np.asarray(a.scales(1)), np.asarray(b.scales(1)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", FP8)
+def test_encoding_on_the_gpu_equals_the_cpus(dtype):
+    x = np.concatenate([hard_rows(6), np.random.default_rng(7).standard_normal((4099, D)).astype(np.float32) * 40])
+    q, scale = encode_fp8_torch(torch.from_numpy(x).cuda(), dtype)
+    want_q, want_scale = encode_fp8(x, dtype)
+    np.testing.assert_array_equal(q.cpu().numpy(), want_q)
+    np.testing.assert_array_equal(scale.cpu().numpy(), want_scale)
 
 
 def write_store(root, dtype: str, seqs: list[np.ndarray], layers=(1,), compression=None) -> None:
@@ -222,6 +267,10 @@ def test_harvest_cli_fp8(tmp_path):
     x = np.concatenate([sh.acts(1) for sh in ref.shards])
     y = np.concatenate([sh.acts(1) for sh in s.shards])
     assert_within_bound(x, y, "fp8_e4m3")
+    # harvest encodes on the model's device before the transfer: the codes and scales encode_fp8 gives
+    q, scale = encode_fp8(x, "fp8_e4m3")
+    np.testing.assert_array_equal(np.concatenate([np.asarray(sh.raw_acts(1)) for sh in s.shards]), q)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(sh.scales(1)) for sh in s.shards]), scale)
     assert verify_store(tmp_path / "fp8_e4m3")["ok"]
 
 
