@@ -212,10 +212,10 @@ class ShardWriter:
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
         encoded, scales = {}, {}
         for layer in self.layers:
-            if is_fp8(self.dtype) and isinstance(acts[layer], Fp8Rows):  # encoded already (harvest, on its device)
-                raw, scales[layer] = fp8_rows(acts[layer], where=f"{where}: acts[{layer}]")
-            elif is_fp8(self.dtype):
-                raw, scales[layer] = encode_fp8(acts[layer], self.dtype)
+            if is_fp8(self.dtype):
+                a = acts[layer]  # Fp8Rows: encoded already (harvest, on its device)
+                rows = isinstance(a, Fp8Rows)
+                raw, scales[layer] = fp8_rows(a, where=f"{where}: acts[{layer}]") if rows else encode_fp8(a, self.dtype)
                 if self.check_finite and not np.isfinite(scales[layer]).all():
                     raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")
             else:

@@ -142,6 +142,11 @@ def test_writer_stores_rows_encoded_already(tmp_path, seqs):
         with pytest.raises(StoreWriteError, match=r"sequence 12: acts\[1\]: encoded fp8 rows need uint8 codes"):
             w.append(token_ids=np.arange(len(q)), token_types=np.full(len(q), 4, np.uint8),
                      acts={1: Fp8Rows(q.astype(np.int16), scale)}, source=(0, 99))  # fmt: skip
+        bad = scale.copy()
+        bad[2] = np.nan  # what encode_fp8_torch gives a row holding a NaN
+        with pytest.raises(StoreWriteError, match=r"acts\[1\] contains NaN or inf"):
+            w.append(token_ids=np.arange(len(q)), token_types=np.full(len(q), 4, np.uint8),
+                     acts={1: Fp8Rows(q, bad)}, source=(0, 99))  # fmt: skip
     a, b = open_store(tmp_path / "a").shards[0], open_store(tmp_path / "b").shards[0]
     np.testing.assert_array_equal(np.asarray(a.raw_acts(1)), np.asarray(b.raw_acts(1)))
     np.testing.assert_array_equal(np.asarray(a.scales(1)), np.asarray(b.scales(1)))
