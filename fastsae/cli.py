@@ -24,7 +24,7 @@ from fastsae.interp.eval_cli import EVAL_CONTEXT, eval_cmd
 from fastsae.interp.features_cli import features_cmd
 from fastsae.interp.judge_cli import judge_cmd
 from fastsae.interp.steer_cli import STEER_CONTEXT, steer_cmd
-from fastsae.store.cli import inspect, verify
+from fastsae.store.cli import convert, inspect, verify
 from fastsae.train.cli import train
 
 DISTRIBUTION = "fastsae-instruct"  # "fastsae" on PyPI is another project
@@ -124,6 +124,7 @@ def _root(
 app.command("harvest")(harvest)
 app.command("inspect")(inspect)
 app.command("verify")(verify)
+app.command("convert")(convert)
 app.command("train")(train)
 app.command("eval", context_settings=EVAL_CONTEXT)(eval_cmd)
 app.command("features")(features_cmd)

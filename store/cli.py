@@ -1,4 +1,5 @@
-"""`fastsae inspect` and `fastsae verify`: plain typer command functions, registered by fastsae/cli.py.
+"""`fastsae inspect`, `fastsae verify` and `fastsae convert`: plain typer command functions, registered by
+fastsae/cli.py (convert's options mirror ConvertConfig, store/convert.py: help and default from its fields).
 
 Bad input raises (StoreError: a FastSAEError); fastsae/cli.py prints it as one line. Damage that verify
 finds is its report: one `error:` line per finding, exit 2."""
@@ -11,9 +12,22 @@ from typing import Annotated
 
 import typer
 
+from fastsae.options import ConfigFields
+
+from .convert import ConvertConfig, parse_layers
 from .errors import StoreCorruptError
 
 log = logging.getLogger(__name__)
+F = ConfigFields(ConvertConfig)
+_o, _d = F.option, F.default
+
+
+def convert_config(values: dict) -> ConvertConfig:
+    """convert's option values (as typer passes them) -> a validated ConvertConfig. Not named to_config:
+    tests/test_cli_options.py would check inspect and verify, of this module too, against ConvertConfig."""
+    kw = {name: values[name] for name in F.by_name}
+    kw["layers"] = parse_layers(kw["layers"])
+    return ConvertConfig(**kw)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -107,3 +121,18 @@ def verify(
         f"OK: {report['shards']} shards, {report['sequences']:,} sequences, {report['tokens']:,} tokens"
         f" (completeness: {report['complete']})"
     )
+
+
+def convert(
+    src: Annotated[str, typer.Argument(help=F.help("src"), metavar="SRC", show_default=False)],
+    out: Annotated[str, _o("out")],
+    dtype: Annotated[str, _o("dtype")] = _d("dtype"),
+    layers: Annotated[str, _o("layers")] = ",".join(map(str, _d("layers"))),
+    compression: Annotated[str, _o("compression")] = _d("compression"),
+    progress: Annotated[bool, _o("progress")] = _d("progress"),
+) -> None:
+    """Write a store again in another stored dtype (bfloat16 -> fp8_e4m3 halves it), shard for shard: same
+    sequences, tokens, shards and completeness. A rerun finishes an interrupted conversion; SRC is only read."""
+    from .convert import convert_store
+
+    typer.echo(convert_store(convert_config(locals())).summary())
