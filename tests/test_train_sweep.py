@@ -50,8 +50,8 @@ class CountingReaders:
         original = trainer_mod.make_reader
         outer = self
 
-        def make(plan, *, batch_size, device):
-            reader = original(plan, batch_size=batch_size, device=device)
+        def make(plan, *, batch_size, device, **kw):
+            reader = original(plan, batch_size=batch_size, device=device, **kw)
             entry = [batch_size, 0]
             outer.counts.append(entry)
             real_next = type(reader).__next__
@@ -167,8 +167,8 @@ def test_a_slow_reader_shows_in_data_wait_frac(store, tmp_path, monkeypatch):
     """A reader that takes 30 ms a batch, feeding a tiny SAE: the loop mostly waits, and the train lines say so."""
     original = trainer_mod.make_reader
 
-    def slow_reader(plan, *, batch_size, device):
-        reader = original(plan, batch_size=batch_size, device=device)
+    def slow_reader(plan, *, batch_size, device, **kw):
+        reader = original(plan, batch_size=batch_size, device=device, **kw)
         real_next = type(reader).__next__
 
         class Slow(type(reader)):
