@@ -41,7 +41,7 @@ from fastsae.interp.evalset import (
     training_hashes,
 )
 from fastsae.interp.splice import Splicer, batches
-from fastsae.interp.targets import load_store_model, read_target
+from fastsae.interp.targets import load_store_model, read_target, recorded_store
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +110,14 @@ def load_entries(cfg: EvalConfig) -> list[SAEEntry]:
         t = read_target(spec, error=EvalInputError)
         path, info, layer, ident = t.path, t.info, t.layer, t.store_identity
         entry = SAEEntry(path=path, name=path.name, info=info, layer=layer, store_identity=ident)
-        if ident and ident.get("path") and Path(ident["path"]).is_dir():
+        loc = recorded_store(ident)
+        if loc:
             try:
-                entry.store = open_store(ident["path"])
+                entry.store = open_store(loc)
             except StoreError as e:
-                raise EvalInputError(f"--sae {spec}: its store {ident['path']}: {e}") from None
+                raise EvalInputError(f"--sae {spec}: its store {loc}: {e}") from None
             if entry.store.fingerprint != ident.get("fingerprint"):
-                raise EvalInputError(
-                    f"--sae {spec}: its store {ident['path']} changed since training (fingerprint differs)"
-                )
+                raise EvalInputError(f"--sae {spec}: its store {loc} changed since training (fingerprint differs)")
             entry.holdout = run_holdout(info.extra, entry.store.num_sequences)
         entries.append(entry)
     names = [e.name for e in entries]

@@ -16,7 +16,7 @@ import numpy as np
 
 from fastsae.errors import InputError
 from fastsae.interp.features_config import FeaturesConfig
-from fastsae.interp.targets import read_target
+from fastsae.interp.targets import read_target, recorded_store, same_location
 
 SAMPLE_STREAM = 0xFEA7  # rng stream tags: seeds are [seed, tag]
 TABLE_STREAM = 0x7AB1
@@ -62,14 +62,14 @@ def open_inputs(cfg: FeaturesConfig) -> FeaturesInput:
     path = cfg.store or recorded
     if not path:
         raise FeaturesInputError(f"{where} records no store it was trained on; give --store")
-    if not cfg.store and not Path(recorded).is_dir():
+    if not cfg.store and recorded_store(ident) is None:
         raise FeaturesInputError(f"{where}: its store {recorded} is not there; give --store")
     flag = "--store" if cfg.store else f"{where}: its store"
     try:
         store = open_store(path)
     except StoreError as e:
         raise FeaturesInputError(f"{flag} {path}: {e}") from None
-    own = bool(recorded) and Path(path).resolve() == Path(recorded).resolve()
+    own = bool(recorded) and same_location(path, recorded)
     if own and ident.get("fingerprint") and store.fingerprint != ident["fingerprint"]:
         raise FeaturesInputError(f"{flag} {path} changed since the SAE was trained (fingerprint differs)")
     if layer not in store.layers:

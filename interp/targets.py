@@ -42,6 +42,24 @@ def read_target(path, *, error: type[InputError] = InputError, flag: str = "--sa
     return SAETarget(Path(path), info, layer, ident if isinstance(ident, dict) else None)
 
 
+def recorded_store(ident: dict | None) -> str | None:
+    """Where the SAE's store is, as train recorded it: an object-store URL (open_store reads it, or says why not),
+    or a local folder that is still there; None when there is nothing to open."""
+    from fastsae.store import is_url
+
+    loc = (ident or {}).get("path")
+    return loc if loc and (is_url(loc) or Path(loc).is_dir()) else None
+
+
+def same_location(a: str, b: str) -> bool:
+    """Whether two store locations (folders or URLs) name the same store."""
+    from fastsae.store import is_url
+
+    if is_url(a) or is_url(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def model_fingerprint(loaded) -> str | None:
     """The loaded model's weights fingerprint, as harvest records it in store.json's identity."""
     return loaded.meta.get("gguf_sha256") or loaded.meta.get("weights_sha256") or loaded.meta.get("commit")

@@ -67,8 +67,13 @@ class Store:
         self.num_sequences = sum(sh.num_sequences for sh in shards)
         self.num_tokens = sum(sh.num_tokens for sh in shards)
 
+    @property
+    def location(self) -> str:
+        """The store as its user names it (in messages and records): its URL on object storage, else its folder."""
+        return self.url or str(self.path)
+
     def __repr__(self) -> str:
-        return f"Store({self.url or self.path}, shards={len(self.shards)}, sequences={self.num_sequences}, tokens={self.num_tokens})"
+        return f"Store({self.location}, shards={len(self.shards)}, sequences={self.num_sequences}, tokens={self.num_tokens})"
 
     def __len__(self) -> int:
         return self.num_sequences

@@ -63,3 +63,19 @@ def test_a_run_from_a_local_store_records_its_resolved_path(tmp_path, monkeypatc
     assert run["store"]["path"] == str((tmp_path / "store").resolve())
     assert run["store"]["fingerprint"] == open_store(tmp_path / "store").fingerprint
     assert json.loads((sae / "fastsae.json").read_text())["extra"]["store"] == run["store"]
+
+
+def test_eval_and_features_find_a_store_on_s3_from_the_url_recorded(s3_url, tmp_path):
+    """The analysis commands open the SAE's store from what train recorded: the s3:// URL, not a local folder."""
+    from fastsae.interp.eval_config import EvalConfig
+    from fastsae.interp.evaluate import load_entries
+    from fastsae.interp.targets import read_target, recorded_store, same_location
+
+    build_store(s3_url, dtype="bfloat16")
+    (sae,) = _train(s3_url, tmp_path / "run")
+    assert recorded_store(read_target(sae).store_identity) == s3_url
+    assert same_location(s3_url + "/", s3_url) and not same_location(s3_url, str(tmp_path))
+    (entry,) = load_entries(EvalConfig(sae=(str(sae),), out=str(tmp_path / "eval")))
+    assert entry.store is not None and entry.store.url == s3_url
+    assert entry.holdout is not None and len(entry.holdout) > 0
+    assert recorded_store({"path": str(tmp_path / "gone")}) is None

@@ -54,16 +54,16 @@ def check_inputs(x: torch.Tensor, store, layer: int, what: str) -> None:
 def bad_input_error(store, layer: int, what: str) -> Exception:
     """The error for a non-finite or absurd input value met in ``what``: where the store holds it."""
     if store.num_tokens * store.d_model * 4 > SCAN_NOTICE_BYTES:  # a long read: say why the run pauses
-        logger.info(f"{what} holds a bad activation: looking for it in layer {layer} of store {store.path}")
+        logger.info(f"{what} holds a bad activation: looking for it in layer {layer} of store {store.location}")
     bad = find_bad_activation(store, layer)
     if bad is None:  # not in the store as read now: changed while training, or not the store's doing
         return NonFiniteError(
             f"{what} holds a non-finite activation or one beyond |x| <= {MAX_ABS_ACTIVATION:g}, but layer "
-            f"{layer} of store {store.path} has none now (did it change during the run?)"
+            f"{layer} of store {store.location} has none now (did it change during the run?)"
         )
     return StoreCorruptError(
-        f"store {store.path}: {bad}, met in {what}: the store is damaged (activations are finite with |x| <= "
-        f"{MAX_ABS_ACTIVATION:g}); `fastsae verify {store.path}` checks every value"
+        f"store {store.location}: {bad}, met in {what}: the store is damaged (activations are finite with |x| <= "
+        f"{MAX_ABS_ACTIVATION:g}); `fastsae verify {store.location}` checks every value"
     )
 
 

@@ -169,7 +169,7 @@ class ActivationReader:
         self.buffer_tokens = min(buffer_tokens, self.tokens_per_epoch) if shuffle else 0
         if zero_copy and not self.selection.mapped:
             raise ReaderError(
-                f"zero_copy needs an uncompressed store; {store.path} layer {layer} is compressed"
+                f"zero_copy needs an uncompressed store; {store.location} layer {layer} is compressed"
             )
         self.zero_copy = bool(shuffle and self.selection.mapped and zero_copy is not False)
         self._mixer = Mixer(

@@ -87,7 +87,7 @@ class TokenSelection:
     ):
         if layer not in store.layers:
             raise LayerNotFoundError(
-                f"layer {layer} is not in the store at {store.path}; it has layers {list(store.layers)}"
+                f"layer {layer} is not in the store at {store.location}; it has layers {list(store.layers)}"
             )
         if chunk_tokens < 1:
             raise ReaderError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
@@ -121,7 +121,7 @@ class TokenSelection:
         self.num_tokens = int(self.shard_start[-1])
         if self.num_tokens == 0:
             raise EmptySelectionError(
-                f"no training tokens in {store.path} layer {layer} with token types "
+                f"no training tokens in {store.location} layer {layer} with token types "
                 f"{format_token_types(self.token_types)} and {len(self.holdout)} held-out sequences"
             )
         bounds = zip(self.shard_start[:-1], self.shard_start[1:], strict=True)
