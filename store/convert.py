@@ -15,6 +15,7 @@ committed and writes the rest. The source is only read.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from .writer import ShardWriter
 
 COMPRESSIONS = ("source", "none", "zstd")
 CONVERTED_FROM = "converted_from"  # store.json key: what this store was converted from
+log = logging.getLogger(__name__)
 _FRESH = ("schema_version", "format", "created")  # store.json keys init_store writes anew
 
 
@@ -136,7 +138,7 @@ def converted_meta(src: Store, cfg: ConvertConfig, layers: list[int], fingerprin
         if isinstance(meta.get(part), dict):
             meta[part] |= {k: v for k, v in new.items() if k in meta[part]}
     meta[CONVERTED_FROM] = {
-        "store": src.url or str(src.path), "fingerprint": fingerprint, "dtype": src.dtype, "layers": list(src.layers),
+        "store": src.url or str(Path(src.path).resolve()), "fingerprint": fingerprint, "dtype": src.dtype, "layers": list(src.layers),
         "kept_layers": layers, "compression": cfg.compression,
     }  # fmt: skip
     return meta
@@ -166,7 +168,10 @@ def _check_out(out: str | Path, meta: dict) -> None:
             "compression": rec["compression"]}  # fmt: skip
     diff = [k for k in want if had[k] != want[k]]
     if diff:
-        details = ", ".join(f"{k} {had[k]!r} != {want[k]!r}" for k in diff)
+        short = {"source fingerprint": 16}  # as inspect shows it
+        details = ", ".join(
+            f"{k} {had[k]!r:.{short.get(k, 200)}} != {want[k]!r:.{short.get(k, 200)}}" for k in diff
+        )
         raise StoreMismatchError(
             f"--out {out} holds another conversion ({details}); remove it or pick another --out", keys=diff
         )
@@ -218,6 +223,10 @@ def convert_store(cfg: ConvertConfig, *, console=None) -> ConvertResult:
     meta = converted_meta(src, cfg, layers, src.fingerprint)
     _check_out(out, meta)
     kept = _kept_shards(out, src, cfg.dtype, layers)
+    if (
+        not src.completeness.ok
+    ):  # unfinished writers (a harvest running or stopped), no records: the same here
+        log.warning("SRC %s; the converted store records the same", src.completeness.message)
     meta = init_store(out, meta=meta)
     for w, rec in sorted(records.items()):  # the source's writers, recorded again: its completeness is ours
         begin_writer(out, writer=w, num_writers=rec["num_writers"])

@@ -22,17 +22,15 @@ runner = CliRunner()
 SMALL = ("token_ids", "token_types", "offsets", "sources", "doc_starts", "doc_sources")
 
 
-def harvested_like(root: Path, dtype: str = "float32", *, records: bool = True) -> Path:
+def harvested_like(root: Path, dtype: str = "float32", *, records: bool = True, seed: int = 0) -> Path:
     """Two writers' shards (writer 0: two, writer 1: one) with their records, and a skipped.jsonl."""
-    init_store(
-        root,
-        meta={**META, "layers": [2, 5], "d_model": 24, "dtype": dtype, "tokenizer": {"vocab_size": 50_000}},
-    )
+    meta = {**META, "layers": [2, 5], "d_model": 24, "dtype": dtype, "tokenizer": {"vocab_size": 50_000}}
+    init_store(root, meta=meta | {"data": [f"chats-{seed}.jsonl"]})  # another seed: another source
     if records:
         for w in (0, 1):
             begin_writer(root, writer=w, num_writers=2)
-    write_store(root, [[30, 20], [10, 7]], dtype=dtype, d_model=24, writer=0)
-    write_store(root, [[12, 5, 9]], dtype=dtype, d_model=24, writer=1, first_sequence=4, seed=1)
+    write_store(root, [[30, 20], [10, 7]], dtype=dtype, d_model=24, writer=0, seed=seed)
+    write_store(root, [[12, 5, 9]], dtype=dtype, d_model=24, writer=1, first_sequence=4, seed=seed + 1)
     if records:
         for w in (0, 1):
             finish_writer(root, writer=w, num_writers=2)
@@ -197,7 +195,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 
 def test_a_different_source_is_refused(tmp_path):
     src = harvested_like(tmp_path / "src", "bfloat16")
-    other = harvested_like(tmp_path / "other", "bfloat16", records=False)
+    other = harvested_like(tmp_path / "other", "bfloat16", seed=7)
     convert(src, tmp_path / "out", dtype="fp8_e4m3")
     r = runner.invoke(app, ["convert", str(other), "--out", str(tmp_path / "out"), "--no-progress"])
     assert "source fingerprint" in one_error_line(r)
@@ -261,3 +259,25 @@ def test_the_options_mirror_convert_config():
     assert all(p.help == cli.F.help(p.name) for p in cmd.params)
     ctx = cmd.make_context("convert", ["SRC", "--out", "DST"])
     assert cli.convert_config(ctx.params) == ConvertConfig(src="SRC", out="DST")
+
+
+def test_an_unfinished_source_converts_to_an_equally_unfinished_store(tmp_path, caplog):
+    src = harvested_like(tmp_path / "src", "bfloat16", records=False)
+    for w in (0, 1):
+        begin_writer(src, writer=w, num_writers=2)
+    finish_writer(src, writer=0, num_writers=2)  # writer 1's harvest still running, or stopped
+    res = convert(src, tmp_path / "out", dtype="fp8_e4m3")
+    a, b = open_store(src).completeness, open_store(tmp_path / "out").completeness
+    assert res.completeness == a.state == b.state == "incomplete" and a.unfinished == b.unfinished == (1,)
+    assert any("writer 1 of 2 has not finished" in r.getMessage() for r in caplog.records)
+    finish_writer(src, writer=1, num_writers=2)  # its harvest ended with no more shards: the same source
+    res = convert(src, tmp_path / "out", dtype="fp8_e4m3")
+    assert (res.shards, res.kept, res.completeness) == (0, 3, "complete")
+    assert open_store(tmp_path / "out").completeness.message == open_store(src).completeness.message
+
+
+def test_a_source_that_lost_a_shard_is_refused(tmp_path):
+    src = harvested_like(tmp_path / "src", "bfloat16")
+    shutil.rmtree(src / "shard-00000-000001.zarr")
+    r = runner.invoke(app, ["convert", str(src), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert "shard-00000-000001.zarr" in one_error_line(r) and not (tmp_path / "out").exists()
