@@ -109,10 +109,12 @@ class ConvertResult:
     def summary(self) -> str:
         rate = self.tokens / self.seconds if self.seconds > 0 else 0.0
         kept = f", {self.kept} kept from an earlier run" if self.kept else ""
+        # a schema-1 shard has no manifest to count its bytes from
+        sizes = f"activations {self.src_bytes:,} -> {self.out_bytes:,} bytes; " if self.src_bytes else ""
         return (
             f"converted {self.shards} shards{kept} to {self.dtype} in {self.out}: {self.sequences:,} sequences, "
-            f"{self.tokens:,} tokens in {self.seconds:.1f}s ({rate:,.0f} tokens/s); activations "
-            f"{self.src_bytes:,} -> {self.out_bytes:,} bytes; completeness: {self.completeness}"
+            f"{self.tokens:,} tokens in {self.seconds:.1f}s ({rate:,.0f} tokens/s); {sizes}completeness: "
+            f"{self.completeness}"
         )
 
 
@@ -138,8 +140,8 @@ def converted_meta(src: Store, cfg: ConvertConfig, layers: list[int], fingerprin
         if isinstance(meta.get(part), dict):
             meta[part] |= {k: v for k, v in new.items() if k in meta[part]}
     meta[CONVERTED_FROM] = {
-        "store": src.url or str(Path(src.path).resolve()), "fingerprint": fingerprint, "dtype": src.dtype, "layers": list(src.layers),
-        "kept_layers": layers, "compression": cfg.compression,
+        "store": src.url or str(Path(src.path).resolve()), "fingerprint": fingerprint, "dtype": src.dtype,
+        "layers": list(src.layers), "kept_layers": layers, "compression": cfg.compression,
     }  # fmt: skip
     return meta
 
@@ -223,9 +225,7 @@ def convert_store(cfg: ConvertConfig, *, console=None) -> ConvertResult:
     meta = converted_meta(src, cfg, layers, src.fingerprint)
     _check_out(out, meta)
     kept = _kept_shards(out, src, cfg.dtype, layers)
-    if (
-        not src.completeness.ok
-    ):  # unfinished writers (a harvest running or stopped), no records: the same here
+    if not src.completeness.ok:  # unfinished writers (a harvest running or stopped), or no records
         log.warning("SRC %s; the converted store records the same", src.completeness.message)
     meta = init_store(out, meta=meta)
     for w, rec in sorted(records.items()):  # the source's writers, recorded again: its completeness is ours
