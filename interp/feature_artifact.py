@@ -17,7 +17,8 @@ from fastsae.atomic import atomic_path, write_json_atomic
 from fastsae.errors import InputError
 
 FORMAT = "fastsae-features"
-VERSION = 1
+VERSION = 2  # 2: the logit view (logit_* tensors, features.json's `logits`)
+READABLE = (1, 2)  # a version 1 folder reads as one without the logit view
 META_FILE = "features.json"
 TENSOR_FILE = "features.safetensors"
 SPECIAL_FILE = "special_tokens.json"
@@ -25,6 +26,7 @@ OUTSIDE_TYPE = 255  # token type of a window slot outside the sequence
 
 CONTEXT_KINDS = {"top": "top", "quantile": "q"}  # kind -> tensor prefix
 CONTEXT_FIELDS = ("act", "seq", "pos", "ids", "types", "acts")
+LOGIT_TENSORS = ("logit_pos_ids", "logit_pos", "logit_neg_ids", "logit_neg")
 
 
 class FeatureArtifactError(InputError):
@@ -65,10 +67,10 @@ class FeatureArtifact:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise FeatureArtifactError(f"{meta_path}: unreadable ({e})") from e
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        if meta.get("format") != FORMAT or meta.get("version") not in READABLE:
             raise FeatureArtifactError(
                 f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}; "
-                f"this fastsae reads {FORMAT!r} version {VERSION}"
+                f"this fastsae reads {FORMAT!r} versions {', '.join(map(str, READABLE))}"
             )
         tensors = load_file(str(tensor_path))
         art = cls(path, meta, tensors)
@@ -124,6 +126,18 @@ class FeatureArtifact:
                 )
             )
         return out
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the run computed the logit view (not with --no-logits, nor before version 2)."""
+        return all(name in self.tensors for name in LOGIT_TENSORS)
+
+    def logits(self, feature: int) -> dict[str, np.ndarray] | None:
+        """A feature's logit view: `pos_ids`, `pos` (largest effects, descending) and `neg_ids`, `neg`
+        (smallest, ascending); None when the run did not compute it."""
+        if not self.has_logits:
+            return None
+        return {name[len("logit_") :]: self.tensors[name][feature] for name in LOGIT_TENSORS}
 
     def special_table(self) -> dict | None:
         """special_tokens.json, or None when the run did not make one."""

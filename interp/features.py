@@ -171,13 +171,18 @@ def describe(cfg: FeaturesConfig, inp: FeaturesInput, n_tokens: int, n_dead: int
 
 
 def run_features(cfg: FeaturesConfig) -> dict:
-    """Check, pass, windows, write; -> features.json's document. Zero live features: the artifact is
-    written, then FeaturesInputError says so."""
-    return features_from(cfg, open_inputs(cfg))
+    """Check, load the model's unembedding (unless --no-logits), pass, windows, logit view, write;
+    -> features.json's document. Zero live features: the artifact is written, then FeaturesInputError
+    says so."""
+    from fastsae.interp.feature_logits import load_unembedding
+
+    inp = open_inputs(cfg)
+    return features_from(cfg, inp, load_unembedding(cfg, inp) if cfg.logits else None)
 
 
-def features_from(cfg: FeaturesConfig, inp: FeaturesInput) -> dict:
-    """run_features after its input checks (benchmarks/features.py times this part)."""
+def features_from(cfg: FeaturesConfig, inp: FeaturesInput, unembedding=None) -> dict:
+    """run_features after its input checks (benchmarks/features.py times this part); the logit view
+    only with `unembedding` (feature_logits.Unembedding)."""
     from fastsae.interp.special_tokens import write_table
     from fastsae.lm import pick_device
     from fastsae.saes import load_sae
@@ -207,6 +212,12 @@ def features_from(cfg: FeaturesConfig, inp: FeaturesInput) -> dict:
     )
     n_dead = int(tensors["dead"].sum())
     meta = describe(cfg, inp, stats.n_tokens, n_dead)
+    meta["logits"] = None
+    if unembedding is not None:
+        from fastsae.interp.feature_logits import N_LOGITS, describe_logits, logit_view
+
+        tensors.update(logit_view(sae.W_dec, unembedding, k=N_LOGITS, device=device))
+        meta["logits"] = describe_logits(unembedding, tensors["logit_pos"].shape[1])
     if delphi is not None:
         tok = inp.tokenizer
         pad = next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)

@@ -34,10 +34,13 @@ def features_cmd(
     special_sequences: Annotated[int, _c("special_sequences")] = _d("special_sequences"),
     batch_tokens: Annotated[int, _c("batch_tokens")] = _d("batch_tokens"),
     delphi: Annotated[bool, _o("delphi")] = _d("delphi"),
+    logits: Annotated[bool, _o("logits")] = _d("logits"),
+    model: Annotated[str | None, _o("model")] = _d("model"),
     device: Annotated[str, _o("device")] = _d("device"),
     progress: Annotated[bool, _o("progress")] = _d("progress"),
 ) -> None:
-    """What each SAE feature reads: density, histogram, token-type mass, top and quantile contexts."""
+    """What each SAE feature reads: density, histogram, token-type mass, top and quantile contexts, and
+    the tokens its decoder direction promotes and suppresses (the logit view)."""
     cfg = to_config({k: v for k, v in locals().items() if k in F.by_name})
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle OpenMP threads sleep
     from rich.console import Console
@@ -50,5 +53,7 @@ def features_cmd(
     Console(stderr=True).print(
         f"{live} live features of {meta['sae']['d_sae']} over {meta['n_sequences']} sequences "
         f"({meta['n_tokens']} tokens); saved {out_dir / 'features.json'}, features.safetensors, "
-        "special_tokens.json/.md" + (", delphi/" if cfg.delphi else "")
+        "special_tokens.json/.md"
+        + (", delphi/" if cfg.delphi else "")
+        + ("" if meta["logits"] else " (no logit view: --no-logits)")
     )

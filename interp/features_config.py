@@ -51,6 +51,19 @@ class FeaturesConfig:
     delphi: bool = field(
         default=False, metadata=_help("Also export every firing in delphi's latent-cache layout (delphi/).")
     )
+    logits: bool = field(
+        default=True,
+        metadata=_help(
+            "Compute each feature's logit view (the tokens its decoder direction raises and lowers most); "
+            "it loads the store's model. --no-logits skips it."
+        ),
+    )
+    model: str | None = field(
+        default=None,
+        metadata=_help(
+            "Model whose unembedding the logit view uses; default: the one the store was harvested with."
+        ),
+    )
     device: str = field(
         default="auto", metadata=_help("Torch device: auto (cuda if available, else cpu), cpu, cuda:0, ...")
     )
