@@ -61,8 +61,7 @@ class ConvertConfig:
     dtype: str = field(
         default="fp8_e4m3",
         metadata=_help(
-            "Stored dtype of the converted store: float32, float16, bfloat16, fp8_e4m3 or fp8_e5m2 (fp8: one "
-            "float32 scale per token)."
+            f"Stored dtype of the converted store: {', '.join(DTYPES)} (fp8: one float32 scale per token)."
         ),
     )
     layers: tuple[int, ...] = field(
