@@ -190,9 +190,8 @@ def encode_fp8_torch(t: Any, dtype: str) -> tuple[Any, Any]:
     if not t.is_floating_point():
         raise StoreWriteError(f"activations must be floating point, got torch {t.dtype}")
     t = t.detach().float()
-    amax = t.abs().amax(dim=1) if t.shape[1] else t.new_zeros(t.shape[0])
-    finite = torch.isfinite(t).all(dim=1)
-    amax = torch.where(finite, amax, torch.nan)
+    amax = t.abs().amax(dim=1) if t.shape[1] else t.new_zeros(t.shape[0])  # NaN if the row holds one, inf if inf
+    amax = torch.where(torch.isfinite(amax), amax, torch.nan)
     scale = amax / FP8_MAX[dtype]
     y = (t / torch.where(scale > 0, scale, 1.0)[:, None]).clamp_(-FP8_MAX[dtype], FP8_MAX[dtype])
     return y.to(getattr(torch, _TORCH_FP8[dtype])).view(torch.uint8), scale

@@ -67,6 +67,10 @@ def test_encode_round_trip_within_bound(dtype):
     # the row max maps to the largest finite value (up to float32 rounding of the scale): nothing saturates
     np.testing.assert_allclose(np.abs(y).max(axis=1), np.abs(x).max(axis=1), rtol=2**-20)
     assert np.abs(to_float32(q, dtype, np.ones(len(q), np.float32))).max() == FP8_MAX[dtype]
+    bad = x[:3].copy()
+    bad[0, 1], bad[1, 2] = np.nan, -np.inf
+    _, scale = encode_fp8(bad, dtype)  # a non-finite row's scale is NaN: the writer's finite check refuses it
+    assert np.isnan(scale[:2]).all() and np.isfinite(scale[2])
 
 
 @pytest.mark.parametrize("dtype", FP8)

@@ -161,3 +161,20 @@ def test_a_compressed_remote_store_reads_through_zarrs_fsspec_store(s3_url, tmp_
         torch.cat(list(ActivationReader(remote, **kw))), torch.cat(list(ActivationReader(local, **kw)))
     )
     assert verify_store(s3_url)["ok"]
+
+
+def test_a_writer_may_finish_before_an_earlier_one_has_committed(s3_url):
+    """Two writers of a store on S3: writer 1 commits and finishes while writer 0 has committed nothing yet. Its
+    finish records its shards and reports the store incomplete (it does not trip over the missing sequences)."""
+    from fastsae.store import ShardWriter, finish_writer
+
+    for w in (0, 1):
+        begin_writer(s3_url, writer=w, num_writers=2)
+    with ShardWriter(s3_url, writer=1, seq=0, first_sequence=5, layers=[1], d_model=4, dtype="float32",
+                     meta={"identity": {"test": 1}}) as sw:  # fmt: skip
+        sw.append(token_ids=np.arange(3), token_types=np.full(3, 4, np.uint8),
+                  acts={1: np.ones((3, 4), np.float32)}, source=(0, 5))  # fmt: skip
+    done = finish_writer(s3_url, writer=1, num_writers=2)
+    assert done.state == "incomplete", done
+    record = json.loads(RemoteRoot(s3_url).cat("writer-00001.json"))
+    assert record["state"] == "finished" and list(record["shards"]) == ["shard-00001-000000.zarr"]
