@@ -203,12 +203,21 @@ def _source(cfg: ConvertConfig) -> tuple[Store, list[int], dict[int, dict]]:
         raise StoreCorruptError(f"SRC {where}: {src.completeness.message}; see fastsae verify {where}")
     if not src.shards:
         raise ConvertError(f"SRC {where} has no committed shards: nothing to convert")
-    if cfg.dtype == src.dtype:
-        raise ConvertError(f"SRC {where} is {src.dtype} already; pick another --dtype")
     unknown = [layer for layer in cfg.layers if layer not in src.layers]
     if unknown:
         raise ConvertError(
             f"--layers: layer {unknown[0]} is not in SRC {where} (layers {', '.join(map(str, src.layers))})"
+        )
+    packed = {sh.attrs["fastsae"].get("compression") or "none" for sh in src.shards}
+    if (
+        cfg.dtype == src.dtype
+        and set(cfg.layers or src.layers) == set(src.layers)
+        and cfg.compression in ("source", *packed)
+        and len(packed) == 1
+    ):
+        raise ConvertError(
+            f"SRC {where} is {src.dtype} already, with these layers and compression: nothing would change; "
+            "pick another --dtype, --layers or --compression"
         )
     records, _ = read_records(src.path)  # damaged records make the completeness damaged (refused above)
     return src, [layer for layer in src.layers if not cfg.layers or layer in cfg.layers], records

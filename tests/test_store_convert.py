@@ -135,6 +135,14 @@ def test_the_command_layers_and_compression(tmp_path):
     assert r.exit_code == 0 and r.stdout.startswith("OK: 3 shards"), r.output
     r = runner.invoke(app, args)  # the same command again: nothing left to write
     assert r.exit_code == 0 and r.stdout.startswith("converted 0 shards, 3 kept"), r.output
+    # the same dtype is a conversion too when something else changes: here, the compression alone
+    r = runner.invoke(app, ["convert", str(src), "--out", str(tmp_path / "zstd"), "--dtype", "bfloat16",
+                            "--compression", "zstd", "--no-progress"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    zstd = open_store(tmp_path / "zstd")
+    assert zstd.dtype == "bfloat16" and all(sh.attrs["fastsae"]["compression"] == "zstd" for sh in zstd.shards)
+    for a, b in zip(open_store(src).shards, zstd.shards, strict=True):
+        np.testing.assert_array_equal(np.asarray(a.raw_acts(2)), np.asarray(b.raw_acts(2)))
 
 
 def test_an_interrupted_conversion_is_finished_by_the_same_command(tmp_path):
@@ -177,6 +185,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     assert str(tmp_path / "nope") in run(tmp_path / "nope")
     assert "--dtype 'int8'" in run(src, "--dtype", "int8")
     assert "bfloat16 already" in run(src, "--dtype", "bfloat16")
+    assert "nothing would change" in run(src, "--dtype", "bfloat16", "--compression", "none")
     assert "layer 7 is not in SRC" in run(src, "--layers", "2,7")
     assert "--layers 'x'" in run(src, "--layers", "x")
     assert "--compression 'lz4'" in run(src, "--compression", "lz4")
