@@ -117,4 +117,4 @@ def run_dashboard(cfg: DashboardConfig, decode=None) -> DashboardResult:
 
 def meta_contexts(doc: dict) -> int:
     """How many contexts the page holds (top and quantile)."""
-    return sum(s.count("/") + 1 for d in doc["detail"] for s in d[1:] if s)
+    return sum(s.count("/") + 1 for d in doc["detail"] for s in d[1:3] if s)

@@ -7,12 +7,15 @@ Layout (the page's script reads it; tests read it back too):
   type, `top_tokens`: the vocab indices of its top contexts' activating tokens, most frequent first, and
   the judge's `desc`, `score`, `status`, `why` (its reason when unscored), `det_acc`, `det_f1`, null
   where unjudged);
-- `detail`: per feature `[hist, top, quantile]`, three strings decoded only when the feature is opened:
+- `detail`: per feature `[hist, top, quantile, logits]`, four strings decoded only when the feature is opened:
   `hist` the index of its first non-empty bin then the counts up to its last one, comma-separated;
   `top`/`quantile` contexts separated by `/`, each `seq,pos;types;tokens;acts` over the window's 2W+1
   slots: `types` one base-36 digit per slot, `tokens` each slot's vocab index in `meta.tok_width` digits
   of base 64 (ALPHABET), both `.` for a slot outside the sequence (the activating token is slot W), and
-  `acts` the slots' non-zero activations as `slot:value` (3 significant digits);
+  `acts` the slots' non-zero activations as `slot:value` (3 significant digits); `logits` the logit view,
+  `pos/neg`, each a comma-separated list of `vocab index:value` (3 significant digits), the promoted
+  tokens strongest first and the suppressed ones most negative first; "" when the features run has no
+  logit view (`meta.logits` null: --no-logits, or an artifact of version 1);
 - `special`: special_tokens.json, or null.
 
 The page holds `detail` apart from the rest (detail_blob): gzip-compressed JSON in base64, which the
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fastsae.errors import InputError
-from fastsae.interp.feature_artifact import CONTEXT_KINDS, OUTSIDE_TYPE, FeatureArtifact
+from fastsae.interp.feature_artifact import CONTEXT_KINDS, LOGIT_TENSORS, OUTSIDE_TYPE, FeatureArtifact
 
 JUDGE_FILE = "judge.jsonl"
 JUDGE_SUMMARY = "judge_summary.json"
@@ -106,8 +109,11 @@ def choose_features(art: FeatureArtifact, judged: dict[int, dict], max_features:
 
 
 def _vocab(art: FeatureArtifact, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vocab ids most frequent first, the sorted unique ids, each unique id's vocab index)."""
-    ids = np.concatenate([art.tensors[f"{p}_ids"][feats].ravel() for p in CONTEXT_KINDS.values()])
+    """(vocab ids most frequent first, the sorted unique ids, each unique id's vocab index): the ids of the
+    contexts and of the logit view."""
+    names = [f"{p}_ids" for p in CONTEXT_KINDS.values()]
+    names += [n for n in LOGIT_TENSORS if n.endswith("_ids")] if art.has_logits else []
+    ids = np.concatenate([art.tensors[n][feats].ravel().astype(np.int64) for n in names])
     uniq, counts = np.unique(ids[ids >= 0], return_counts=True)
     order = np.argsort(-counts, kind="stable")
     rank = np.empty(len(uniq), np.int64)
@@ -166,6 +172,21 @@ def _encode_kind(t: dict[str, np.ndarray], width: int) -> list[str]:
     return out
 
 
+def _encode_logits(art: FeatureArtifact, feats: np.ndarray, uniq, rank) -> list[str]:
+    """Every feature's logit view in the page's encoding (module doc); "" each without one."""
+    if not art.has_logits:
+        return [""] * len(feats)
+    sides = []
+    for side in ("pos", "neg"):
+        ids, vals = art.tensors[f"logit_{side}_ids"][feats], art.tensors[f"logit_{side}"][feats]
+        F, L = ids.shape
+        v = rank[np.searchsorted(uniq, ids)]
+        flat = np.stack([v.ravel(), vals.ravel().astype(np.float64)], 1).ravel().tolist()
+        pairs = (("%d:%.3g," * (F * L)) % tuple(flat)).split(",")
+        sides.append([",".join(pairs[f * L : (f + 1) * L]) for f in range(F)])
+    return [f"{p}/{n}" for p, n in zip(*sides, strict=True)]
+
+
 def _hist(counts: np.ndarray) -> str:
     nz = np.flatnonzero(counts)
     return ",".join(map(str, [int(nz[0]), *counts[nz[0] : nz[-1] + 1].tolist()])) if len(nz) else ""
@@ -202,8 +223,9 @@ def build_data(art: FeatureArtifact, decode, judged: dict[int, dict], max_featur
             rank[np.searchsorted(uniq, t["ids"]).clip(0, max(0, len(uniq) - 1))] if len(uniq) else t["ids"]
         )
         encoded[kind] = _encode_kind(t, width)
+    logits = _encode_logits(art, feats, uniq, rank)
     detail = [
-        [_hist(T["hist_counts"][f]), encoded["top"][r], encoded["quantile"][r]]
+        [_hist(T["hist_counts"][f]), encoded["top"][r], encoded["quantile"][r], logits[r]]
         for r, f in enumerate(feats.tolist())
     ]
     judge = [_judge_fields(judged.get(f)) for f in feats.tolist()]
@@ -231,6 +253,7 @@ def build_data(art: FeatureArtifact, decode, judged: dict[int, dict], max_featur
             "top_k": meta.get("top_k"),
             "n_quantile": meta.get("n_quantile"),
             "hist_edges": [sig(x) for x in meta.get("hist_edges", [])],
+            "logits": (meta.get("logits") or {}) if art.has_logits else None,
             "token_types": {str(k): v for k, v in sorted(art.token_type_names.items())},
             "d_sae": art.d_sae,
             "n_dead": int(T["dead"].sum()),

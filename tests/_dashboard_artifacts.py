@@ -52,9 +52,11 @@ def _contexts(ids, types, offsets, lengths, picks_seq, picks_pos, center_act, wi
 
 def synthetic_artifact(
     out: Path, store_path: Path, *, d_sae: int, top_k: int = 6, n_quantile: int = 5, window: int = 8,
-    seed: int = 0, dead_every: int = 7,
+    seed: int = 0, dead_every: int = 7, logits: bool = True, version: int | None = None,
 ) -> Path:  # fmt: skip
-    """A features folder over the store's sequences: feature f is dead when f % dead_every == dead_every - 1."""
+    """A features folder over the store's sequences: feature f is dead when f % dead_every == dead_every - 1;
+    with `logits`, a logit view of seeded distinct token ids of the store's vocabulary; `version`: stamp
+    another format version (1: a folder from before the logit view, which `logits` must leave out)."""
     rng = np.random.default_rng(seed)
     store = open_store(store_path)
     seqs = [store.sequence(i) for i in range(store.num_sequences)]
@@ -95,6 +97,15 @@ def synthetic_artifact(
         hist_counts=hist.astype(np.int64),
         type_mass=mass,
     )
+    if logits:
+        vocab = int(store.meta["tokenizer"]["vocab_size"])
+        for side, sign in (("pos", 1), ("neg", -1)):
+            T[f"logit_{side}_ids"] = np.stack(
+                [rng.choice(vocab, 10, replace=False) for _ in range(F)]
+            ).astype(np.int32)
+            T[f"logit_{side}"] = (sign * np.sort(rng.uniform(0.05, 3, (F, 10)), axis=1)[:, ::-1]).astype(
+                np.float32
+            )
     meta = {
         "sae": {"path": "saes/synthetic-x8", "arch": "topk", "d_in": 64, "d_sae": F, "layer": 1,
                 "hook_name": "blocks.1.hook_resid_post", "model_name": "tiny-llama"},
@@ -104,7 +115,12 @@ def synthetic_artifact(
         "token_types": {str(int(t)): t.name.lower() for t in TokenType},
         "window": window, "top_k": top_k, "n_quantile": n_quantile,
         "hist_edges": np.geomspace(1e-3, 100, N_BINS + 1).tolist(), "n_dead": int(dead.sum()),
+        "logits": {"k": 10, "model": "tiny-llama", "vocab": int(store.meta["tokenizer"]["vocab_size"])} if logits else None,
     }  # fmt: skip
+    if version is not None:
+        meta["version"] = version
+    if version == 1:
+        assert not logits and meta.pop("logits") is None  # version 1 had neither
     write_artifact(out, meta, T)
     _special(out, ids, types, F, rng)
     return out

@@ -74,6 +74,13 @@ def decode_contexts(s: str, width: int, window: int) -> list[dict]:
     return out
 
 
+def alone(s: str) -> str:
+    """What the page shows for a token on its own (chips, lists): leading and trailing spaces visible too."""
+    if s == "" or re.fullmatch(" +", s):
+        return visible(s)
+    return re.sub(r"^ +| +$", lambda m: "·" * len(m[0]), visible(s))
+
+
 def visible(s: str) -> str:
     """What the page shows for a token's text (whitespace made visible)."""
     if s == "":
@@ -110,6 +117,29 @@ def test_the_embedded_contexts_are_the_artifacts(feats, tokenizer):
     judged = {f: (d, s) for f, d, s in zip(doc["features"]["id"], doc["features"]["desc"], doc["features"]["score"], strict=True)
               if d or s}  # fmt: skip
     assert judged == {f: v for f, v in JUDGED.items() if v != (None, None)}
+
+
+def decode_logits(s: str) -> dict[str, list[tuple[int, float]]] | None:
+    """The page's logit-view encoding (dashboard_data's module doc), read back: side -> [(vocab, value)]."""
+    if not s:
+        return None
+    pos, neg = s.split("/")
+    side = lambda t: [(int(v), float(x)) for v, x in (p.split(":") for p in t.split(","))] if t else []  # noqa: E731
+    return {"pos": side(pos), "neg": side(neg)}
+
+
+def test_the_embedded_logit_view_is_the_artifacts(feats, tokenizer):
+    art, doc = FeatureArtifact.load(feats), page_data(feats / "index.html")
+    assert art.has_logits and doc["meta"]["logits"]["k"] == 10
+    vocab, vocab_ids = doc["vocab"], doc["vocab_ids"]
+    for f in range(art.d_sae):
+        want, got = art.logits(f), decode_logits(doc["detail"][f][3])
+        for side in ("pos", "neg"):
+            assert [vocab_ids[v] for v, _ in got[side]] == want[f"{side}_ids"].tolist()
+            assert [vocab[v] for v, _ in got[side]] == [
+                tokenizer.decode([int(i)]) for i in want[f"{side}_ids"]
+            ]
+            np.testing.assert_allclose([x for _, x in got[side]], want[side], rtol=5e-3, atol=0)
 
 
 def test_max_features_keeps_the_judged_then_the_live(feats, tmp_path):
@@ -231,6 +261,73 @@ def test_a_feature_shows_its_contexts_highlighted(page, feats, tokenizer, tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def logit_rows(p, side: str) -> list[tuple[int, str, float]]:
+    """(token id, shown text, value) of each row of a feature page's logit list."""
+    rows = p.eval_on_selector_all(
+        f"#logits-{side} .lrow", "rs => rs.map(r => [+r.dataset.id, r.querySelector('.tk').textContent, r.dataset.v])"
+    )  # fmt: skip
+    return [(i, t, float(v)) for i, t, v in rows]
+
+
+@needs_browser
+def test_a_feature_page_shows_its_logit_view(page, feats, tokenizer):
+    art = FeatureArtifact.load(feats)
+    for f in (int(art.live()[0]), int(np.flatnonzero(art.tensors["dead"])[0])):  # a dead one has one too
+        page.page.evaluate(f"location.hash = '#feature/{f}'")
+        page.page.wait_for_selector("#logits")
+        want = art.logits(f)
+        for side in ("pos", "neg"):
+            rows = logit_rows(page.page, side)
+            assert [r[0] for r in rows] == want[f"{side}_ids"].tolist()
+            assert [r[1] for r in rows] == [alone(tokenizer.decode([int(i)])) for i in want[f"{side}_ids"]]
+            np.testing.assert_allclose([r[2] for r in rows], want[side], rtol=5e-3)
+        shown = page.page.inner_text("#logits-neg .lrow .num")
+        assert shown.startswith("-") and page.page.inner_text("#logits-pos .lrow .num").startswith("+")
+
+
+@pytest.fixture(scope="module")
+def without_logits(store, tmp_path_factory):
+    """Features folders without a logit view, each with its page: one written before it existed (version 1)
+    and one of `fastsae features --no-logits` (tests/test_feature_logits.py checks that flag's artifact)."""
+    old = synthetic_artifact(
+        tmp_path_factory.mktemp("dash_v1") / "feats", store, d_sae=20, logits=False, version=1
+    )
+    from fastsae.interp.features import run_features
+    from fastsae.interp.features_config import FeaturesConfig
+    from tests._worlds import tiny_train
+
+    root = tmp_path_factory.mktemp("dash_nolog")
+    sae = tiny_train(store, root / "sae", layer=1, arch=("topk",), k=(8,), tokens=64 * 10)[0]
+    run_features(FeaturesConfig(sae=str(sae), out=str(root / "feats"), top_k=3, window=2, n_quantile=2,
+                                logits=False, progress=False, device="cpu"))  # fmt: skip
+    for out in (old, root / "feats"):
+        r = runner.invoke(app, ["dashboard", str(out)])
+        assert r.exit_code == 0, r.output
+    return [old, root / "feats"]
+
+
+def test_a_folder_without_a_logit_view_has_none_in_its_page(without_logits):
+    for feats in without_logits:
+        art, doc = FeatureArtifact.load(feats), page_data(feats / "index.html")
+        assert not art.has_logits and doc["meta"]["logits"] is None
+        assert all(d[3] == "" for d in doc["detail"])
+    assert FeatureArtifact.load(without_logits[0]).meta["version"] == 1
+
+
+@needs_browser
+def test_a_page_without_a_logit_view_renders(chromium, without_logits):
+    for feats in without_logits:
+        art = FeatureArtifact.load(feats)
+        p = Page(chromium, feats / "index.html")
+        f = int(art.live()[0])
+        p.page.evaluate(f"location.hash = '#feature/{f}'")
+        p.page.wait_for_selector("#top .ctx")
+        assert p.page.query_selector("#logits") is None and p.page.query_selector("svg.hist")
+        assert len(p.page.query_selector_all("#top .ctx")) == len(art.contexts(f, "top"))
+        assert p.problems() == []
+        p.page.close()
+
+
 @needs_browser
 def test_the_special_token_page(page, feats, tmp_path):
     table = FeatureArtifact.load(feats).special_table()
@@ -278,6 +375,9 @@ def test_the_page_of_a_real_features_run(chromium, real_feats):
         toks = row.eval_on_selector_all(".tok", "ts => ts.map(t => [+t.dataset.id, t.dataset.v || null])")
         assert [t[0] for t in toks] == w.ids.tolist()
         np.testing.assert_allclose([float(t[1] or 0) for t in toks], w.acts, rtol=5e-3)
+    assert art.has_logits  # features' default: the store's model's logit view
+    for side in ("pos", "neg"):
+        assert [r[0] for r in logit_rows(p.page, side)] == art.logits(f)[f"{side}_ids"].tolist()
     p.page.click(".tabs a[data-tab='special']")
     assert len(p.page.query_selector_all("#stable tbody tr")) == len(art.special_table()["tokens"])
     assert p.problems() == []

@@ -84,12 +84,19 @@
       return { seq, pos, center, types: ty, toks: t, acts: a, raw };
     });
   }
+  // the logit view: "pos/neg", each "vocab:value,..." (null when the features run has none)
+  function logitLists(s) {
+    if (!s) return null;
+    const side = t => (t ? t.split(",").map(p => { const k = p.indexOf(":"); return { v: +p.slice(0, k), raw: p.slice(k + 1), x: parseFloat(p.slice(k + 1)) }; }) : []);
+    const [pos, neg] = s.split("/");
+    return { pos: side(pos), neg: side(neg) };
+  }
   function detail(i) {
     if (!cache.has(i)) {
-      const [h, top, q] = DETAIL[i];
+      const [h, top, q, lg] = DETAIL[i];
       const hist = new Array(Math.max(0, M.hist_edges.length - 1)).fill(0);
       if (h) { const c = h.split(",").map(Number); for (let b = 1; b < c.length; b++) hist[c[0] + b - 1] = c[b]; }
-      cache.set(i, { hist, top: contexts(top), quantile: contexts(q) });
+      cache.set(i, { hist, top: contexts(top), quantile: contexts(q), logits: logitLists(lg) });
     }
     return cache.get(i);
   }
@@ -301,6 +308,15 @@
     return [...by.entries()].sort((a, b) => b[1].n - a[1].n || b[1].max - a[1].max).slice(0, 12)
       .map(([v, e]) => `<span class="cchip"><span class="tk">${alone(V[v])}</span><span class="muted">×${e.n}</span><span class="num">${fmt(e.max)}</span></span>`).join("");
   }
+  // promoted and suppressed tokens side by side, bars on one scale (the largest |value| of both lists)
+  function logitView(L) {
+    const top = Math.max(1e-12, ...L.pos.map(e => Math.abs(e.x)), ...L.neg.map(e => Math.abs(e.x)));
+    const list = (es, cls) => es.map(e => `<div class="lrow" data-id="${VID[e.v]}" data-v="${esc(e.raw)}" title="id ${VID[e.v]}"><span class="tk">${alone(V[e.v])}</span>`
+      + `<span class="lb"><i class="${cls}" style="width:${(100 * Math.abs(e.x) / top).toFixed(1)}%"></i></span><span class="num ${cls}">${e.x > 0 ? "+" : ""}${fmt(e.x)}</span></div>`).join("");
+    return `<h2 style="margin-top:14px">Logit view <span class="n">the decoder direction through the unembedding</span></h2>
+      <div class="logits" id="logits"><div class="lcol" id="logits-pos"><div class="lh">promoted</div>${list(L.pos, "up")}</div>`
+      + `<div class="lcol" id="logits-neg"><div class="lh">suppressed</div>${list(L.neg, "down")}</div></div>`;
+  }
   function typeLegend() {
     return '<div class="legend">' + TYPES.filter(t => TNAME(t) !== "text").map(t => `<span><span class="ul" style="border-color:${tcolor(t)}"></span>${esc(tlabel(t))}</span>`).join("")
       + '<span><span class="sw" style="background:rgba(249,115,22,.9)"></span>activation (share of the max)</span></div>';
@@ -335,7 +351,7 @@
           <h2 style="margin-top:10px">Activation mass by token type</h2>
           <div class="massbar" id="massbar">${massbar}</div><div class="legend">${massLegend}</div>
           ${dead ? "" : `<h2 style="margin-top:14px">Activating tokens <span class="n">of the top contexts</span></h2><div class="centers">${centerChips(d.top)}</div>`}</div>
-        <div class="card"><h2>Activation histogram <span class="n">${int(d.hist.reduce((a, b) => a + b, 0))} firings</span></h2>${dead ? '<p class="empty">Dead: never fired on the tokens read.</p>' : histogram(i)}</div>
+        <div class="card"><h2>Activation histogram <span class="n">${int(d.hist.reduce((a, b) => a + b, 0))} firings</span></h2>${dead ? '<p class="empty">Dead: never fired on the tokens read.</p>' : histogram(i)}${d.logits ? logitView(d.logits) : ""}</div>
       </div>
       ${dead ? "" : `<div class="card ctxs" id="top"><div class="head"><h2>Top activations <span class="n">${d.top.length}</span></h2>${typeLegend()}</div>${ctxRows(d.top, F.max[i], "top")}</div>
       <div class="card ctxs" id="quantile"><div class="head"><h2>Quantile samples <span class="n">${d.quantile.length}, weakest first</span></h2></div>${ctxRows(d.quantile, F.max[i], "quantile")}</div>`}`;
@@ -370,8 +386,8 @@
 
   function showAbout() {
     const info = { sae: M.sae, store: M.store, features_run: M.config, n_sequences: M.n_sequences, n_tokens: M.n_tokens, window: M.window, top_k: M.top_k,
-      n_quantile: M.n_quantile, d_sae: M.d_sae, n_dead: M.n_dead, shown: M.n_shown, judged: M.n_judged, judge_summary: M.judge_summary, distinct_tokens: V.length };
-    app.innerHTML = `<div class="card" style="margin-bottom:10px"><h2>About this dashboard</h2><p class="muted" style="margin:0">Written by <code>fastsae dashboard</code> from a features folder (<code>fastsae features</code>). Token text is decoded with the store's tokenizer; whitespace shows as ↵ (newline), ⇥ (tab) and · (space-only tokens). Token types: underline colour. Activation: orange, as a share of the feature's max.</p></div>
+      n_quantile: M.n_quantile, logits: M.logits, d_sae: M.d_sae, n_dead: M.n_dead, shown: M.n_shown, judged: M.n_judged, judge_summary: M.judge_summary, distinct_tokens: V.length };
+    app.innerHTML = `<div class="card" style="margin-bottom:10px"><h2>About this dashboard</h2><p class="muted" style="margin:0">Written by <code>fastsae dashboard</code> from a features folder (<code>fastsae features</code>). Token text is decoded with the store's tokenizer; whitespace shows as ↵ (newline), ⇥ (tab) and · (space-only tokens). Token types: underline colour. Activation: orange, as a share of the feature's max. Logit view (when the features run computed it): the tokens whose logits the feature's decoder direction raises (blue) and lowers (red) most, (W_dec[f] · final norm gain) · W_U, the norm's 1/rms ignored.</p></div>
       <pre class="json">${esc(JSON.stringify(info, null, 2))}</pre>`;
   }
 
