@@ -19,7 +19,7 @@ def test_features_then_judge(world, tmp_path):  # noqa: F811
         app,
         ["features", "--sae", str(world["root"] / "sae"), "--store", str(world["root"] / "store"),
          "--out", str(out), "--top-k", str(K), "--window", str(W), "--n-quantile", str(Q),
-         "--device", "cpu", "--no-progress"],
+         "--device", "cpu", "--no-progress", "--no-logits"],  # its world's model is not loadable
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     with OpenAIServer(respond=good_judge) as server:
