@@ -33,6 +33,7 @@ from fastsae.lm.devices import available_cores, pick_device, set_threads
 from fastsae.lm.distributed import close_ranks, init_ranks
 from fastsae.store import store_location, write_side_file
 from fastsae.store.dtypes import Fp8Rows, encode_fp8_torch, is_fp8
+from fastsae.store.stochastic_rounding import row_keys
 
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ def _forward_window(
         mask = torch.from_numpy(np.arange(ids.shape[1])[None, :] < lengths[:, None]).to(device)
         split = lengths.tolist()
         if is_fp8(cfg.dtype):  # encoded on the model's device: a byte a value crosses, not four
-            per_layer = {layer: _fp8_parts(h[mask], cfg.dtype, split) for layer, h in hidden.items()}
+            seqs = [window[i].index for i in batch]  # global sequence indices: the rounding's keys
+            per_layer = {layer: _fp8_parts(h[mask], cfg.dtype, split, seqs, layer) for layer, h in hidden.items()}
         else:
             per_layer = {
                 layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
@@ -183,9 +185,15 @@ def _forward_window(
     return results
 
 
-def _fp8_parts(h, dtype: str, split: list[int]) -> list[Fp8Rows]:
-    """A batch's rows of one layer [N, d], fp8-encoded where they are, moved in one transfer, cut per sequence."""
-    q, scale = encode_fp8_torch(h, dtype)
+def _fp8_parts(h, dtype: str, split: list[int], seqs: list[int], layer: int) -> list[Fp8Rows]:
+    """A batch's rows of one layer [N, d] (sequences ``seqs``, ``split`` tokens each), fp8-encoded where they are
+    (stochastic rounding keyed as ShardWriter keys it), moved in one transfer, cut per sequence."""
+    import torch
+
+    n = torch.tensor(split, dtype=torch.int64)
+    sequences = torch.repeat_interleave(torch.tensor(seqs, dtype=torch.int64), n)
+    positions = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+    q, scale = encode_fp8_torch(h, dtype, keys=row_keys(sequences, positions, layer))
     q, scale = q.cpu().numpy(), scale.cpu().numpy()
     bounds = np.cumsum([0, *split])
     return [Fp8Rows(q[a:b], scale[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -157,6 +157,28 @@ class Fp8Rows(NamedTuple):
     scales: np.ndarray  # [n] float32
 
 
+def fp8_row_keys(sequence: int, n: int, layer: int) -> Any:
+    """The stochastic-rounding keys of the n rows of global ``sequence`` at ``layer`` (int64 tensor [n])."""
+    import torch
+
+    from .stochastic_rounding import row_keys
+
+    return row_keys(torch.full((n,), sequence, dtype=torch.int64), torch.arange(n), layer)
+
+
+def fp8_shard_keys(first_sequence: int, offsets: Any, layer: int) -> Any:
+    """The keys of every row of a shard (its first global sequence and its [S + 1] token offsets), as its writer
+    drew them: what re-encoding a shard's float rows needs to give its codes again."""
+    import torch
+
+    offsets = torch.as_tensor(np.asarray(offsets, dtype=np.int64))
+    n = offsets[1:] - offsets[:-1]
+    seqs = torch.repeat_interleave(torch.arange(len(n)) + first_sequence, n)
+    from .stochastic_rounding import row_keys
+
+    return row_keys(seqs, torch.arange(int(offsets[-1])) - torch.repeat_interleave(offsets[:-1], n), layer)
+
+
 def fp8_rows(rows: Fp8Rows, *, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(codes, scales) of pre-encoded rows as the writer stores them, checked: uint8 [n, d] and [n] scales."""
     q, scale = np.ascontiguousarray(rows.codes), np.ascontiguousarray(rows.scales)
@@ -168,21 +190,22 @@ def fp8_rows(rows: Fp8Rows, *, where: str) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def encode_fp8(x: Any, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def encode_fp8(x: Any, dtype: str, *, keys: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Activations [n, d] (numpy, or torch on any device) -> (fp8 bit patterns [n, d] uint8, float32 scales [n])
     as numpy arrays; see ``encode_fp8_torch``."""
     import torch
 
     t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
-    q, scale = encode_fp8_torch(t, dtype)
+    q, scale = encode_fp8_torch(t, dtype, keys=keys)
     return np.ascontiguousarray(q.cpu().numpy()), np.ascontiguousarray(scale.cpu().numpy(), dtype=np.float32)
 
 
-def encode_fp8_torch(t: Any, dtype: str) -> tuple[Any, Any]:
+def encode_fp8_torch(t: Any, dtype: str, *, keys: Any = None) -> tuple[Any, Any]:
     """A torch tensor [n, d] -> (uint8 codes [n, d], float32 scales [n]) on its own device: each row's max |x|
-    maps to the format's largest finite value; round to nearest even (torch's cast, the same code on CPU and
-    CUDA), clamped first so nothing saturates to NaN (e4m3fn has no inf); an all-zero row has scale 0 and q 0.
-    Non-finite input gives a NaN scale."""
+    maps to the format's largest finite value, clamped first so nothing saturates to NaN (e4m3fn has no inf);
+    an all-zero row has scale 0 and q 0. Non-finite input gives a NaN scale. Rounding: with ``keys`` (int64 [n],
+    ``store.stochastic_rounding.row_keys``: where the rows sit in the store) stochastic, unbiased and the same on
+    every device; without, to nearest even (torch's cast)."""
     import torch
 
     if t.ndim != 2:
@@ -194,7 +217,12 @@ def encode_fp8_torch(t: Any, dtype: str) -> tuple[Any, Any]:
     amax = torch.where(torch.isfinite(amax), amax, torch.nan)
     scale = amax / FP8_MAX[dtype]
     y = (t / torch.where(scale > 0, scale, 1.0)[:, None]).clamp_(-FP8_MAX[dtype], FP8_MAX[dtype])
-    return y.to(getattr(torch, _TORCH_FP8[dtype])).view(torch.uint8), scale
+    fp8 = getattr(torch, _TORCH_FP8[dtype])
+    if keys is None:
+        return y.to(fp8).view(torch.uint8), scale
+    from .stochastic_rounding import round_stochastic
+
+    return round_stochastic(y, fp8, keys.to(y.device)), scale
 
 
 def float32_to_bf16_bits(x: np.ndarray, *, fix_nan: bool = True) -> np.ndarray:

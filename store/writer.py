@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from .act_files import ActFiles
 from .commit import check_partial, metadata_entries
-from .dtypes import Fp8Rows, all_finite, encode_acts, encode_fp8, fp8_rows, is_fp8
+from .dtypes import Fp8Rows, all_finite, encode_acts, encode_fp8, fp8_row_keys, fp8_rows, is_fp8
 from .errors import StoreExistsError, StoreWriteError
 from .format import (
     ATTRS_KEY,
@@ -211,11 +212,15 @@ class ShardWriter:
         if set(acts) != set(self.layers):
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
         encoded, scales = {}, {}
+        # stochastic rounding keyed by where each row sits: global sequence, token, layer (stochastic_rounding.py)
+        keys = partial(fp8_row_keys, self.first_sequence + self.num_sequences, n)
         for layer in self.layers:
             if is_fp8(self.dtype):
                 a = acts[layer]  # Fp8Rows: encoded already (harvest, on its device)
                 rows = isinstance(a, Fp8Rows)
-                raw, scales[layer] = fp8_rows(a, where=f"{where}: acts[{layer}]") if rows else encode_fp8(a, self.dtype)
+                raw, scales[layer] = (
+                    fp8_rows(a, where=f"{where}: acts[{layer}]") if rows else encode_fp8(a, self.dtype, keys=keys(layer))
+                )
                 if self.check_finite and not np.isfinite(scales[layer]).all():
                     raise StoreWriteError(f"{where}: acts[{layer}] contains NaN or inf")
             else:
@@ -317,6 +322,7 @@ class ShardWriter:
                 "dtype": self.dtype,
                 "rows_per_chunk": rpc,
                 "compression": self.compression,
+                **({"fp8_rounding": "stochastic"} if is_fp8(self.dtype) else {}),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
             STORE_META_KEY: self.meta,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fastsae.cli import app
 from fastsae.store import begin_writer, finish_writer, init_store, open_store, summarize_store, verify_store
 from fastsae.store.convert import ConvertConfig, convert_store
-from fastsae.store.dtypes import encode_fp8
+from fastsae.store.dtypes import encode_fp8, fp8_shard_keys
 from tests.test_store import META, _no_fsync, write_store  # noqa: F401  (autouse fixture)
 
 pytest_plugins = ["tests._s3_server"]  # its fixtures: s3 (the server), s3_url (a fresh prefix)
@@ -76,7 +76,8 @@ def test_float32_to_fp8_is_encode_fp8_of_the_rows_and_keeps_everything_else(tmp_
             x.attrs["fastsae"]["writer"], x.attrs["fastsae"]["seq"],
         )  # fmt: skip
         for layer in src.layers:
-            q, scale = encode_fp8(np.asarray(x.raw_acts(layer)[:]), "fp8_e4m3")
+            keys = fp8_shard_keys(x.first_sequence, x.offsets, layer)  # the writer's stochastic rounding
+            q, scale = encode_fp8(np.asarray(x.raw_acts(layer)[:]), "fp8_e4m3", keys=keys)
             np.testing.assert_array_equal(np.asarray(y.raw_acts(layer)[:]), q)
             np.testing.assert_array_equal(np.asarray(y.scales(layer)), scale)
     drop = {"dtype", "converted_from", "created"}
@@ -104,11 +105,10 @@ def test_a_store_without_records_converts_to_one_without(tmp_path):
     assert_same_but_acts(src, out)
     x = to_f32(src)
     y = to_f32(out)
-    for (
-        layer
-    ) in src.layers:  # e5m2 keeps 2 mantissa bits: within 2^-3 of each value, relative to its row's max
+    # e5m2 keeps 2 mantissa bits, rounded stochastically: within one step, 2^-2 of the row's max
+    for layer in src.layers:
         err = np.abs(y[layer] - x[layer]).max(axis=1) / np.abs(x[layer]).max(axis=1)
-        assert err.max() <= 2.0**-3
+        assert err.max() <= 2.0**-2
 
 
 def to_f32(store) -> dict[int, np.ndarray]:

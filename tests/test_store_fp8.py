@@ -24,6 +24,8 @@ from fastsae.store.dtypes import (
     Fp8Rows,
     encode_fp8,
     encode_fp8_torch,
+    fp8_row_keys,
+    fp8_shard_keys,
     fp8_table,
     pack_fp8,
     unpack_fp8,
@@ -37,9 +39,10 @@ FP8 = ("fp8_e4m3", "fp8_e5m2")
 D = 48
 
 
-def assert_within_bound(x: np.ndarray, y: np.ndarray, dtype: str) -> None:
+def assert_within_bound(x: np.ndarray, y: np.ndarray, dtype: str, *, stochastic: bool = True) -> None:
+    """Nearest rounding: half a step of the row's largest binade; stochastic (what stores hold): a whole step."""
     rowmax = np.abs(x).max(axis=1, keepdims=True)
-    bound = 2.0 ** -(FP8_MANTISSA_BITS[dtype] + 1) * rowmax * (1 + 2**-20)
+    bound = 2.0 ** -(FP8_MANTISSA_BITS[dtype] + (not stochastic)) * rowmax * (1 + 2**-20)
     assert (np.abs(y - x) <= bound).all(), float((np.abs(y - x) / np.maximum(rowmax, 1e-30)).max())
 
 
@@ -62,7 +65,7 @@ def test_encode_round_trip_within_bound(dtype):
     assert q.dtype == np.uint8 and scale.dtype == np.float32 and q.shape == x.shape
     y = to_float32(q, dtype, scale)
     assert np.isfinite(y).all()
-    assert_within_bound(x, y, dtype)
+    assert_within_bound(x, y, dtype, stochastic=False)
     assert scale[5] == 0 and scale[6] == 0 and not (y[5:7]).any()
     # the row max maps to the largest finite value (up to float32 rounding of the scale): nothing saturates
     np.testing.assert_allclose(np.abs(y).max(axis=1), np.abs(x).max(axis=1), rtol=2**-20)
@@ -71,6 +74,40 @@ def test_encode_round_trip_within_bound(dtype):
     bad[0, 1], bad[1, 2] = np.nan, -np.inf
     _, scale = encode_fp8(bad, dtype)  # a non-finite row's scale is NaN: the writer's finite check refuses it
     assert np.isnan(scale[:2]).all() and np.isfinite(scale[2])
+
+
+@pytest.mark.parametrize("dtype", FP8)
+def test_stochastic_rounding_is_unbiased_and_reproducible(dtype):
+    """What stores hold: each value rounds to one of its two fp8 neighbours, so that the occurrences of a row that
+    repeats (a special token's) average to it, where nearest rounding repeats one error; the same keys give the
+    same codes, other keys other ones; exact values, zero rows and the row max keep their nearest code."""
+    rng = np.random.default_rng(8)
+    row = (rng.standard_normal(D) * rng.uniform(0.1, 30)).astype(np.float32)
+    x = np.tile(row, (4000, 1))
+    keys = fp8_row_keys(3, len(x), 9)  # the 4000 tokens of one sequence
+    q, scale = encode_fp8(x, dtype, keys=keys)
+    y = to_float32(q, dtype, scale)
+    assert_within_bound(x, y, dtype)
+    near = to_float32(encode_fp8(row[None], dtype)[0], dtype, encode_fp8(row[None], dtype)[1])[0]
+    table = fp8_table(dtype)
+    values = np.unique(table[np.isfinite(table)])
+    scaled = row / scale[0]
+    lo = np.array([values[values <= v].max() for v in scaled])
+    hi = np.array([values[values >= v].min() for v in scaled])
+    got = table[q]  # [4000, D]: each value is its lower or its upper fp8 neighbour, both taken where not exact
+    assert ((got == lo) | (got == hi)).all()
+    assert ((got == lo).any(0) & (got == hi).any(0) | (lo == hi)).all()
+    rel = np.linalg.norm(y.mean(0) - row) / np.linalg.norm(row)
+    assert rel < 0.2 * np.linalg.norm(near - row) / np.linalg.norm(row)  # unbiased: the mean is far closer
+    again, _ = encode_fp8(x, dtype, keys=keys)
+    other, _ = encode_fp8(x, dtype, keys=fp8_row_keys(4, len(x), 9))
+    assert np.array_equal(again, q) and not np.array_equal(other, q)
+    hard = hard_rows(9)
+    hq, hs = encode_fp8(hard, dtype, keys=fp8_row_keys(0, len(hard), 1))
+    assert_within_bound(hard, to_float32(hq, dtype, hs), dtype)
+    assert not hq[5].any() and (hq[6] & 0x7F == 0).all()  # zero rows stay zero
+    nq, ns = encode_fp8(hard, dtype)  # the row max is exact (it maps to the largest value): the same as nearest
+    assert (np.abs(to_float32(hq, dtype, hs)).max(axis=1) == np.abs(to_float32(nq, dtype, ns)).max(axis=1)).all()
 
 
 @pytest.mark.parametrize("dtype", FP8)
@@ -141,7 +178,8 @@ def test_writer_stores_rows_encoded_already(tmp_path, seqs):
         for i, x in enumerate(seqs):
             n = len(x)
             w.append(token_ids=np.arange(n), token_types=np.full(n, 4, np.uint8),
-                     acts={1: Fp8Rows(*encode_fp8(x, "fp8_e4m3"))}, source=(0, i))  # fmt: skip
+                     acts={1: Fp8Rows(*encode_fp8(x, "fp8_e4m3", keys=fp8_row_keys(i, n, 1)))},
+                     source=(0, i))  # fmt: skip
         q, scale = encode_fp8(seqs[0], "fp8_e4m3")
         with pytest.raises(StoreWriteError, match=r"sequence 12: acts\[1\]: encoded fp8 rows need uint8 codes"):
             w.append(token_ids=np.arange(len(q)), token_types=np.full(len(q), 4, np.uint8),
@@ -161,10 +199,12 @@ def test_writer_stores_rows_encoded_already(tmp_path, seqs):
 @pytest.mark.parametrize("dtype", FP8)
 def test_encoding_on_the_gpu_equals_the_cpus(dtype):
     x = np.concatenate([hard_rows(6), np.random.default_rng(7).standard_normal((4099, D)).astype(np.float32) * 40])
-    q, scale = encode_fp8_torch(torch.from_numpy(x).cuda(), dtype)
-    want_q, want_scale = encode_fp8(x, dtype)
-    np.testing.assert_array_equal(q.cpu().numpy(), want_q)
-    np.testing.assert_array_equal(scale.cpu().numpy(), want_scale)
+    keys = fp8_row_keys(17, len(x), 9)
+    for k in (None, keys):  # nearest, and the stochastic rounding stores hold
+        q, scale = encode_fp8_torch(torch.from_numpy(x).cuda(), dtype, keys=k)
+        want_q, want_scale = encode_fp8(x, dtype, keys=k)
+        np.testing.assert_array_equal(q.cpu().numpy(), want_q)
+        np.testing.assert_array_equal(scale.cpu().numpy(), want_scale)
 
 
 def write_store(root, dtype: str, seqs: list[np.ndarray], layers=(1,), compression=None) -> None:
@@ -193,7 +233,8 @@ def test_store_reads_decoded_and_verifies(tmp_path, seqs, dtype, compression):
     x = np.concatenate(seqs)
     got = sh.acts(1)
     assert_within_bound(x, got, dtype)
-    q, scale = encode_fp8(x, dtype)
+    assert sh.attrs["fastsae"]["fp8_rounding"] == "stochastic"
+    q, scale = encode_fp8(x, dtype, keys=fp8_shard_keys(0, sh.offsets, 1))
     np.testing.assert_array_equal(np.asarray(sh.raw_acts(1)), q)
     np.testing.assert_array_equal(np.asarray(sh.scales(1)), scale)
     np.testing.assert_array_equal(s.sequence(3).acts(1), got[sh.offsets[3] : sh.offsets[4]])
@@ -276,8 +317,9 @@ def test_harvest_cli_fp8(tmp_path):
     x = np.concatenate([sh.acts(1) for sh in ref.shards])
     y = np.concatenate([sh.acts(1) for sh in s.shards])
     assert_within_bound(x, y, "fp8_e4m3")
-    # harvest encodes on the model's device before the transfer: the codes and scales encode_fp8 gives
-    q, scale = encode_fp8(x, "fp8_e4m3")
+    # harvest encodes on the model's device before the transfer, rounding as ShardWriter does: the same codes
+    keys = torch.cat([fp8_shard_keys(sh.first_sequence, sh.offsets, 1) for sh in ref.shards])
+    q, scale = encode_fp8(x, "fp8_e4m3", keys=keys)
     np.testing.assert_array_equal(np.concatenate([np.asarray(sh.raw_acts(1)) for sh in s.shards]), q)
     np.testing.assert_array_equal(np.concatenate([np.asarray(sh.scales(1)) for sh in s.shards]), scale)
     assert verify_store(tmp_path / "fp8_e4m3")["ok"]
@@ -332,7 +374,8 @@ def test_an_sae_trained_on_fp8_equals_one_trained_on_the_decoded_rows(tmp_path, 
     from tests._worlds import tiny_train
 
     write_store(tmp_path / "fp8", "fp8_e4m3", seqs)
-    decoded = [to_float32(q, "fp8_e4m3", sc) for q, sc in (encode_fp8(x, "fp8_e4m3") for x in seqs)]
+    codes = (encode_fp8(x, "fp8_e4m3", keys=fp8_row_keys(i, len(x), 1)) for i, x in enumerate(seqs))
+    decoded = [to_float32(q, "fp8_e4m3", sc) for q, sc in codes]
     write_store(tmp_path / "f32", "float32", decoded)
     kw = dict(layer=1, batch_size=16, tokens=16 * 12, buffer_tokens=64, chunk_tokens=16, init_sample_tokens=128,
               eval_every=6, normalize_activations=True)  # fmt: skip
