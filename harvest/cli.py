@@ -23,6 +23,7 @@ from fastsae.harvest.config import (
     parse_layers,
 )
 from fastsae.options import ConfigFields
+from fastsae.store.format import FP8_ROUNDINGS
 
 F = ConfigFields(HarvestConfig)
 _o, _c, _d = F.option, F.count, F.default
@@ -36,6 +37,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
 DType = _choices("DType", DTYPES)
 ModelDType = _choices("ModelDType", MODEL_DTYPES)
 Packing = _choices("Packing", PACKINGS)
+Fp8Rounding = _choices("Fp8Rounding", FP8_ROUNDINGS)
 OnError = _choices("OnError", ON_ERROR)
 Attention = _choices("Attention", ATTENTION)
 
@@ -59,6 +61,7 @@ def harvest(
     layers: Annotated[str, _o("layers")] = ",".join(map(str, _d("layers"))),
     max_tokens: Annotated[int, _c("max_tokens")] = _d("max_tokens"),
     dtype: Annotated[DType, _o("dtype")] = DType(_d("dtype")),
+    fp8_rounding: Annotated[Fp8Rounding, _o("fp8_rounding")] = Fp8Rounding(_d("fp8_rounding")),
     packing: Annotated[Packing, _o("packing")] = Packing(_d("packing")),
     context_size: Annotated[int, _c("context_size")] = _d("context_size"),
     batch_tokens: Annotated[int, _c("batch_tokens")] = _d("batch_tokens"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from fastsae.errors import FastSAEError, UsageError
 from fastsae.lm.embedded import DEFAULT_MODEL  # the embedded default's name lives with its fetcher
+from fastsae.store.format import FP8_ROUNDINGS
 
 # SmolLM2-135M has 30 decoder blocks. Block 9 (~1/3 depth) is past the token-level early layers,
 # holds rich features, and costs only 10 of 30 blocks to harvest (capture stops after it).
@@ -78,6 +79,13 @@ class HarvestConfig:
         metadata=_help(
             "Stored activation dtype: float32, bfloat16, float16, fp8_e4m3, fp8_e5m2 (8-bit floats, one "
             "float32 scale per token: about half of bfloat16's bytes)."
+        ),
+    )
+    fp8_rounding: str = field(
+        default="stochastic",
+        metadata=_help(
+            "fp8 dtypes: stochastic (unbiased, each value to a neighbouring fp8 value, keyed by its place in "
+            "the store: reproducible on any device) or nearest (round to nearest even: smaller error per token)."
         ),
     )
     packing: str = field(
@@ -167,6 +175,8 @@ class HarvestConfig:
             raise bad(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.model_dtype not in MODEL_DTYPES:
             raise bad(f"unknown --model-dtype {self.model_dtype!r}; choose one of {', '.join(MODEL_DTYPES)}")
+        if self.fp8_rounding not in FP8_ROUNDINGS:
+            raise bad(f"unknown --fp8-rounding {self.fp8_rounding!r}; choose one of {', '.join(FP8_ROUNDINGS)}")
         if self.packing not in PACKINGS:
             raise bad(f"unknown --packing {self.packing!r}; choose one of {', '.join(PACKINGS)}")
         if self.on_error not in ON_ERROR:

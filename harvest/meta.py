@@ -43,6 +43,8 @@ def _config_identity(cfg: HarvestConfig) -> dict:
     ident["layers"] = list(cfg.layers)
     if cfg.packing != "block":
         ident["context_size"] = None  # unused in conversation mode
+    if cfg.dtype.startswith("fp8"):  # one store, one rounding (a resume may not mix them)
+        ident["fp8_rounding"] = cfg.fp8_rounding
     return ident
 
 

@@ -174,7 +174,10 @@ def _forward_window(
         split = lengths.tolist()
         if is_fp8(cfg.dtype):  # encoded on the model's device: a byte a value crosses, not four
             seqs = [window[i].index for i in batch]  # global sequence indices: the rounding's keys
-            per_layer = {layer: _fp8_parts(h[mask], cfg.dtype, split, seqs, layer) for layer, h in hidden.items()}
+            per_layer = {
+                layer: _fp8_parts(h[mask], cfg.dtype, split, seqs if cfg.fp8_rounding == "stochastic" else None, layer)
+                for layer, h in hidden.items()
+            }
         else:
             per_layer = {
                 layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
@@ -185,15 +188,19 @@ def _forward_window(
     return results
 
 
-def _fp8_parts(h, dtype: str, split: list[int], seqs: list[int], layer: int) -> list[Fp8Rows]:
+def _fp8_parts(h, dtype: str, split: list[int], seqs: list[int] | None, layer: int) -> list[Fp8Rows]:
     """A batch's rows of one layer [N, d] (sequences ``seqs``, ``split`` tokens each), fp8-encoded where they are
-    (stochastic rounding keyed as ShardWriter keys it), moved in one transfer, cut per sequence."""
+    (stochastic rounding keyed as ShardWriter keys it; ``seqs`` None: nearest), moved in one transfer, cut per
+    sequence."""
     import torch
 
-    n = torch.tensor(split, dtype=torch.int64)
-    sequences = torch.repeat_interleave(torch.tensor(seqs, dtype=torch.int64), n)
-    positions = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-    q, scale = encode_fp8_torch(h, dtype, keys=row_keys(sequences, positions, layer))
+    keys = None
+    if seqs is not None:
+        n = torch.tensor(split, dtype=torch.int64)
+        sequences = torch.repeat_interleave(torch.tensor(seqs, dtype=torch.int64), n)
+        positions = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        keys = row_keys(sequences, positions, layer)
+    q, scale = encode_fp8_torch(h, dtype, keys=keys)
     q, scale = q.cpu().numpy(), scale.cpu().numpy()
     bounds = np.cumsum([0, *split])
     return [Fp8Rows(q[a:b], scale[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -129,6 +129,7 @@ def convert(
     dtype: Annotated[str, _o("dtype")] = _d("dtype"),
     layers: Annotated[str, _o("layers")] = ",".join(map(str, _d("layers"))),
     compression: Annotated[str, _o("compression")] = _d("compression"),
+    fp8_rounding: Annotated[str, _o("fp8_rounding")] = _d("fp8_rounding"),
     progress: Annotated[bool, _o("progress")] = _d("progress"),
 ) -> None:
     """Write a store again in another stored dtype (bfloat16 -> fp8_e4m3 halves it), shard for shard: same

@@ -28,8 +28,9 @@ import numpy as np
 from fastsae.errors import UsageError
 
 from .completeness import begin_writer, finish_writer, read_records
+from .dtypes import is_fp8
 from .errors import StoreCorruptError, StoreError, StoreMismatchError
-from .format import DTYPES, SHARD_RE, SKIPPED_JSONL
+from .format import DTYPES, FP8_ROUNDINGS, SHARD_RE, SKIPPED_JSONL
 from .identity import init_store
 from .location import committed_shards, peek_store_json, write_side_file
 from .reader import Shard, Store, open_store, to_float32
@@ -71,11 +72,19 @@ class ConvertConfig:
         default="source",
         metadata=_help("Activation compression: source (each shard as the source's), none or zstd."),
     )
+    fp8_rounding: str = field(
+        default="stochastic",
+        metadata=_help("fp8 dtypes: stochastic (unbiased; harvest's default) or nearest (round to nearest even)."),
+    )
     progress: bool = field(default=True, metadata=_help("Show a progress bar."))
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConvertError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.fp8_rounding not in FP8_ROUNDINGS:
+            raise ConvertError(
+                f"unknown --fp8-rounding {self.fp8_rounding!r}; choose one of {', '.join(FP8_ROUNDINGS)}"
+            )
         if self.compression not in COMPRESSIONS:
             raise ConvertError(
                 f"unknown --compression {self.compression!r}; choose one of {', '.join(COMPRESSIONS)}"
@@ -138,9 +147,16 @@ def converted_meta(src: Store, cfg: ConvertConfig, layers: list[int], fingerprin
     for part in ("identity", "config"):  # what a harvest resuming into this store would compare
         if isinstance(meta.get(part), dict):
             meta[part] |= {k: v for k, v in new.items() if k in meta[part]}
+            if part == "config" and "dtype" in meta[part]:
+                meta[part]["fp8_rounding"] = cfg.fp8_rounding
+            if part == "identity" and is_fp8(cfg.dtype):  # as harvest records it (harvest/meta.py)
+                meta[part]["fp8_rounding"] = cfg.fp8_rounding
+            elif part == "identity":
+                meta[part].pop("fp8_rounding", None)
     meta[CONVERTED_FROM] = {
         "store": src.url or str(Path(src.path).resolve()), "fingerprint": fingerprint, "dtype": src.dtype,
         "layers": list(src.layers), "kept_layers": layers, "compression": cfg.compression,
+        **({"fp8_rounding": cfg.fp8_rounding} if is_fp8(cfg.dtype) else {}),
     }  # fmt: skip
     return meta
 
@@ -298,7 +314,7 @@ def _convert_shard(sh: Shard, out, cfg: ConvertConfig, meta: dict, layers: list[
     sources, doc_sources = np.asarray(sh.sources), np.asarray(sh.doc_sources)
     with ShardWriter(
         out, writer=writer, seq=seq, first_sequence=sh.first_sequence, layers=layers, d_model=sh.d_model,
-        dtype=cfg.dtype, meta=meta, compression=compression,
+        dtype=cfg.dtype, meta=meta, compression=compression, fp8_rounding=cfg.fp8_rounding,
     ) as w:  # fmt: skip
         for i in range(sh.num_sequences):
             a, b = int(offsets[i]), int(offsets[i + 1])

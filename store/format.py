@@ -47,6 +47,7 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
 }
 # fp8 dtypes: largest finite value, the value a row's max |x| maps to (x = scale * q); mantissa bits
 FP8_MAX = {"fp8_e4m3": 448.0, "fp8_e5m2": 57344.0}
+FP8_ROUNDINGS = ("stochastic", "nearest")  # stochastic: unbiased, keyed by position (stochastic_rounding.py)
 FP8_MANTISSA_BITS = {"fp8_e4m3": 3, "fp8_e5m2": 2}
 SCALE_DTYPE = np.dtype("<f4")
 

@@ -35,6 +35,7 @@ from .format import (
     COMPRESSIONS,
     DTYPES,
     FILES_KEY,
+    FP8_ROUNDINGS,
     META_CRC_KEY,
     SCALE_DTYPE,
     SCHEMA_VERSION,
@@ -79,11 +80,15 @@ class ShardWriter:
         rows_per_chunk: int | None = None,
         compression: str | None = None,
         check_finite: bool = True,
+        fp8_rounding: str = "stochastic",
     ):
         if dtype not in DTYPES:
             raise StoreWriteError(f"unsupported dtype {dtype!r}; expected one of {sorted(DTYPES)}")
         if compression == "none":
             compression = None
+        if fp8_rounding not in FP8_ROUNDINGS:
+            raise StoreWriteError(f"unsupported fp8_rounding {fp8_rounding!r}; expected one of {FP8_ROUNDINGS}")
+        self.fp8_rounding = fp8_rounding  # how this writer rounds fp8 rows (pre-encoded Fp8Rows: the caller's)
         if compression not in COMPRESSIONS:
             raise StoreWriteError(f"unsupported compression {compression!r}; expected None or 'zstd'")
         layers = [int(layer) for layer in layers]
@@ -214,6 +219,8 @@ class ShardWriter:
         encoded, scales = {}, {}
         # stochastic rounding keyed by where each row sits: global sequence, token, layer (stochastic_rounding.py)
         keys = partial(fp8_row_keys, self.first_sequence + self.num_sequences, n)
+        if self.fp8_rounding == "nearest":
+            keys = lambda layer: None  # noqa: E731
         for layer in self.layers:
             if is_fp8(self.dtype):
                 a = acts[layer]  # Fp8Rows: encoded already (harvest, on its device)
@@ -322,7 +329,7 @@ class ShardWriter:
                 "dtype": self.dtype,
                 "rows_per_chunk": rpc,
                 "compression": self.compression,
-                **({"fp8_rounding": "stochastic"} if is_fp8(self.dtype) else {}),
+                **({"fp8_rounding": self.fp8_rounding} if is_fp8(self.dtype) else {}),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
             STORE_META_KEY: self.meta,

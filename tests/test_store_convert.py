@@ -81,12 +81,13 @@ def test_float32_to_fp8_is_encode_fp8_of_the_rows_and_keeps_everything_else(tmp_
             np.testing.assert_array_equal(np.asarray(y.raw_acts(layer)[:]), q)
             np.testing.assert_array_equal(np.asarray(y.scales(layer)), scale)
     drop = {"dtype", "converted_from", "created"}
+    assert out.meta["identity"].pop("fp8_rounding") == "stochastic"  # as an fp8 harvest records it
     assert {k: v for k, v in out.meta.items() if k not in drop} == {
         k: v for k, v in src.meta.items() if k not in drop
     }
     assert out.meta["converted_from"] | {"store": None} == {
         "fingerprint": src.fingerprint, "dtype": "float32", "layers": [2, 5], "kept_layers": [2, 5], "store": None,
-        "compression": "source",
+        "compression": "source", "fp8_rounding": "stochastic",
     }  # fmt: skip
     assert out.completeness.ok and out.completeness.message == src.completeness.message
     assert (tmp_path / "fp8" / "skipped.jsonl").read_bytes() == (src_path / "skipped.jsonl").read_bytes()
@@ -135,6 +136,13 @@ def test_the_command_layers_and_compression(tmp_path):
     assert r.exit_code == 0 and r.stdout.startswith("OK: 3 shards"), r.output
     r = runner.invoke(app, args)  # the same command again: nothing left to write
     assert r.exit_code == 0 and r.stdout.startswith("converted 0 shards, 3 kept"), r.output
+    r = runner.invoke(app, [*args[:3], str(tmp_path / "near"), *args[4:], "--fp8-rounding", "nearest"])
+    assert r.exit_code == 0, r.output
+    near = open_store(tmp_path / "near")
+    for a, b in zip(open_store(src).shards, near.shards, strict=True):  # round to nearest even, recorded
+        assert b.attrs["fastsae"]["fp8_rounding"] == "nearest"
+        q, _ = encode_fp8(np.asarray(a.acts(5), np.float32), "fp8_e4m3")
+        np.testing.assert_array_equal(np.asarray(b.raw_acts(5)), q)
     # the same dtype is a conversion too when something else changes: here, the compression alone
     r = runner.invoke(app, ["convert", str(src), "--out", str(tmp_path / "zstd"), "--dtype", "bfloat16",
                             "--compression", "zstd", "--no-progress"])  # fmt: skip

@@ -323,6 +323,16 @@ def test_harvest_cli_fp8(tmp_path):
     np.testing.assert_array_equal(np.concatenate([np.asarray(sh.raw_acts(1)) for sh in s.shards]), q)
     np.testing.assert_array_equal(np.concatenate([np.asarray(sh.scales(1)) for sh in s.shards]), scale)
     assert verify_store(tmp_path / "fp8_e4m3")["ok"]
+    # --fp8-rounding nearest: round to nearest even, recorded in each shard and in the store's identity
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "near"), "--dtype", "fp8_e4m3", "--fp8-rounding",
+                              "nearest"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    near = open_store(tmp_path / "near")
+    assert near.meta["identity"]["fp8_rounding"] == "nearest"
+    assert all(sh.attrs["fastsae"]["fp8_rounding"] == "nearest" for sh in near.shards)
+    q, _ = encode_fp8(x, "fp8_e4m3")
+    np.testing.assert_array_equal(np.concatenate([np.asarray(sh.raw_acts(1)) for sh in near.shards]), q)
+    assert_within_bound(x, np.concatenate([sh.acts(1) for sh in near.shards]), "fp8_e4m3", stochastic=False)
 
 
 def test_harvest_refuses_an_unknown_dtype():
