@@ -151,7 +151,7 @@ def test_resume_equivalence(store, shuffle):
 def test_position_replays_the_mixer_state(store, shuffle):
     """The consumer-side Position, advanced by each batch's snapshot (slot-id changes only), equals the
     mixer's full state after every batch: epoch starts, refills, the drain at each epoch's end."""
-    from fastsae.train.mixing import Position
+    from fastsae.train.position import Position
 
     r = make(store, epochs=3, batch_size=23, shuffle=shuffle, buffer_tokens=64, drop_last=False)
     mixer = r._mixer

@@ -3,7 +3,7 @@
 ``Mixer.batches()`` runs in the reader's batch thread: it pulls chunk pieces from a chunk
 read-ahead thread, mixes them and yields ready batches, each with a snapshot of the state right
 after it (``snapshot``: scalars and the slot-id changes of that batch), which the consumer-side
-reader replays into a ``Position``, so that it can resume from the last batch it handed out however
+reader replays into a ``Position`` (train/position.py), so that it can resume from the last batch it handed out however
 far the batch thread has run ahead.
 """
 
@@ -371,40 +371,6 @@ class Mixer:
         if self._buffer is not None:
             full = np.flatnonzero(self._slot_ids >= 0)
             self.selection.read_ids(self._slot_ids[full], self._buffer, full)
-
-
-class Position:
-    """The mixer's state right after the last batch handed out, kept on the consumer's side: built from a full
-    state dict, advanced by each batch's ``Mixer.snapshot()`` (however far the batch thread has run ahead)."""
-
-    def __init__(self, state: dict):
-        self.scalars = {
-            k: state[k] for k in ("epoch", "round", "cursor", "exhausted", "finished", "tokens_emitted")
-        }
-        self.pending, self.pos = np.asarray(state["pending"], np.int64), 0
-        self.slot_ids = np.asarray(state["slot_ids"], np.int64).copy()  # [B] mirror of the mixer's
-
-    def advance(self, snap: dict) -> None:
-        for slots, ids in snap["delta"]:
-            self.slot_ids[slots] = ids
-        self.scalars, self.pending, self.pos = snap["scalars"], snap["pending"], snap["pos"]
-
-    def finish(self) -> None:
-        """The last epoch is over: nothing pending."""
-        self.scalars = dict(self.scalars, finished=True)
-        self.pending, self.pos = np.zeros(0, np.int64), 0
-
-    @property
-    def remaining(self) -> int:
-        return len(self.pending) - self.pos
-
-    def state_dict(self) -> dict:
-        """The full state (copies): what Mixer.state_dict() returned at this position."""
-        return {
-            **self.scalars,
-            "pending": torch.from_numpy(self.pending[self.pos :].copy()),
-            "slot_ids": torch.from_numpy(self.slot_ids.copy()),
-        }
 
 
 def _close_prefetcher(holder: list) -> None:

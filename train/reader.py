@@ -65,7 +65,8 @@ import torch
 
 from fastsae.store import TokenType, open_store
 from fastsae.store.dtypes import unpack_fp8
-from fastsae.train.mixing import Mixer, Position
+from fastsae.train.mixing import Mixer
+from fastsae.train.position import Position
 from fastsae.train.prefetch import Prefetcher
 from fastsae.train.selection import (
     EmptySelectionError,
