@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from fastsae.chats.formats import GZIP_MAGIC, head
-from fastsae.harvest.batching import SeqItem, pack_blocks, pad_right, plan_batches
+from fastsae.harvest.batching import SeqItem, pack_blocks
 from fastsae.harvest.config import HarvestConfig, HarvestConfigError
+from fastsae.harvest.forward import forward_window
 from fastsae.harvest.meta import build_meta, check_early_identity, resolve_data_specs
 from fastsae.harvest.progress import HarvestProgress
 from fastsae.harvest.shards import ShardSink
@@ -32,8 +33,7 @@ from fastsae.harvest.stops import DiskGuard, HarvestTerminated, sigterm_interrup
 from fastsae.lm.devices import available_cores, pick_device, set_threads
 from fastsae.lm.distributed import close_ranks, init_ranks
 from fastsae.store import store_location, write_side_file
-from fastsae.store.dtypes import Fp8Rows, encode_fp8_torch, is_fp8
-from fastsae.store.stochastic_rounding import row_keys
+from fastsae.store.dtypes import is_fp8
 
 _SHARD_RE = re.compile(r"^shard-(\d+)-(\d+)\.zarr$")
 log = logging.getLogger(__name__)
@@ -154,58 +154,6 @@ def _committed(out: Path, writer: int, num_writers: int) -> tuple[int, int, int 
     return done, next_seq, first
 
 
-def _forward_window(
-    hooks, window: list[SeqItem], cfg: HarvestConfig, device, pad_id: int, store_dtype, *, resume_at: int = 0
-):
-    """Forward one window (sorted into batches), -> per item {layer: tensor [T, d]} in window order; None for
-    items of batches that hold only sequences before `resume_at` (committed already: not forwarded)."""
-    import torch
-
-    results: list[dict | None] = [None] * len(window)
-    # Rows are at most 12.5% padding (plan_batches' default): more padding bought more speed than it cost
-    # (benchmarks/harvest.py measures both).
-    for batch in plan_batches([len(item) for item in window], cfg.batch_budget(device)):
-        if all(window[i].index < resume_at for i in batch):
-            continue
-        ids, lengths = pad_right([window[i].token_ids for i in batch], pad_id)
-        input_ids = torch.from_numpy(ids).to(device)
-        hidden = hooks(input_ids).captured  # {layer: [B, T_max, d]}
-        mask = torch.from_numpy(np.arange(ids.shape[1])[None, :] < lengths[:, None]).to(device)
-        split = lengths.tolist()
-        if is_fp8(cfg.dtype):  # encoded on the model's device: a byte a value crosses, not four
-            seqs = [window[i].index for i in batch]  # global sequence indices: the rounding's keys
-            per_layer = {
-                layer: _fp8_parts(h[mask], cfg.dtype, split, seqs if cfg.fp8_rounding == "stochastic" else None, layer)
-                for layer, h in hidden.items()
-            }
-        else:
-            per_layer = {
-                layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
-                for layer, h in hidden.items()
-            }
-        for row, i in enumerate(batch):
-            results[i] = {layer: parts[row] for layer, parts in per_layer.items()}
-    return results
-
-
-def _fp8_parts(h, dtype: str, split: list[int], seqs: list[int] | None, layer: int) -> list[Fp8Rows]:
-    """A batch's rows of one layer [N, d] (sequences ``seqs``, ``split`` tokens each), fp8-encoded where they are
-    (stochastic rounding keyed as ShardWriter keys it; ``seqs`` None: nearest), moved in one transfer, cut per
-    sequence."""
-    import torch
-
-    keys = None
-    if seqs is not None:
-        n = torch.tensor(split, dtype=torch.int64)
-        sequences = torch.repeat_interleave(torch.tensor(seqs, dtype=torch.int64), n)
-        positions = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-        keys = row_keys(sequences, positions, layer)
-    q, scale = encode_fp8_torch(h, dtype, keys=keys)
-    q, scale = q.cpu().numpy(), scale.cpu().numpy()
-    bounds = np.cumsum([0, *split])
-    return [Fp8Rows(q[a:b], scale[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
 def run_harvest(
     cfg: HarvestConfig,
     *,
@@ -297,7 +245,7 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
     else:
         _first_sequence_or_raise(cfg, tokenizer, specs)  # before anything is written
     meta = build_meta(cfg, loaded, specs, model_dtype=str(model_dtype).removeprefix("torch."))
-    fp8 = is_fp8(cfg.dtype)  # quantised on the model's device (_fp8_parts), + a float32 scale per token
+    fp8 = is_fp8(cfg.dtype)  # quantised on the model's device (forward.fp8_parts), + a float32 scale per token
     item_bytes = 1 if fp8 else torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
     disk.bytes_per_token = (
         len(cfg.layers) * (loaded.d_model * item_bytes + 4 * fp8) + 5
@@ -339,7 +287,7 @@ def _harvest(cfg: HarvestConfig, disk: DiskGuard, *, loaded, console, on_sequenc
                 todo = [item for item in window if item.index >= resume_at]
                 if todo:  # a window before resume_at is committed already; the one a crash cut, partly
                     t = time.perf_counter()
-                    acts = _forward_window(
+                    acts = forward_window(
                         hooks, window, cfg, device, pad_id, store_dtype, resume_at=resume_at
                     )
                     fwd_seconds += time.perf_counter() - t

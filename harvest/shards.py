@@ -62,7 +62,7 @@ class ShardSink:
         self.writer = ShardWriter(
             self.out, writer=self.cfg.writer, seq=self.seq, first_sequence=first_sequence,
             layers=list(self.cfg.layers), d_model=self.d_model, dtype=self.cfg.dtype, meta=self.meta,
-            fp8_rounding=self.cfg.fp8_rounding,  # the rows come encoded already (runner._fp8_parts): recorded
+            fp8_rounding=self.cfg.fp8_rounding,  # the rows come encoded already (forward.fp8_parts): recorded
         )  # fmt: skip
 
     def _run(self) -> None:
