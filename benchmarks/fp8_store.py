@@ -40,9 +40,9 @@ DROP = ("schema_version", "format", "created")
 METRICS = ("mse", "mse_st", "explained_variance", "l0")
 
 
-def rewrite(src, out: Path, dtype: str, keep: set[int] | None = None) -> None:
+def rewrite(src, out: Path, dtype: str, keep: set[int] | None = None, rounding: str = "stochastic") -> None:
     """The float32 store's sequences (all, or the global indices in ``keep``, renumbered from 0) as a
-    ``dtype`` store, shard for shard."""
+    ``dtype`` store, shard for shard (fp8: ``rounding``, ShardWriter's fp8_rounding)."""
     from fastsae.store import ShardWriter
 
     meta = {k: v for k, v in src.meta.items() if k not in DROP}
@@ -55,7 +55,8 @@ def rewrite(src, out: Path, dtype: str, keep: set[int] | None = None) -> None:
         info = sh.attrs["fastsae"]
         start = sh.first_sequence if keep is None else first
         with ShardWriter(out, writer=info["writer"], seq=info["seq"], first_sequence=start,
-                         layers=sh.layers, d_model=sh.d_model, dtype=dtype, meta=meta) as w:  # fmt: skip
+                         layers=sh.layers, d_model=sh.d_model, dtype=dtype, meta=meta,
+                         fp8_rounding=rounding) as w:  # fmt: skip
             for i in rows:
                 q = sh.sequence(i)
                 w.append(token_ids=q.token_ids, token_types=q.token_types,
@@ -178,6 +179,8 @@ def main() -> None:
     )
     ap.add_argument("--noise-seeds", default="", help="more seeds trained on bf16 only, for the noise band")
     ap.add_argument("--fp8", default="fp8_e4m3", help="the fp8 dtype whose SAE is trained against bf16's")
+    ap.add_argument("--fp8-rounding", default="stochastic", choices=("stochastic", "nearest"),
+                    help="how the fp8 stores are rounded (harvest/convert --fp8-rounding)")  # fmt: skip
     ap.add_argument("--arch", default="jumprelu")
     ap.add_argument("--expansion", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -218,10 +221,13 @@ def main() -> None:
     x, types = layer_rows(src, a.layer)
     report["special_tokens"] = int((types == 0).sum())
     stores, rows = {}, {}
+    def named(dtype: str) -> str:  # stores of the two roundings side by side in one --work folder
+        return dtype + ("-nearest" if dtype.startswith("fp8") and a.fp8_rounding == "nearest" else "")
+
     for dtype in DTYPES:
-        path = work / dtype
+        path = work / named(dtype)
         if not path.exists():
-            rewrite(src, path, dtype)
+            rewrite(src, path, dtype, rounding=a.fp8_rounding)
         stores[dtype] = open_store(path)
         rows[dtype], _ = layer_rows(stores[dtype], a.layer)
         report[f"round_trip_{dtype}"] = round_trip(x, rows[dtype], types)
@@ -249,13 +255,13 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     train_stores = {}
     for dtype in ("bfloat16", a.fp8):
-        path = work / f"{dtype}-train-split{a.split_seed}-h{a.holdout}"
+        path = work / f"{named(dtype)}-train-split{a.split_seed}-h{a.holdout}"
         if not path.exists():
-            rewrite(src, path, dtype, keep)
+            rewrite(src, path, dtype, keep, rounding=a.fp8_rounding)
         train_stores[dtype] = path
 
     def run(dtype: str, seed: int) -> dict:
-        out = work / f"sae-{sae_name(a)}-{dtype}-seed{seed}"
+        out = work / f"sae-{sae_name(a)}-{named(dtype)}-seed{seed}"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         sae_dir = train(train_stores[dtype], out, a.layer, seed, a)
