@@ -8,7 +8,7 @@ import numpy as np
 from fastsae.harvest.batching import SeqItem, pad_right, plan_batches
 from fastsae.harvest.config import HarvestConfig
 from fastsae.store.dtypes import Fp8Rows, encode_fp8_torch, is_fp8
-from fastsae.store.stochastic_rounding import row_keys
+from fastsae.store.stochastic_rounding import sequence_keys
 
 
 def forward_window(
@@ -30,11 +30,8 @@ def forward_window(
         mask = torch.from_numpy(np.arange(ids.shape[1])[None, :] < lengths[:, None]).to(device)
         split = lengths.tolist()
         if is_fp8(cfg.dtype):  # encoded on the model's device: a byte a value crosses, not four
-            seqs = [window[i].index for i in batch]  # global sequence indices: the rounding's keys
-            per_layer = {
-                layer: fp8_parts(h[mask], cfg.dtype, split, seqs if cfg.fp8_rounding == "stochastic" else None, layer)
-                for layer, h in hidden.items()
-            }
+            seqs = [window[i].index for i in batch] if cfg.fp8_rounding == "stochastic" else None
+            per_layer = {layer: fp8_parts(h[mask], cfg.dtype, split, seqs, layer) for layer, h in hidden.items()}
         else:
             per_layer = {
                 layer: torch.split(h[mask].to(store_dtype).cpu(), split)  # one transfer per batch and layer
@@ -46,17 +43,10 @@ def forward_window(
 
 
 def fp8_parts(h, dtype: str, split: list[int], seqs: list[int] | None, layer: int) -> list[Fp8Rows]:
-    """A batch's rows of one layer [N, d] (sequences ``seqs``, ``split`` tokens each), fp8-encoded where they are
-    (stochastic rounding keyed as ShardWriter keys it; ``seqs`` None: nearest), moved in one transfer, cut per
-    sequence."""
-    import torch
-
-    keys = None
-    if seqs is not None:
-        n = torch.tensor(split, dtype=torch.int64)
-        sequences = torch.repeat_interleave(torch.tensor(seqs, dtype=torch.int64), n)
-        positions = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-        keys = row_keys(sequences, positions, layer)
+    """A batch's rows of one layer [N, d] (global sequences ``seqs``, ``split`` tokens each), fp8-encoded where
+    they are (stochastic rounding keyed as ShardWriter keys it; ``seqs`` None: nearest), moved in one transfer,
+    cut per sequence."""
+    keys = None if seqs is None else sequence_keys(seqs, split, layer)
     q, scale = encode_fp8_torch(h, dtype, keys=keys)
     q, scale = q.cpu().numpy(), scale.cpu().numpy()
     bounds = np.cumsum([0, *split])

@@ -147,12 +147,9 @@ def converted_meta(src: Store, cfg: ConvertConfig, layers: list[int], fingerprin
     for part in ("identity", "config"):  # what a harvest resuming into this store would compare
         if isinstance(meta.get(part), dict):
             meta[part] |= {k: v for k, v in new.items() if k in meta[part]}
-            if part == "config" and "dtype" in meta[part]:
+            meta[part].pop("fp8_rounding", None)
+            if is_fp8(cfg.dtype) and (part == "identity" or "dtype" in meta[part]):  # as harvest records it
                 meta[part]["fp8_rounding"] = cfg.fp8_rounding
-            if part == "identity" and is_fp8(cfg.dtype):  # as harvest records it (harvest/meta.py)
-                meta[part]["fp8_rounding"] = cfg.fp8_rounding
-            elif part == "identity":
-                meta[part].pop("fp8_rounding", None)
     meta[CONVERTED_FROM] = {
         "store": src.url or str(Path(src.path).resolve()), "fingerprint": fingerprint, "dtype": src.dtype,
         "layers": list(src.layers), "kept_layers": layers, "compression": cfg.compression,

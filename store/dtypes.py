@@ -112,6 +112,17 @@ def _denormals_kept(shift: int, unbias: float) -> bool:
     return bool(smallest[0] == np.float32(2.0 ** (-9 if shift == 20 else -16)))
 
 
+def widen(stored: Any, dtype: str, *, out: Any = None) -> Any:
+    """A torch tensor of stored rows as the reader moves them (bf16 bits as int16, fp8 packed with the scales) ->
+    float32 [n, d_model] on its own device, exactly; into ``out`` when given."""
+    import torch
+
+    if is_fp8(dtype):
+        return unpack_fp8(stored, dtype, out=out)
+    value = stored.view(torch.bfloat16) if dtype == "bfloat16" else stored
+    return value.float() if out is None else out.copy_(value)
+
+
 def unpack_fp8_cast(packed: Any, dtype: str, *, out: Any = None) -> Any:
     """``unpack_fp8`` for a torch tensor on any device, by torch's fp8 -> float32 cast: the GPU path."""
     import torch
@@ -159,24 +170,18 @@ class Fp8Rows(NamedTuple):
 
 def fp8_row_keys(sequence: int, n: int, layer: int) -> Any:
     """The stochastic-rounding keys of the n rows of global ``sequence`` at ``layer`` (int64 tensor [n])."""
-    import torch
+    from .stochastic_rounding import sequence_keys
 
-    from .stochastic_rounding import row_keys
-
-    return row_keys(torch.full((n,), sequence, dtype=torch.int64), torch.arange(n), layer)
+    return sequence_keys([sequence], [n], layer)
 
 
 def fp8_shard_keys(first_sequence: int, offsets: Any, layer: int) -> Any:
     """The keys of every row of a shard (its first global sequence and its [S + 1] token offsets), as its writer
     drew them: what re-encoding a shard's float rows needs to give its codes again."""
-    import torch
+    from .stochastic_rounding import sequence_keys
 
-    offsets = torch.as_tensor(np.asarray(offsets, dtype=np.int64))
-    n = offsets[1:] - offsets[:-1]
-    seqs = torch.repeat_interleave(torch.arange(len(n)) + first_sequence, n)
-    from .stochastic_rounding import row_keys
-
-    return row_keys(seqs, torch.arange(int(offsets[-1])) - torch.repeat_interleave(offsets[:-1], n), layer)
+    n = np.diff(np.asarray(offsets, dtype=np.int64))
+    return sequence_keys(first_sequence + np.arange(len(n)), n, layer)
 
 
 def fp8_rows(rows: Fp8Rows, *, where: str) -> tuple[np.ndarray, np.ndarray]:

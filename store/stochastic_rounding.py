@@ -31,6 +31,16 @@ def row_keys(sequences: Any, positions: Any, layer: int) -> Any:
     return hash32((seq + (positions & M32)) & M32)
 
 
+def sequence_keys(sequences: Any, lengths: Any, layer: int) -> Any:
+    """int64 keys of every row of consecutive ``sequences`` (global indices [S]) of ``lengths`` [S] tokens."""
+    import torch
+
+    seqs, n = torch.as_tensor(sequences, dtype=torch.int64), torch.as_tensor(lengths, dtype=torch.int64)
+    starts = torch.cumsum(n, 0) - n
+    positions = torch.arange(int(n.sum())) - torch.repeat_interleave(starts, n)
+    return row_keys(torch.repeat_interleave(seqs, n), positions, layer)
+
+
 def round_stochastic(y: Any, fp8: Any, keys: Any) -> Any:
     """Values y [n, d] (float32, within the format's finite range) -> fp8 codes [n, d] (uint8), each the fp8
     value just below or just above y, the nearer one more often in proportion: unbiased. ``keys`` [n] from
@@ -47,5 +57,5 @@ def round_stochastic(y: Any, fp8: Any, keys: Any) -> Any:
     p = torch.where(gap > 0, (y - v).abs() / gap, 0.0)  # the chance to take the other neighbour
     dims = torch.arange(y.shape[1], device=y.device, dtype=torch.int64)
     u = hash32((keys[:, None] ^ (dims[None, :] * _GOLDEN & M32)) & M32)  # [n, d] in [0, 2^32)
-    take = (u.double() < p.double() * 4294967296.0) & (v != y)
+    take = u.double() < p.double() * 4294967296.0  # p = 0 for an exact value: it keeps its code
     return torch.where(take, other, near.view(torch.uint8))

@@ -20,7 +20,6 @@ import datetime as _dt
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +217,10 @@ class ShardWriter:
             raise StoreWriteError(f"{where}: acts has layers {sorted(acts)}, writer expects {self.layers}")
         encoded, scales = {}, {}
         # stochastic rounding keyed by where each row sits: global sequence, token, layer (stochastic_rounding.py)
-        keys = partial(fp8_row_keys, self.first_sequence + self.num_sequences, n)
-        if self.fp8_rounding == "nearest":
-            keys = lambda layer: None  # noqa: E731
+        seq = self.first_sequence + self.num_sequences
+
+        def keys(layer: int):
+            return fp8_row_keys(seq, n, layer) if self.fp8_rounding == "stochastic" else None
         for layer in self.layers:
             if is_fp8(self.dtype):
                 a = acts[layer]  # Fp8Rows: encoded already (harvest, on its device)

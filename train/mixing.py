@@ -15,17 +15,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastsae.store.dtypes import unpack_fp8
+from fastsae.store.dtypes import widen
 from fastsae.train.prefetch import Prefetcher
 from fastsae.train.selection import STORED_NUMPY, TokenSelection
 
 ROUND_STREAM = 0x5EED
 AHEAD_ROWS = 4096  # batches smaller than this are cut from one gather of the round's next AHEAD_ROWS rows
 READAHEAD_CHUNKS = 4  # chunks whose disk reads are requested ahead of the one paged in (~19 MB at d 576 bf16)
+# torch dtype of stored rows as they travel (bf16 bits as int16, fp8 packed with their scales as uint8)
 TORCH_STORED = {np.uint16: torch.int16, np.float16: torch.float16, np.float32: torch.float32, np.uint8: torch.uint8}  # fmt: skip
-# what the stored bits are, for torch's exact widening to float32 (bf16 bits travel as int16; packed fp8 rows
-# are decoded with their scales instead, store.dtypes.unpack_fp8)
-TORCH_VALUE = {np.uint16: torch.bfloat16, np.float16: torch.float16, np.float32: torch.float32}
 
 
 class Mixer:
@@ -242,10 +240,8 @@ class Mixer:
             self.selection.gather_ids(ids[order], rows)
         else:
             torch.index_select(self._buffer_t, 0, torch.from_numpy(slots[order]), out=rows)
-        if not direct and self._np_dtype is np.uint8:
-            unpack_fp8(rows, self.selection.dtype, out=out)
-        elif not direct:
-            out.copy_(rows.view(TORCH_VALUE[self._np_dtype]))
+        if not direct:
+            widen(rows, self.selection.dtype, out=out)
 
     def _rows_ahead(self, ids: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """(block, where): stored rows of the sorted canonical ``ids`` are block[where]. Small batches pay a fixed

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from fastsae.store import TokenType, open_store
-from fastsae.store.dtypes import unpack_fp8
+from fastsae.store.dtypes import widen
 from fastsae.train.mixing import Mixer
 from fastsae.train.position import Position
 from fastsae.train.prefetch import Prefetcher
@@ -246,11 +246,9 @@ class ActivationReader:
             batch = batch.to(self.device, non_blocking=True)
         elif self.decode:
             return batch  # float32 already (decoded in the batch thread)
-        if batch.dtype == torch.uint8:  # packed fp8 rows: decoded with their scales, on the device
-            return unpack_fp8(batch, self.store.dtype) if self.decode else batch
-        if batch.dtype == torch.int16:  # bf16 bits
-            batch = batch.view(torch.bfloat16)
-        return batch.float() if self.decode else batch
+        if self.decode:  # on the device: bf16 widened, packed fp8 decoded with their scales
+            return widen(batch, self.store.dtype)
+        return batch.view(torch.bfloat16) if batch.dtype == torch.int16 else batch
 
     def close(self) -> None:
         """Stop the background threads. The position is kept: iterating again continues from it."""
